@@ -1,0 +1,102 @@
+//! Project tooling, run as `cargo xtask <command>`.
+//!
+//! xtask depends on nothing but std so it compiles in seconds on a fresh machine,
+//! before `protoc` (needed by Lance) is installed: it installs it.
+//!
+//! Commands:
+//! - `setup`: install what a fresh Debian machine lacks (`scripts/setup.sh`);
+//! - `test`: setup, then every test of the workspace;
+//! - `ci`: setup, `cargo fmt --check`, clippy with `-D warnings`, then `test`.
+//!
+//! Cargo commands run by xtask use `CARGO_TARGET_DIR` when it is set and
+//! `$HOME/.cache/persisting/target` otherwise, so builds survive fresh clones.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    if let Some(dir) = env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home = env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    home.join(".cache/persisting/target")
+}
+
+/// Runs a command in the workspace root, failing with its name when it fails.
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    eprintln!("xtask: running {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", target_dir())
+        .status()
+        .map_err(|e| format!("could not start {program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{program} {} failed with {status}", args.join(" ")))
+    }
+}
+
+fn cargo(args: &[&str]) -> Result<(), String> {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    run(&cargo, args)
+}
+
+fn setup() -> Result<(), String> {
+    run("bash", &["scripts/setup.sh"])
+}
+
+fn test() -> Result<(), String> {
+    setup()?;
+    cargo(&["test", "--workspace", "--all-targets"])?;
+    cargo(&["test", "--workspace", "--doc"])
+}
+
+fn ci() -> Result<(), String> {
+    setup()?;
+    cargo(&["fmt", "--all", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    test()
+}
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  setup   install what a fresh Debian machine lacks (protoc, test tools)
+  test    setup, then run every test of the workspace
+  ci      setup, format check, clippy -D warnings, then test";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("test") => test(),
+        Some("ci") => ci(),
+        Some("-h" | "--help" | "help") | None => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => Err(format!("unknown command {other:?}\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
