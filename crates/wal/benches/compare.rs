@@ -1,0 +1,199 @@
+//! The WAL against the physical baselines and against okaywal, in one process, on the
+//! same disk, printing ratios:
+//!
+//! - `Os` policy, 16 KiB payloads vs a raw sequential `write` loop (MB/s);
+//! - `Always`, 1 writer, 200-byte payloads vs a raw `write` + `fdatasync` loop;
+//! - `Always`, 64 writers vs its own 1-writer entries/s (group commit);
+//! - okaywal (commit = durable) at 1 and 64 writers, same payloads.
+//!
+//! `cargo bench -p persisting-wal --bench compare`. `PERSISTING_BENCH_SECS` sets each
+//! timed run's length (default 3), `PERSISTING_BENCH_DIR` the directory (default: the
+//! target directory's disk).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use persisting_wal::{SyncPolicy, Wal, WalOptions};
+
+fn secs() -> Duration {
+    let s = std::env::var("PERSISTING_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    Duration::from_secs_f64(s)
+}
+
+fn scratch() -> tempfile::TempDir {
+    let base: PathBuf = std::env::var_os("PERSISTING_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::tempdir_in(base).unwrap()
+}
+
+/// Flushes dirty pages of earlier runs so they do not slow the next one.
+fn settle() {
+    let _ = std::process::Command::new("sync").status();
+}
+
+/// Runs `op` on `threads` threads for the configured time; returns operations/s.
+fn run_threads(threads: usize, op: impl Fn(u64) + Sync) -> f64 {
+    let stop = AtomicBool::new(false);
+    let count = AtomicU64::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (stop, count, op) = (&stop, &count, &op);
+            s.spawn(move || {
+                let mut i = t as u64;
+                while !stop.load(Ordering::Relaxed) {
+                    op(i);
+                    i += threads as u64;
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        std::thread::sleep(secs());
+        stop.store(true, Ordering::Relaxed);
+    });
+    count.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+const STREAM_BYTES: usize = 256 << 20;
+const BIG: usize = 16 << 10;
+const SMALL: usize = 200;
+
+fn raw_write_mb_s(dir: &Path) -> f64 {
+    let buf = vec![0xabu8; BIG];
+    let mut f = File::create(dir.join("raw.bin")).unwrap();
+    let start = Instant::now();
+    for _ in 0..STREAM_BYTES / BIG {
+        f.write_all(&buf).unwrap();
+    }
+    STREAM_BYTES as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
+fn wal_os_mb_s(dir: &Path) -> f64 {
+    let buf = vec![0xabu8; BIG];
+    let opts = WalOptions {
+        sync: SyncPolicy::Os,
+        ..WalOptions::default()
+    };
+    let (wal, _) = Wal::open(dir.join("wal"), opts).unwrap();
+    let start = Instant::now();
+    for _ in 0..STREAM_BYTES / BIG {
+        wal.append(&buf).unwrap();
+    }
+    let mb_s = STREAM_BYTES as f64 / start.elapsed().as_secs_f64() / 1e6;
+    drop(wal);
+    mb_s
+}
+
+fn raw_fdatasync_per_s(dir: &Path) -> f64 {
+    let buf = [7u8; SMALL];
+    let f = std::sync::Mutex::new(File::create(dir.join("raw-sync.bin")).unwrap());
+    run_threads(1, |_| {
+        let mut f = f.lock().unwrap();
+        f.write_all(&buf).unwrap();
+        f.sync_data().unwrap();
+    })
+}
+
+fn wal_always_per_s(dir: &Path, threads: usize) -> f64 {
+    let opts = WalOptions {
+        sync: SyncPolicy::Always,
+        ..WalOptions::default()
+    };
+    let (wal, _) = Wal::open(dir.join(format!("wal-{threads}")), opts).unwrap();
+    let buf = [7u8; SMALL];
+    let rate = run_threads(threads, |_| {
+        wal.append(&buf).unwrap();
+    });
+    let st = wal.stats();
+    println!(
+        "  {threads} writer(s): {} entries, {} fsyncs, {:.1} entries per fsync",
+        st.entries_appended,
+        st.fsyncs,
+        st.entries_appended as f64 / st.fsyncs.max(1) as f64
+    );
+    rate
+}
+
+fn okaywal_per_s(dir: &Path, threads: usize) -> f64 {
+    let log =
+        okaywal::WriteAheadLog::recover(dir.join(format!("okaywal-{threads}")), okaywal::LogVoid)
+            .unwrap();
+    let buf = [7u8; SMALL];
+    let rate = run_threads(threads, |_| {
+        let mut entry = log.begin_entry().unwrap();
+        entry.write_chunk(&buf).unwrap();
+        entry.commit().unwrap();
+    });
+    log.shutdown().unwrap();
+    rate
+}
+
+fn best(runs: usize, mut f: impl FnMut() -> f64) -> f64 {
+    (0..runs)
+        .map(|_| {
+            settle();
+            f()
+        })
+        .fold(0.0, f64::max)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return; // `cargo test --all-targets` smoke run: nothing to time
+    }
+    let tmp = scratch();
+    let dir = tmp.path();
+    println!(
+        "WAL comparison, {} s per timed run, in {}",
+        secs().as_secs_f64(),
+        dir.display()
+    );
+
+    let raw_mb = best(3, || {
+        let d = tempfile::tempdir_in(dir).unwrap();
+        raw_write_mb_s(d.path())
+    });
+    let wal_mb = best(3, || {
+        let d = tempfile::tempdir_in(dir).unwrap();
+        wal_os_mb_s(d.path())
+    });
+    settle();
+    let raw_sync = raw_fdatasync_per_s(dir);
+    let wal_1 = wal_always_per_s(dir, 1);
+    let wal_64 = wal_always_per_s(dir, 64);
+    let okay_1 = okaywal_per_s(dir, 1);
+    let okay_64 = okaywal_per_s(dir, 64);
+
+    println!();
+    println!("| measurement | persisting-wal | baseline | ratio | floor |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| Os, 16 KiB, MB/s vs raw write loop | {wal_mb:.0} | {raw_mb:.0} | {:.2}x | 0.7x |",
+        wal_mb / raw_mb
+    );
+    println!(
+        "| Always, 1 writer, 200 B, entries/s vs raw write+fdatasync | {wal_1:.0} | {raw_sync:.0} | {:.2}x | 0.8x |",
+        wal_1 / raw_sync
+    );
+    println!(
+        "| Always, 64 writers vs own 1 writer, entries/s | {wal_64:.0} | {wal_1:.0} | {:.1}x | 20x |",
+        wal_64 / wal_1
+    );
+    println!(
+        "| vs okaywal, 1 writer, entries/s | {wal_1:.0} | {okay_1:.0} | {:.2}x | >1x |",
+        wal_1 / okay_1
+    );
+    println!(
+        "| vs okaywal, 64 writers, entries/s | {wal_64:.0} | {okay_64:.0} | {:.2}x | >1x |",
+        wal_64 / okay_64
+    );
+}

@@ -1,0 +1,833 @@
+//! The log itself: appends with group commit, rotation, checkpoint and sync.
+//!
+//! Invariants:
+//! - LSNs are dense: each append takes the next ones, under one lock, and its frame
+//!   goes to the file after every frame with lower LSNs;
+//! - every frame is checksummed before it is written, and is written with one write;
+//! - `durable_lsn` only grows, and only after an fsync that covered every LSN below it;
+//!   an append under [`SyncPolicy::Always`] returns only once its LSNs are below it;
+//! - under [`SyncPolicy::Always`], appenders only queue their frames: the first waiter
+//!   that finds no sync running (the leader) writes every queued frame with one write
+//!   and one fsync, outside the lock (group commit with a leader, no fixed delay);
+//!   under the other policies each append writes its frame before returning, so a
+//!   process crash loses nothing;
+//! - segments are preallocated in steps, so an fsync rarely has a file size to persist;
+//!   the zeros after the last frame are the segment's clean end;
+//! - a new segment starts under a pending name; the closer fsyncs the segment before
+//!   it, then the new one, and only then gives it its final name. So every segment but
+//!   the last final one is durable, only that one can hold a torn tail, and a pending
+//!   segment (whose predecessor may be torn) holds nothing acknowledged as durable.
+//!   Writers never wait for a segment to be closed; durability waits do;
+//! - a failed fsync poisons the log, and so does a failed write that cannot be undone:
+//!   every later call fails until the log is reopened.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{JoinHandle, Thread};
+
+use crate::error::{Error, Result};
+use crate::frame;
+use crate::fs::{Fs, FsFile, RealFs};
+use crate::options::{SegmentClose, SyncPolicy, WalOptions};
+use crate::reader::WalReader;
+use crate::recovery::{RecoveryReport, SegmentMeta, recover};
+use crate::segment::{
+    FLAG_CHECKPOINT_BASE, SEGMENT_HEADER_BYTES, SegmentHeader, create_segment, pending_name,
+    segment_name,
+};
+
+/// Largest step in which a segment file is extended ahead of its frames.
+pub const PREALLOCATE_BYTES_MAX: u64 = 1 << 20;
+
+/// Counters and sizes of an open log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WalStats {
+    /// Oldest LSN still held.
+    pub first_lsn: u64,
+    /// LSN the next append will get.
+    pub next_lsn: u64,
+    /// Every LSN below this one is durable (or obsolete).
+    pub durable_lsn: u64,
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes of frames and headers in all segments (preallocated space not counted).
+    pub total_bytes: u64,
+    /// fsyncs of segment data done since open.
+    pub fsyncs: u64,
+    /// Entries appended since open.
+    pub entries_appended: u64,
+    /// True once a failure has poisoned the log.
+    pub poisoned: bool,
+}
+
+struct State {
+    /// Every segment, oldest first; the last is the active one. Its `bytes` counts
+    /// queued frames too.
+    segments: Vec<SegmentMeta>,
+    active: Arc<dyn FsFile>,
+    /// Bytes of the active file written (queued frames start here).
+    written: u64,
+    /// LSN after the last frame written to the active file.
+    written_lsn: u64,
+    /// Length of the active file, preallocation included.
+    allocated: u64,
+    /// Frames queued for the group-commit leader (only under `Always`).
+    queued: Vec<u8>,
+    next_lsn: u64,
+    synced_lsn: u64,
+    syncing: bool,
+    poisoned: Option<String>,
+    closed: bool,
+    scratch: Vec<u8>,
+    fsyncs: u64,
+    entries_appended: u64,
+    /// Segments waiting for the closer, oldest first.
+    closing: VecDeque<CloseJob>,
+    /// Threads parked until their LSN is durable, with that LSN.
+    waiters: Vec<(u64, Thread)>,
+}
+
+/// A closed segment to trim and fsync, and the pending segment after it to rename
+/// once it is durable.
+#[derive(Clone)]
+struct CloseJob {
+    old: Arc<dyn FsFile>,
+    old_first: u64,
+    old_bytes: u64,
+    new: Arc<dyn FsFile>,
+    new_first: u64,
+}
+
+pub(crate) struct Shared {
+    fs: Arc<dyn Fs>,
+    dir: PathBuf,
+    opts: WalOptions,
+    state: Mutex<State>,
+    /// Signalled when a sync or a segment close finishes (group-commit followers and
+    /// durability waiters wait on it).
+    synced: Condvar,
+    /// Signalled to wake the interval flusher (on close).
+    tick: Condvar,
+    /// Signalled when the closer has work (or on close).
+    closer: Condvar,
+    /// Mirror of `State::synced_lsn`, read by parked waiters without the lock.
+    durable: AtomicU64,
+    /// Set once the log is poisoned, read by parked waiters without the lock.
+    failed: AtomicBool,
+}
+
+/// A write-ahead log in one directory. `Send + Sync`: share it with an `Arc`.
+///
+/// ```
+/// use persisting_wal::{Wal, WalOptions};
+/// let dir = tempfile::tempdir().unwrap();
+/// let (wal, _report) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+/// assert_eq!(wal.append(b"first").unwrap(), 0);
+/// assert_eq!(wal.append_batch(&[&b"a"[..], b"b"]).unwrap(), 1..3);
+/// drop(wal);
+/// let (wal, report) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+/// assert_eq!(report.entries, 3);
+/// let entries: Vec<_> = wal.read_from(1).unwrap().map(|e| e.unwrap().payload).collect();
+/// assert_eq!(entries, [b"a".to_vec(), b"b".to_vec()]);
+/// ```
+pub struct Wal {
+    shared: Arc<Shared>,
+    flusher: Option<JoinHandle<()>>,
+    closer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.shared.dir)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Wal {
+    /// Opens (recovering) or creates the log in `dir` on the real file system.
+    pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<(Wal, RecoveryReport)> {
+        Self::open_with(Arc::new(RealFs), dir, opts)
+    }
+
+    /// Opens the log through any [`Fs`] (the simulated one in crash tests).
+    pub fn open_with(
+        fs: Arc<dyn Fs>,
+        dir: impl AsRef<Path>,
+        opts: WalOptions,
+    ) -> Result<(Wal, RecoveryReport)> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let recovered = recover(fs.as_ref(), &dir, &opts)?;
+        let written = recovered.segments.last().map_or(0, |s| s.bytes);
+        let allocated = recovered
+            .active
+            .len()
+            .map_err(|e| Error::io("stat", &dir, e))?;
+        let state = State {
+            segments: recovered.segments,
+            active: recovered.active,
+            written,
+            written_lsn: recovered.next_lsn,
+            allocated,
+            queued: Vec::new(),
+            next_lsn: recovered.next_lsn,
+            synced_lsn: recovered.next_lsn,
+            syncing: false,
+            poisoned: None,
+            closed: false,
+            scratch: Vec::new(),
+            fsyncs: 0,
+            entries_appended: 0,
+            closing: VecDeque::new(),
+            waiters: Vec::new(),
+        };
+        let durable = AtomicU64::new(state.synced_lsn);
+        let shared = Arc::new(Shared {
+            fs,
+            dir,
+            opts,
+            state: Mutex::new(state),
+            synced: Condvar::new(),
+            tick: Condvar::new(),
+            closer: Condvar::new(),
+            durable,
+            failed: AtomicBool::new(false),
+        });
+        let spawn = |name: &str, f: fn(&Shared)| {
+            let s = shared.clone();
+            std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(move || f(&s))
+                .map_err(|e| Error::io("start a background thread for", &shared.dir, e))
+        };
+        let closer = match shared.opts.segment_close {
+            SegmentClose::Background => Some(spawn("wal-closer", Shared::close_segments)?),
+            SegmentClose::Inline => None,
+        };
+        let flusher = match shared.opts.sync {
+            SyncPolicy::Interval(_) => Some(spawn("wal-flusher", Shared::flush_every)?),
+            _ => None,
+        };
+        Ok((
+            Wal {
+                shared,
+                flusher,
+                closer,
+            },
+            recovered.report,
+        ))
+    }
+
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The options the log was opened with.
+    pub fn options(&self) -> &WalOptions {
+        &self.shared.opts
+    }
+
+    /// Appends one entry; returns its LSN. Durable on return under
+    /// [`SyncPolicy::Always`].
+    pub fn append(&self, payload: &[u8]) -> Result<u64> {
+        self.append_batch(&[payload]).map(|r| r.start)
+    }
+
+    /// Appends a batch as one atomic frame: after a crash all of it is recovered or
+    /// none. Returns the LSNs it took. Nothing is written if any entry is too large.
+    pub fn append_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Range<u64>> {
+        self.shared.append(payloads)
+    }
+
+    /// Makes every entry appended so far durable.
+    pub fn sync(&self) -> Result<()> {
+        let st = self.shared.writable()?;
+        let target = st.next_lsn;
+        self.shared.wait_durable(st, target)
+    }
+
+    /// Declares entries below `lsn` no longer needed: every segment wholly below it is
+    /// deleted. When `lsn` is at or past the end of the log, a fresh segment starting
+    /// at `lsn` replaces all others, so LSNs continue from `lsn` even after a restart.
+    pub fn checkpoint(&self, lsn: u64) -> Result<()> {
+        self.shared.checkpoint(lsn)
+    }
+
+    /// Iterates the entries from `lsn` to the last one written to the file now.
+    pub fn read_from(&self, lsn: u64) -> Result<WalReader> {
+        let st = lock(&self.shared.state);
+        let first = st.segments.first().map_or(st.next_lsn, |s| s.first_lsn);
+        if lsn < first || lsn > st.next_lsn {
+            return Err(Error::LsnOutOfRange {
+                requested: lsn,
+                first,
+                next: st.next_lsn,
+            });
+        }
+        let mut segments = st.segments.clone();
+        if let Some(active) = segments.last_mut() {
+            active.bytes = st.written;
+        }
+        Ok(WalReader::new(
+            self.shared.fs.clone(),
+            self.shared.dir.clone(),
+            segments,
+            lsn,
+            st.written_lsn,
+            self.shared.opts.frame_bytes_max,
+        ))
+    }
+
+    /// LSN the next append will get.
+    pub fn next_lsn(&self) -> u64 {
+        lock(&self.shared.state).next_lsn
+    }
+
+    /// Every LSN below this one is durable.
+    pub fn durable_lsn(&self) -> u64 {
+        lock(&self.shared.state).synced_lsn
+    }
+
+    /// Oldest LSN the log holds.
+    pub fn first_lsn(&self) -> u64 {
+        let st = lock(&self.shared.state);
+        st.segments.first().map_or(st.next_lsn, |s| s.first_lsn)
+    }
+
+    /// Sizes and counters.
+    pub fn stats(&self) -> WalStats {
+        let st = lock(&self.shared.state);
+        WalStats {
+            first_lsn: st.segments.first().map_or(st.next_lsn, |s| s.first_lsn),
+            next_lsn: st.next_lsn,
+            durable_lsn: st.synced_lsn,
+            segments: st.segments.len(),
+            total_bytes: st.segments.iter().map(|s| s.bytes).sum(),
+            fsyncs: st.fsyncs,
+            entries_appended: st.entries_appended,
+            poisoned: st.poisoned.is_some(),
+        }
+    }
+
+    /// Syncs and closes the log, reporting a failure of that last sync.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        let result = {
+            let st = lock(&self.shared.state);
+            if st.closed {
+                Ok(())
+            } else if let Some(cause) = &st.poisoned {
+                Err(Error::Poisoned {
+                    cause: cause.clone(),
+                })
+            } else {
+                let target = st.next_lsn;
+                self.shared
+                    .wait_durable(st, target)
+                    .and_then(|()| self.shared.trim_active())
+            }
+        };
+        lock(&self.shared.state).closed = true;
+        self.shared.tick.notify_all();
+        self.shared.synced.notify_all();
+        self.shared.closer.notify_all();
+        for handle in [self.flusher.take(), self.closer.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = handle.join();
+        }
+        result
+    }
+}
+
+impl Drop for Wal {
+    /// Closes the log, syncing what was written (errors are ignored: call
+    /// [`Wal::close`] to see them).
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+fn poisoned(cause: &str) -> Error {
+    Error::Poisoned {
+        cause: cause.to_owned(),
+    }
+}
+
+impl Shared {
+    fn writable(&self) -> Result<MutexGuard<'_, State>> {
+        let st = lock(&self.state);
+        if let Some(cause) = &st.poisoned {
+            return Err(poisoned(cause));
+        }
+        if st.closed {
+            return Err(Error::Closed);
+        }
+        Ok(st)
+    }
+
+    fn active_path(&self, st: &State) -> PathBuf {
+        match st.segments.last() {
+            Some(s) if s.pending => self.dir.join(pending_name(s.first_lsn)),
+            Some(s) => self.dir.join(segment_name(s.first_lsn)),
+            None => self.dir.clone(),
+        }
+    }
+
+    fn poison(&self, st: &mut State, cause: String) -> Error {
+        st.poisoned = Some(cause.clone());
+        self.failed.store(true, Ordering::Release);
+        for (_, thread) in st.waiters.drain(..) {
+            thread.unpark();
+        }
+        self.synced.notify_all();
+        self.closer.notify_all();
+        Error::Poisoned { cause }
+    }
+
+    /// Publishes a new durable LSN: wakes every parked waiter it covers, and one
+    /// other waiter to lead the next group commit when nothing is in the way.
+    fn advance_durable(&self, st: &mut State, lsn: u64) {
+        st.synced_lsn = st.synced_lsn.max(lsn);
+        let synced = st.synced_lsn;
+        self.durable.store(synced, Ordering::Release);
+        let mut lead = !st.syncing && st.closing.is_empty();
+        st.waiters.retain(|(target, thread)| {
+            if *target <= synced || std::mem::take(&mut lead) {
+                thread.unpark();
+                false
+            } else {
+                true
+            }
+        });
+        self.synced.notify_all();
+    }
+
+    /// Cuts the active segment's preallocated space off (on close), durably.
+    fn trim_active(&self) -> Result<()> {
+        let mut st = lock(&self.state);
+        if st.allocated > st.written {
+            let path = self.active_path(&st);
+            let written = st.written;
+            st.active
+                .set_len(written)
+                .and_then(|()| st.active.sync_data())
+                .map_err(|e| Error::io("trim", path, e))?;
+            st.allocated = written;
+        }
+        Ok(())
+    }
+
+    /// Extends the active file so `end` fits, a preallocation step at a time.
+    fn ensure_allocated(&self, st: &mut State, end: u64) -> std::io::Result<()> {
+        if end <= st.allocated {
+            return Ok(());
+        }
+        // Preallocation spares `Always` an fsync of the file size per commit, but makes
+        // buffered writes into the hole slower: the other policies extend as they go.
+        if self.opts.sync != SyncPolicy::Always {
+            st.allocated = end;
+            return Ok(());
+        }
+        let step = PREALLOCATE_BYTES_MAX.min(self.opts.segment_bytes_max);
+        let target = end.div_ceil(step) * step;
+        st.active.set_len(target)?;
+        st.allocated = target;
+        Ok(())
+    }
+
+    fn append<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Range<u64>> {
+        let max = self.opts.entry_bytes_max;
+        if let Some(p) = payloads.iter().find(|p| p.as_ref().len() as u64 > max) {
+            return Err(Error::EntryTooLarge {
+                len: p.as_ref().len() as u64,
+                max,
+            });
+        }
+        let frame_len = frame::frame_bytes(payloads);
+        if frame_len > self.opts.frame_bytes_max {
+            return Err(Error::BatchTooLarge {
+                entries: payloads.len(),
+                bytes: frame_len,
+                max: self.opts.frame_bytes_max,
+            });
+        }
+        let mut st = self.writable()?;
+        if payloads.is_empty() {
+            return Ok(st.next_lsn..st.next_lsn);
+        }
+        let active_bytes = st.segments.last().map_or(0, |s| s.bytes);
+        if active_bytes > SEGMENT_HEADER_BYTES as u64
+            && active_bytes + frame_len > self.opts.segment_bytes_max
+        {
+            st = self.write_queued(st)?;
+            self.rotate(&mut st)?;
+        }
+        let first = st.next_lsn;
+        let count = payloads.len() as u64;
+        if self.opts.sync == SyncPolicy::Always {
+            // queue the frame; the group-commit leader writes it
+            frame::encode(first, payloads, &mut st.queued);
+        } else {
+            self.write_frame(&mut st, first, payloads, frame_len)?;
+        }
+        if let Some(last) = st.segments.last_mut() {
+            last.bytes += frame_len;
+        }
+        st.next_lsn += count;
+        st.entries_appended += count;
+        let range = first..st.next_lsn;
+        if self.opts.sync == SyncPolicy::Always {
+            self.wait_durable(st, range.end)?;
+        }
+        Ok(range)
+    }
+
+    /// Writes one frame at the end of the active segment (policies other than
+    /// `Always`). A failed write is zeroed back out and takes no LSN; if even that
+    /// fails, the log is poisoned.
+    fn write_frame<P: AsRef<[u8]>>(
+        &self,
+        st: &mut State,
+        first: u64,
+        payloads: &[P],
+        frame_len: u64,
+    ) -> Result<()> {
+        let mut buf = std::mem::take(&mut st.scratch);
+        buf.clear();
+        frame::encode(first, payloads, &mut buf);
+        let at = st.written;
+        let result = self
+            .ensure_allocated(st, at + frame_len)
+            .and_then(|()| st.active.write_at(&buf, at));
+        st.scratch = buf;
+        if let Err(e) = result {
+            let path = self.active_path(st);
+            let zeros = vec![0u8; frame_len as usize];
+            if let Err(undo) = st.active.write_at(&zeros, at) {
+                let cause = format!(
+                    "a failed write to {} ({e}) could not be undone ({undo})",
+                    path.display()
+                );
+                return Err(self.poison(st, cause));
+            }
+            return Err(Error::io("append to", path, e));
+        }
+        st.written = at + frame_len;
+        st.written_lsn = first + payloads.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the frames queued for group commit, waiting for a running leader
+    /// first so frames stay in LSN order.
+    fn write_queued<'a>(&'a self, mut st: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>> {
+        while st.syncing {
+            st = self.synced.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+        if let Some(cause) = &st.poisoned {
+            return Err(poisoned(cause));
+        }
+        if st.queued.is_empty() {
+            return Ok(st);
+        }
+        let buf = std::mem::take(&mut st.queued);
+        let at = st.written;
+        let result = self
+            .ensure_allocated(&mut st, at + buf.len() as u64)
+            .and_then(|()| st.active.write_at(&buf, at));
+        if let Err(e) = result {
+            let cause = format!("write to {} failed: {e}", self.active_path(&st).display());
+            return Err(self.poison(&mut st, cause));
+        }
+        st.written = at + buf.len() as u64;
+        st.written_lsn = st.next_lsn;
+        st.queued = buf;
+        st.queued.clear();
+        Ok(st)
+    }
+
+    /// Group commit: returns once every LSN below `target` is durable. The first
+    /// waiter that finds no sync running becomes the leader: it writes every queued
+    /// frame and fsyncs, outside the lock. The others park (no lock held, no
+    /// thundering herd) until a leader's sync covers them, or until woken to lead.
+    fn wait_durable<'a>(&'a self, mut st: MutexGuard<'a, State>, target: u64) -> Result<()> {
+        // A leader whose own entries are durable commits the frames queued meanwhile
+        // once more before returning: the next group starts without waiting for a
+        // parked thread to be scheduled.
+        let mut extra_rounds = 1;
+        loop {
+            if let Some(cause) = &st.poisoned {
+                return Err(poisoned(cause));
+            }
+            if st.synced_lsn >= target {
+                let lead_again = extra_rounds > 0
+                    && !st.queued.is_empty()
+                    && !st.syncing
+                    && st.closing.is_empty();
+                if !lead_again {
+                    return Ok(());
+                }
+                extra_rounds -= 1;
+            }
+            // the active segment's LSNs are durable only once every segment before it
+            // is, and it has its final name: the closer's work comes first
+            if st.syncing || !st.closing.is_empty() {
+                st.waiters.push((target, std::thread::current()));
+                drop(st);
+                loop {
+                    if self.durable.load(Ordering::Acquire) >= target {
+                        return Ok(());
+                    }
+                    if self.failed.load(Ordering::Acquire) {
+                        break;
+                    }
+                    std::thread::park();
+                    // woken to lead, or spuriously: look again under the lock
+                    if self.durable.load(Ordering::Acquire) < target {
+                        break;
+                    }
+                }
+                st = lock(&self.state);
+                let me = std::thread::current().id();
+                st.waiters.retain(|(_, t)| t.id() != me);
+                continue;
+            }
+            st.syncing = true;
+            let buf = std::mem::take(&mut st.queued);
+            let at = st.written;
+            let upto = st.next_lsn;
+            let file = st.active.clone();
+            if let Err(e) = self.ensure_allocated(&mut st, at + buf.len() as u64) {
+                st.syncing = false;
+                let cause = format!("extending {} failed: {e}", self.active_path(&st).display());
+                return Err(self.poison(&mut st, cause));
+            }
+            drop(st);
+            let result = if buf.is_empty() {
+                Ok(())
+            } else {
+                file.write_at(&buf, at)
+            }
+            .and_then(|()| file.sync_data());
+            st = lock(&self.state);
+            st.syncing = false;
+            match result {
+                Ok(()) => {
+                    st.written = at + buf.len() as u64;
+                    st.written_lsn = upto;
+                    st.fsyncs += 1;
+                    if st.queued.is_empty() {
+                        st.queued = buf;
+                        st.queued.clear();
+                    }
+                    self.advance_durable(&mut st, upto);
+                }
+                Err(e) => {
+                    let cause = format!(
+                        "write or fsync of {} failed: {e}",
+                        self.active_path(&st).display()
+                    );
+                    return Err(self.poison(&mut st, cause));
+                }
+            }
+        }
+    }
+
+    /// Starts a new segment after the active one (whose frames are all written). It is
+    /// created under its pending name; closing the old one renames it.
+    fn rotate(&self, st: &mut State) -> Result<()> {
+        let first = st.next_lsn;
+        let path = self.dir.join(pending_name(first));
+        let header = SegmentHeader {
+            first_lsn: first,
+            flags: 0,
+        };
+        let file = self
+            .fs
+            .create(&path)
+            .and_then(|f| f.write_at(&header.encode(), 0).map(|()| f))
+            .map_err(|e| {
+                let _ = self.fs.remove(&path);
+                Error::io("create", &path, e)
+            })?;
+        let old_first = st.segments.last().map_or(first, |s| s.first_lsn);
+        st.closing.push_back(CloseJob {
+            old: std::mem::replace(&mut st.active, file.clone()),
+            old_first,
+            old_bytes: st.written,
+            new: file,
+            new_first: first,
+        });
+        st.written = SEGMENT_HEADER_BYTES as u64;
+        st.allocated = SEGMENT_HEADER_BYTES as u64;
+        st.segments.push(SegmentMeta {
+            first_lsn: first,
+            bytes: SEGMENT_HEADER_BYTES as u64,
+            pending: true,
+        });
+        if self.opts.segment_close == SegmentClose::Inline {
+            while let Some(job) = st.closing.front().cloned() {
+                if let Err(cause) = self.close_job(&job) {
+                    return Err(self.poison(st, cause));
+                }
+                self.finish_job(st, &job);
+            }
+        } else {
+            self.closer.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Waits until the closer has no work left (or the log is poisoned).
+    fn drain_closing<'a>(&'a self, mut st: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>> {
+        while !st.closing.is_empty() {
+            if let Some(cause) = &st.poisoned {
+                return Err(poisoned(cause));
+            }
+            st = self.synced.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+        Ok(st)
+    }
+
+    /// The closer thread: closes segments in order (see [`Shared::close_job`]).
+    fn close_segments(&self) {
+        let mut st = lock(&self.state);
+        loop {
+            if st.poisoned.is_some() {
+                return;
+            }
+            let Some(job) = st.closing.front().cloned() else {
+                if st.closed {
+                    return;
+                }
+                st = self.closer.wait(st).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            };
+            drop(st);
+            let result = self.close_job(&job);
+            st = lock(&self.state);
+            if let Err(cause) = result {
+                self.poison(&mut st, cause);
+                return;
+            }
+            self.finish_job(&mut st, &job);
+        }
+    }
+
+    /// Trims the closed segment's preallocation and fsyncs it, fsyncs the pending
+    /// segment after it, gives that one its final name, fsyncs the directory.
+    fn close_job(&self, job: &CloseJob) -> std::result::Result<(), String> {
+        let old_path = self.dir.join(segment_name(job.old_first));
+        let pending = self.dir.join(pending_name(job.new_first));
+        let done = self.dir.join(segment_name(job.new_first));
+        job.old
+            .set_len(job.old_bytes)
+            .and_then(|()| job.old.sync_data())
+            .map_err(|e| format!("closing {} failed: {e}", old_path.display()))?;
+        job.new
+            .sync_data()
+            .map_err(|e| format!("fsync of {} failed: {e}", pending.display()))?;
+        self.fs
+            .rename(&pending, &done)
+            .map_err(|e| format!("renaming {} failed: {e}", pending.display()))?;
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(|e| format!("fsync of directory {} failed: {e}", self.dir.display()))
+    }
+
+    fn finish_job(&self, st: &mut State, job: &CloseJob) {
+        st.closing.pop_front();
+        st.fsyncs += 2;
+        if let Some(meta) = st
+            .segments
+            .iter_mut()
+            .find(|m| m.first_lsn == job.new_first)
+        {
+            meta.pending = false;
+        }
+        self.advance_durable(st, job.new_first);
+    }
+
+    fn checkpoint(&self, lsn: u64) -> Result<()> {
+        let st = self.writable()?;
+        let st = self.write_queued(st)?;
+        let mut st = self.drain_closing(st)?;
+        let active_has_entries = st
+            .segments
+            .last()
+            .is_some_and(|s| s.bytes > SEGMENT_HEADER_BYTES as u64);
+        if lsn > st.next_lsn || (lsn == st.next_lsn && active_has_entries) {
+            // every older segment is obsolete: the new one starts the log on its own
+            let header = SegmentHeader {
+                first_lsn: lsn,
+                flags: FLAG_CHECKPOINT_BASE,
+            };
+            st.active = create_segment(self.fs.as_ref(), &self.dir, header)?;
+            st.segments.push(SegmentMeta {
+                first_lsn: lsn,
+                bytes: SEGMENT_HEADER_BYTES as u64,
+                pending: false,
+            });
+            st.written = SEGMENT_HEADER_BYTES as u64;
+            st.allocated = SEGMENT_HEADER_BYTES as u64;
+            st.next_lsn = lsn;
+            st.written_lsn = lsn;
+            self.advance_durable(&mut st, lsn);
+        }
+        let mut removed = false;
+        while st.segments.len() > 1 && st.segments[1].first_lsn <= lsn {
+            let path = self.dir.join(segment_name(st.segments[0].first_lsn));
+            self.fs
+                .remove(&path)
+                .map_err(|e| Error::io("remove checkpointed segment", &path, e))?;
+            st.segments.remove(0);
+            removed = true;
+        }
+        if removed {
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io("fsync directory", &self.dir, e))?;
+        }
+        Ok(())
+    }
+
+    fn flush_every(&self) {
+        let SyncPolicy::Interval(every) = self.opts.sync else {
+            return;
+        };
+        let mut st = lock(&self.state);
+        loop {
+            if st.closed {
+                return;
+            }
+            st = self
+                .tick
+                .wait_timeout(st, every)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            if st.closed || st.poisoned.is_some() {
+                return;
+            }
+            if st.synced_lsn < st.next_lsn && !st.syncing {
+                let target = st.next_lsn;
+                // a failure poisons the log; writers see it on their next call
+                let _ = self.wait_durable(st, target);
+                st = lock(&self.state);
+            }
+        }
+    }
+}
