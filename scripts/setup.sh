@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to build and test Persisting.
 # Safe to run any number of times: it installs only what is missing.
+#   - protoc (Debian protobuf-compiler): Lance's build needs it;
+#   - a Python virtual environment with pylance, for the compatibility tests and the
+#     benchmarks against pylance, at $PERSISTING_VENV (default
+#     $HOME/.cache/persisting/venv, outside the clone so it survives fresh clones).
 set -euo pipefail
+
+PYLANCE_VERSION="14.0.2"
+VENV="${PERSISTING_VENV:-$HOME/.cache/persisting/venv}"
 
 need_apt=()
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 
 if ((${#need_apt[@]})); then
     sudo=""
@@ -15,5 +23,11 @@ if ((${#need_apt[@]})); then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-
 echo "setup: protoc $(protoc --version 2>/dev/null | awk '{print $2}') ready"
+
+if ! "$VENV/bin/python" -c "import lance, sys; sys.exit(lance.__version__ != '$PYLANCE_VERSION')" 2>/dev/null; then
+    echo "setup: installing pylance $PYLANCE_VERSION into $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "pylance==$PYLANCE_VERSION"
+fi
+echo "setup: pylance $("$VENV/bin/python" -c 'import lance; print(lance.__version__)') ready in $VENV"

@@ -10,7 +10,7 @@
 
 use crate::encode::{
     BATCH_FORMAT_V1, RECORD_FORMAT_V1, TAG_BYTES, TAG_FALSE, TAG_FLOAT, TAG_FLOAT_LIST, TAG_INT,
-    TAG_INT_LIST, TAG_LIST, TAG_MAP, TAG_NULL, TAG_STRING, TAG_TRUE, unzigzag,
+    TAG_INT_LIST, TAG_LIST, TAG_MAP, TAG_NULL, TAG_STRING, TAG_TRUE, VALUE_FORMAT_V1, unzigzag,
 };
 use crate::error::{Error, Result};
 use crate::value::{Record, Value};
@@ -55,6 +55,16 @@ pub fn decode_record_with(bytes: &[u8], limits: &Limits) -> Result<Record> {
     let record = cur.body(1)?;
     cur.finish()?;
     Ok(record)
+}
+
+/// Decodes one value encoded by [`crate::encode_value`], with default [`Limits`].
+pub fn decode_value(bytes: &[u8]) -> Result<Value> {
+    let limits = Limits::default();
+    let mut cur = Cursor::new(bytes, &limits)?;
+    cur.expect_format(VALUE_FORMAT_V1)?;
+    let value = cur.value(1)?;
+    cur.finish()?;
+    Ok(value)
 }
 
 /// Decodes a batch encoded by [`crate::encode_batch`], with default [`Limits`].
@@ -345,6 +355,18 @@ mod tests {
         );
         let err = decode_batch(&encode_record(&record! {"a" => 1})).unwrap_err();
         assert!(matches!(err, Error::UnknownFormat { .. }), "{err}");
+    }
+
+    #[test]
+    fn standalone_values_round_trip() {
+        for v in [
+            Value::Null,
+            Value::List(vec![Value::Int(1), Value::String("x".into())]),
+            Value::Map(record! {"a" => 1}),
+        ] {
+            assert_eq!(decode_value(&crate::encode_value(&v)).unwrap(), v);
+        }
+        assert!(decode_value(&encode_record(&record! {"a" => 1})).is_err());
     }
 
     #[test]

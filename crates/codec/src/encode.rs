@@ -13,6 +13,8 @@ use crate::value::{Record, Value};
 pub const RECORD_FORMAT_V1: u8 = 0x01;
 /// Leading byte of an encoded batch of records (format version 1).
 pub const BATCH_FORMAT_V1: u8 = 0x81;
+/// Leading byte of one encoded standalone value (format version 1).
+pub const VALUE_FORMAT_V1: u8 = 0x02;
 
 pub(crate) const TAG_NULL: u8 = 0x00;
 pub(crate) const TAG_FALSE: u8 = 0x01;
@@ -43,6 +45,15 @@ pub fn encode_record_into(record: &Record, out: &mut Vec<u8>) {
 pub fn encode_record(record: &Record) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     encode_record_into(record, &mut out);
+    out
+}
+
+/// The encoding of one standalone value (for a column that stores values the columnar
+/// layer cannot type, such as mixed lists).
+pub fn encode_value(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    out.push(VALUE_FORMAT_V1);
+    write_value(value, &mut out);
     out
 }
 

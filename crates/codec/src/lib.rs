@@ -29,10 +29,12 @@ mod error;
 mod json;
 mod value;
 
-pub use decode::{Limits, decode_batch, decode_batch_with, decode_record, decode_record_with};
+pub use decode::{
+    Limits, decode_batch, decode_batch_with, decode_record, decode_record_with, decode_value,
+};
 pub use encode::{
-    BATCH_FORMAT_V1, RECORD_FORMAT_V1, encode_batch, encode_batch_into, encode_record,
-    encode_record_into,
+    BATCH_FORMAT_V1, RECORD_FORMAT_V1, VALUE_FORMAT_V1, encode_batch, encode_batch_into,
+    encode_record, encode_record_into, encode_value,
 };
 pub use error::{Error, Result};
 pub use value::{Record, Value};

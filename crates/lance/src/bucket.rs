@@ -1,0 +1,698 @@
+//! [`LanceBucket`]: one bucket's records, buffered in memory and appended to a Lance
+//! dataset at `{storage_path}/data.lance`.
+//!
+//! Invariants:
+//! - offsets are dense: the dataset holds offsets `0..persisted_count`, the buffer the
+//!   next ones; a record's offset is its row position and never changes (appends and
+//!   compaction keep row order);
+//! - a batch is admitted whole or not at all: its schema is checked before any of it is
+//!   buffered;
+//! - a flush is one append commit (plus the schema commits it needs first); the buffer
+//!   is released only once the commit and every file it wrote are fsynced, so a failed
+//!   flush keeps every record and can be retried;
+//! - the dataset is never rewritten: new fields are added as all-null columns, and an
+//!   int column that receives a float is rewritten alone, as float64.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
+use arrow::record_batch::{RecordBatch, RecordBatchIterator};
+use futures::TryStreamExt;
+use lance::Dataset;
+use lance::dataset::optimize::{CompactionOptions, compact_files};
+use lance::dataset::{BatchUDF, ColumnAlteration, NewColumnTransform, WriteMode, WriteParams};
+use persisting_codec::Record;
+
+use crate::convert::{from_batch, to_batch};
+use crate::durability::Durability;
+use crate::error::{Error, Result};
+use crate::schema::{
+    ColType, ENCODING_CODEC_V1, ENCODING_KEY, FieldState, LAYOUT_COLUMN, REGISTRY_KEY, SchemaState,
+    arrow_type, col_type,
+};
+
+/// Name of the dataset directory inside a bucket's storage path.
+pub const DATASET_DIR: &str = "data.lance";
+const WIDEN_PREFIX: &str = "_persisting_widen:";
+
+/// Compression Lance applies to the data columns (set at creation and for each column
+/// added later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ColumnCompression {
+    /// Lance's default encodings.
+    #[default]
+    Default,
+    /// zstd, at a level (Lance's default level when `None`).
+    Zstd(Option<i32>),
+    /// lz4.
+    Lz4,
+}
+
+impl FromStr for ColumnCompression {
+    type Err = Error;
+    /// `none`, `zstd`, `zstd:<level>`, `lz4`. `snappy` is refused: Lance offers no
+    /// snappy column compression (Persisting applies snappy to the WAL only).
+    fn from_str(s: &str) -> Result<Self> {
+        let lower = s.trim().to_ascii_lowercase();
+        let invalid = |reason: &str| Error::InvalidOption {
+            name: "compression",
+            value: s.to_owned(),
+            reason: reason.to_owned(),
+        };
+        match lower.as_str() {
+            "" | "none" => Ok(Self::Default),
+            "zstd" => Ok(Self::Zstd(None)),
+            "lz4" => Ok(Self::Lz4),
+            "snappy" => Err(invalid(
+                "Lance has no snappy column compression; snappy applies to the WAL only",
+            )),
+            other => match other.strip_prefix("zstd:").map(str::parse::<i32>) {
+                Some(Ok(level)) if (1..=22).contains(&level) => Ok(Self::Zstd(Some(level))),
+                _ => Err(invalid("valid values are none, zstd, zstd:<1..=22>, lz4")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for ColumnCompression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Default => f.write_str("none"),
+            Self::Zstd(None) => f.write_str("zstd"),
+            Self::Zstd(Some(l)) => write!(f, "zstd:{l}"),
+            Self::Lz4 => f.write_str("lz4"),
+        }
+    }
+}
+
+/// Options of a bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LanceOptions {
+    /// [`LanceBucket::append`] flushes once this many records are buffered
+    /// (default 1000; 0 never flushes automatically).
+    pub flush_threshold: usize,
+    /// Column compression (default: Lance's own encodings).
+    pub column_compression: ColumnCompression,
+    /// A flush that leaves more fragments than this compacts them (default 64;
+    /// 0 disables automatic compaction).
+    pub compact_fragments_max: usize,
+    /// Rows per fragment that compaction aims for (default 1,048,576).
+    pub target_rows_per_fragment: usize,
+    /// Dataset versions older than this are removed after a compaction (default 10
+    /// minutes). Readers pinned to a removed version fail, so keep it above the
+    /// longest read.
+    pub version_retention: Duration,
+}
+
+impl Default for LanceOptions {
+    fn default() -> Self {
+        Self {
+            flush_threshold: 1000,
+            column_compression: ColumnCompression::Default,
+            compact_fragments_max: 64,
+            target_rows_per_fragment: 1 << 20,
+            version_retention: Duration::from_secs(600),
+        }
+    }
+}
+
+impl LanceOptions {
+    /// Checks every option, naming the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        if self.target_rows_per_fragment == 0 {
+            return Err(Error::InvalidOption {
+                name: "target_rows_per_fragment",
+                value: "0".to_owned(),
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        if chrono::Duration::from_std(self.version_retention).is_err() {
+            return Err(Error::InvalidOption {
+                name: "version_retention",
+                value: format!("{:?}", self.version_retention),
+                reason: "is too long".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What a flush did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Records appended by this flush.
+    pub records: usize,
+    /// Records in the dataset after it: the next offset, and one past the last offset
+    /// made durable.
+    pub persisted_count: u64,
+    /// Files fsynced to make the commit durable.
+    pub files_synced: usize,
+    /// Whether the flush compacted fragments afterwards.
+    pub compacted: bool,
+    /// Wall time of the flush.
+    pub duration: Duration,
+}
+
+/// Sizes and counters of a bucket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LanceStats {
+    /// Records in the dataset.
+    pub persisted_count: u64,
+    /// Records in the buffer.
+    pub buffered_count: u64,
+    /// Fragments of the dataset.
+    pub fragments: usize,
+    /// Dataset version.
+    pub version: u64,
+    /// Flushes since open.
+    pub flushes: u64,
+    /// Compactions since open.
+    pub compactions: u64,
+    /// Duration of the last flush.
+    pub last_flush: Option<Duration>,
+    /// Column compression in force.
+    pub column_compression: String,
+    /// The dataset's URI.
+    pub dataset_uri: String,
+}
+
+/// One bucket: a Lance dataset plus a buffer of records not yet in it.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use persisting_codec::record;
+/// use persisting_lance::{LanceBucket, LanceOptions};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let mut bucket = LanceBucket::open(dir.path(), LanceOptions::default()).await.unwrap();
+/// bucket.append(vec![record! {"id" => "1", "value" => 42}]).await.unwrap();
+/// let report = bucket.flush().await.unwrap();
+/// assert_eq!(report.persisted_count, 1);
+/// let again = LanceBucket::open(dir.path(), LanceOptions::default()).await.unwrap();
+/// assert_eq!(again.read(0, 10).await.unwrap(), vec![record! {"id" => "1", "value" => 42}]);
+/// # });
+/// ```
+#[derive(Debug)]
+pub struct LanceBucket {
+    root: PathBuf,
+    uri: String,
+    opts: LanceOptions,
+    dataset: Option<Arc<Dataset>>,
+    schema: SchemaState,
+    buffer: Vec<Record>,
+    persisted: u64,
+    durability: Option<Durability>,
+    flushes: u64,
+    compactions: u64,
+    last_flush: Option<Duration>,
+}
+
+fn is_remote(path: &str) -> bool {
+    path.contains("://") && !path.starts_with("file://")
+}
+
+impl LanceBucket {
+    /// Opens the bucket stored under `storage_path` (the dataset is created by the first
+    /// flush). A dataset written by another tool (pylance, the Python Persisting
+    /// package) opens too: its columns are read in their order, nulls as absent fields.
+    pub async fn open(storage_path: impl AsRef<Path>, opts: LanceOptions) -> Result<Self> {
+        opts.validate()?;
+        let root = storage_path.as_ref().to_path_buf();
+        let root_str = root.to_str().ok_or_else(|| Error::InvalidOption {
+            name: "storage_path",
+            value: root.display().to_string(),
+            reason: "must be valid UTF-8".to_owned(),
+        })?;
+        let uri = format!("{}/{DATASET_DIR}", root_str.trim_end_matches('/'));
+        let durability = (!is_remote(&uri)).then(|| Durability::new(PathBuf::from(&uri)));
+        let mut bucket = Self {
+            root,
+            uri,
+            opts,
+            dataset: None,
+            schema: SchemaState::default(),
+            buffer: Vec::new(),
+            persisted: 0,
+            durability,
+            flushes: 0,
+            compactions: 0,
+            last_flush: None,
+        };
+        let exists = if bucket.durability.is_some() {
+            Path::new(&bucket.uri).exists()
+        } else {
+            true
+        };
+        if exists {
+            match Dataset::open(&bucket.uri).await {
+                Ok(ds) => {
+                    bucket.adopt(ds).await?;
+                    // a crash may have left the last commit's files unsynced
+                    bucket.sync_files().await?;
+                }
+                Err(lance::Error::DatasetNotFound { .. }) if bucket.durability.is_none() => {}
+                Err(e) => return Err(Error::lance("open", &bucket.uri)(e)),
+            }
+        }
+        Ok(bucket)
+    }
+
+    /// Takes a dataset as the current state: schema registry, row count, and the repair
+    /// of an interrupted int-to-float rewrite.
+    async fn adopt(&mut self, mut ds: Dataset) -> Result<()> {
+        self.finish_interrupted_widening(&mut ds).await?;
+        let arrow = ArrowSchema::from(ds.schema());
+        let registry: Vec<String> = arrow
+            .metadata()
+            .get(REGISTRY_KEY)
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default();
+        let mut state = SchemaState::default();
+        let names = registry
+            .iter()
+            .cloned()
+            .chain(arrow.fields().iter().map(|f| f.name().clone()));
+        for name in names {
+            if name == LAYOUT_COLUMN || state.position(&name).is_some() {
+                continue;
+            }
+            let field = arrow.field_with_name(&name).ok();
+            state.push(FieldState {
+                ty: field.map(col_type),
+                in_lance: field.is_some(),
+                widen: false,
+                name,
+            });
+        }
+        self.persisted = ds
+            .count_rows(None)
+            .await
+            .map_err(Error::lance("count the rows of", &self.uri))? as u64;
+        self.schema = state;
+        self.dataset = Some(Arc::new(ds));
+        Ok(())
+    }
+
+    async fn finish_interrupted_widening(&self, ds: &mut Dataset) -> Result<()> {
+        let arrow = ArrowSchema::from(ds.schema());
+        let tmps: Vec<String> = arrow
+            .fields()
+            .iter()
+            .filter_map(|f| f.name().strip_prefix(WIDEN_PREFIX).map(str::to_owned))
+            .collect();
+        for name in tmps {
+            let tmp = format!("{WIDEN_PREFIX}{name}");
+            if arrow.field_with_name(&name).is_ok() {
+                // the rewrite had not replaced the old column yet: start over later
+                ds.drop_columns(&[tmp.as_str()])
+                    .await
+                    .map_err(Error::lance("drop an unfinished column of", &self.uri))?;
+            } else {
+                ds.alter_columns(&[ColumnAlteration::new(tmp).rename(name)])
+                    .await
+                    .map_err(Error::lance("rename a rewritten column of", &self.uri))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The storage path.
+    pub fn storage_path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The dataset's URI (`{storage_path}/data.lance`).
+    pub fn dataset_uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// Records in the dataset: offsets `0..persisted_count()` are there.
+    pub fn persisted_count(&self) -> u64 {
+        self.persisted
+    }
+
+    /// Records in the buffer.
+    pub fn buffered_count(&self) -> u64 {
+        self.buffer.len() as u64
+    }
+
+    /// All records: the next offset.
+    pub fn total_count(&self) -> u64 {
+        self.persisted + self.buffer.len() as u64
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &LanceOptions {
+        &self.opts
+    }
+
+    /// Buffers a batch without flushing; returns the offsets it took. The whole batch
+    /// is refused, and nothing buffered, if any value conflicts with its column.
+    pub fn put_batch(&mut self, records: Vec<Record>) -> Result<Range<u64>> {
+        self.schema.admit(&records)?;
+        let start = self.total_count();
+        self.buffer.extend(records);
+        Ok(start..self.total_count())
+    }
+
+    /// Buffers a batch (see [`LanceBucket::put_batch`]) and flushes once the buffer
+    /// reaches `flush_threshold`.
+    pub async fn append(&mut self, records: Vec<Record>) -> Result<Range<u64>> {
+        let range = self.put_batch(records)?;
+        if self.opts.flush_threshold > 0 && self.buffer.len() >= self.opts.flush_threshold {
+            self.flush().await?;
+        }
+        Ok(range)
+    }
+
+    /// Appends the buffer to the dataset as one commit and makes it durable. On error
+    /// the buffer is kept whole and the flush can be retried.
+    pub async fn flush(&mut self) -> Result<FlushReport> {
+        let start = Instant::now();
+        if self.buffer.is_empty() {
+            return Ok(FlushReport {
+                persisted_count: self.persisted,
+                ..FlushReport::default()
+            });
+        }
+        let ds = match self.dataset.as_deref() {
+            Some(ds) => {
+                let mut ds = ds.clone();
+                self.evolve(&mut ds).await?;
+                let schema = Arc::new(ArrowSchema::from(ds.schema()));
+                let batch = to_batch(&schema, &self.schema, &self.buffer)?;
+                ds.append(reader(batch), Some(self.write_params(WriteMode::Append)))
+                    .await
+                    .map_err(Error::lance("append to", &self.uri))?;
+                ds
+            }
+            None => {
+                let schema = self.create_schema();
+                let batch = to_batch(&schema, &self.schema, &self.buffer)?;
+                let ds = Dataset::write(
+                    reader(batch),
+                    self.uri.as_str(),
+                    Some(self.write_params(WriteMode::Create)),
+                )
+                .await
+                .map_err(Error::lance("create", &self.uri))?;
+                for f in &mut self.schema.fields {
+                    f.in_lance = f.ty.is_some();
+                }
+                ds
+            }
+        };
+        let records = self.buffer.len();
+        self.dataset = Some(Arc::new(ds));
+        let files_synced = self.sync_files().await?;
+        // durable: only now is the buffer released
+        self.persisted += records as u64;
+        self.buffer.clear();
+        self.flushes += 1;
+        let compacted = self.opts.compact_fragments_max > 0
+            && self.fragments() > self.opts.compact_fragments_max;
+        if compacted {
+            self.compact().await?;
+        }
+        let duration = start.elapsed();
+        self.last_flush = Some(duration);
+        Ok(FlushReport {
+            records,
+            persisted_count: self.persisted,
+            files_synced,
+            compacted,
+            duration,
+        })
+    }
+
+    fn write_params(&self, mode: WriteMode) -> WriteParams {
+        WriteParams {
+            mode,
+            ..WriteParams::default()
+        }
+    }
+
+    fn field_for(&self, name: &str, ty: &ColType) -> Field {
+        let mut meta = std::collections::HashMap::new();
+        if *ty == ColType::Encoded {
+            meta.insert(ENCODING_KEY.to_owned(), ENCODING_CODEC_V1.to_owned());
+        }
+        match self.opts.column_compression {
+            ColumnCompression::Default => {}
+            ColumnCompression::Zstd(level) => {
+                meta.insert("lance-encoding:compression".to_owned(), "zstd".to_owned());
+                if let Some(level) = level {
+                    meta.insert(
+                        "lance-encoding:compression-level".to_owned(),
+                        level.to_string(),
+                    );
+                }
+            }
+            ColumnCompression::Lz4 => {
+                meta.insert("lance-encoding:compression".to_owned(), "lz4".to_owned());
+            }
+        }
+        Field::new(name, arrow_type(ty), true).with_metadata(meta)
+    }
+
+    fn create_schema(&self) -> Arc<ArrowSchema> {
+        let mut fields: Vec<Field> = self
+            .schema
+            .fields
+            .iter()
+            .filter_map(|f| f.ty.as_ref().map(|ty| self.field_for(&f.name, ty)))
+            .collect();
+        fields.push(Field::new(LAYOUT_COLUMN, DataType::Binary, true));
+        let meta = [(REGISTRY_KEY.to_owned(), self.schema.registry_json())].into();
+        Arc::new(ArrowSchema::new_with_metadata(fields, meta))
+    }
+
+    /// Brings the dataset's columns up to the admitted schema: widenings, new columns,
+    /// the layout column, the registry. Each step is its own commit, recorded in the
+    /// schema state as soon as it succeeds, so a failed flush resumes where it stopped.
+    async fn evolve(&mut self, ds: &mut Dataset) -> Result<()> {
+        let widen: Vec<String> = self
+            .schema
+            .fields
+            .iter()
+            .filter(|f| f.widen)
+            .map(|f| f.name.clone())
+            .collect();
+        for name in widen {
+            self.widen(ds, &name).await?;
+            if let Some(i) = self.schema.position(&name) {
+                self.schema.fields[i].widen = false;
+            }
+        }
+        let arrow = ArrowSchema::from(ds.schema());
+        let mut new_fields: Vec<Field> = self
+            .schema
+            .fields
+            .iter()
+            .filter(|f| !f.in_lance)
+            .filter_map(|f| f.ty.as_ref().map(|ty| self.field_for(&f.name, ty)))
+            .collect();
+        if arrow.field_with_name(LAYOUT_COLUMN).is_err() {
+            new_fields.push(Field::new(LAYOUT_COLUMN, DataType::Binary, true));
+        }
+        if !new_fields.is_empty() {
+            let names: Vec<String> = new_fields.iter().map(|f| f.name().clone()).collect();
+            ds.add_columns(
+                NewColumnTransform::AllNulls(Arc::new(ArrowSchema::new(new_fields))),
+                None,
+                None,
+            )
+            .await
+            .map_err(Error::lance("add columns to", &self.uri))?;
+            for name in names {
+                if let Some(i) = self.schema.position(&name) {
+                    self.schema.fields[i].in_lance = true;
+                }
+            }
+        }
+        let registry = self.schema.registry_json();
+        if arrow.metadata().get(REGISTRY_KEY) != Some(&registry) {
+            ds.update_schema_metadata([(REGISTRY_KEY, registry.as_str())])
+                .await
+                .map_err(Error::lance("record the field order of", &self.uri))?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites one int64 column as float64 through Lance's column operations: a new
+    /// column computed from the old one, the old one dropped, the new one renamed.
+    /// An interruption between these commits is finished at the next open.
+    async fn widen(&self, ds: &mut Dataset, name: &str) -> Result<()> {
+        let tmp = format!("{WIDEN_PREFIX}{name}");
+        let field = self.field_for(&tmp, &ColType::Float);
+        let out = Arc::new(ArrowSchema::new(vec![field]));
+        let out_schema = out.clone();
+        let mapper = move |batch: &RecordBatch| -> lance::Result<RecordBatch> {
+            let cast = arrow::compute::cast(batch.column(0), &DataType::Float64)?;
+            Ok(RecordBatch::try_new(out_schema.clone(), vec![cast])?)
+        };
+        ds.add_columns(
+            NewColumnTransform::BatchUDF(BatchUDF {
+                mapper: Box::new(mapper),
+                output_schema: out,
+                result_checkpoint: None,
+            }),
+            Some(vec![name.to_owned()]),
+            None,
+        )
+        .await
+        .map_err(Error::lance(
+            "add the float64 copy of a column to",
+            &self.uri,
+        ))?;
+        ds.drop_columns(&[name])
+            .await
+            .map_err(Error::lance("drop an int64 column of", &self.uri))?;
+        ds.alter_columns(&[ColumnAlteration::new(tmp).rename(name.to_owned())])
+            .await
+            .map_err(Error::lance("rename a rewritten column of", &self.uri))?;
+        Ok(())
+    }
+
+    async fn sync_files(&mut self) -> Result<usize> {
+        let Some(mut durability) = self.durability.take() else {
+            return Ok(0);
+        };
+        let (durability, result) = tokio::task::spawn_blocking(move || {
+            let result = durability.sync_new();
+            (durability, result)
+        })
+        .await
+        .map_err(|e| Error::Io {
+            op: "fsync the files of",
+            path: PathBuf::from(&self.uri),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        self.durability = Some(durability);
+        result
+    }
+
+    fn fragments(&self) -> usize {
+        self.dataset
+            .as_ref()
+            .map_or(0, |ds| ds.manifest().fragments.len())
+    }
+
+    /// Merges small fragments (row order, and so every offset, is kept), then removes
+    /// dataset versions older than the retention, and fsyncs the result.
+    pub async fn compact(&mut self) -> Result<()> {
+        let Some(ds) = self.dataset.as_deref() else {
+            return Ok(());
+        };
+        let mut ds = ds.clone();
+        let options = CompactionOptions {
+            target_rows_per_fragment: self.opts.target_rows_per_fragment,
+            ..CompactionOptions::default()
+        };
+        compact_files(&mut ds, options, None)
+            .await
+            .map_err(Error::lance("compact", &self.uri))?;
+        let retention = chrono::Duration::from_std(self.opts.version_retention)
+            .unwrap_or(chrono::Duration::MAX);
+        ds.cleanup_old_versions(retention, Some(false), Some(false))
+            .await
+            .map_err(Error::lance("clean up old versions of", &self.uri))?;
+        self.dataset = Some(Arc::new(ds));
+        self.compactions += 1;
+        self.sync_files().await?;
+        Ok(())
+    }
+
+    /// Records `[offset, offset + limit)`, clipped to what exists, from the dataset and
+    /// then the buffer. The dataset part is located from fragment row counts, so the
+    /// cost does not grow with the offset.
+    pub async fn read(&self, offset: u64, limit: usize) -> Result<Vec<Record>> {
+        let end = offset.saturating_add(limit as u64).min(self.total_count());
+        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        if offset >= end {
+            return Ok(out);
+        }
+        if offset < self.persisted
+            && let Some(ds) = self.dataset.as_deref()
+        {
+            let n = end.min(self.persisted) - offset;
+            read_dataset(ds, &self.schema.names(), offset, n, &mut out).await?;
+        }
+        let from = offset.max(self.persisted);
+        for i in from..end {
+            out.push(self.buffer[(i - self.persisted) as usize].clone());
+        }
+        Ok(out)
+    }
+
+    /// Sees commits made since open by another process (for a reader; a bucket has a
+    /// single writer). Buffered records of this handle are kept.
+    pub async fn refresh(&mut self) -> Result<()> {
+        match Dataset::open(&self.uri).await {
+            Ok(ds) => {
+                let buffer = std::mem::take(&mut self.buffer);
+                self.adopt(ds).await?;
+                self.schema.admit(&buffer)?;
+                self.buffer = buffer;
+                Ok(())
+            }
+            Err(lance::Error::DatasetNotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::lance("open", &self.uri)(e)),
+        }
+    }
+
+    /// Sizes and counters.
+    pub fn stats(&self) -> LanceStats {
+        LanceStats {
+            persisted_count: self.persisted,
+            buffered_count: self.buffered_count(),
+            fragments: self.fragments(),
+            version: self.dataset.as_ref().map_or(0, |ds| ds.version().version),
+            flushes: self.flushes,
+            compactions: self.compactions,
+            last_flush: self.last_flush,
+            column_compression: self.opts.column_compression.to_string(),
+            dataset_uri: self.uri.clone(),
+        }
+    }
+}
+
+fn reader(
+    batch: RecordBatch,
+) -> RecordBatchIterator<
+    std::vec::IntoIter<std::result::Result<RecordBatch, arrow::error::ArrowError>>,
+> {
+    let schema = batch.schema();
+    RecordBatchIterator::new(vec![Ok(batch)].into_iter(), schema)
+}
+
+async fn read_dataset(
+    ds: &Dataset,
+    order: &[String],
+    offset: u64,
+    n: u64,
+    out: &mut Vec<Record>,
+) -> Result<()> {
+    let mut scan = ds.scan();
+    scan.scan_in_order(true);
+    scan.limit(Some(n as i64), Some(offset as i64))
+        .map_err(Error::lance("plan a read of", ds.uri()))?;
+    let mut stream = scan
+        .try_into_stream()
+        .await
+        .map_err(Error::lance("read", ds.uri()))?;
+    let mut at = offset;
+    while let Some(batch) = stream
+        .try_next()
+        .await
+        .map_err(Error::lance("read", ds.uri()))?
+    {
+        from_batch(&batch, order, at, out)?;
+        at += batch.num_rows() as u64;
+    }
+    Ok(())
+}

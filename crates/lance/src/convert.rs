@@ -1,0 +1,244 @@
+//! Records to Arrow record batches and back.
+//!
+//! Invariants: a batch built here has exactly the dataset's columns, in the dataset's
+//! order; a row whose typed columns cannot reproduce its record exactly carries the
+//! record's codec encoding in the layout column, and reading prefers that encoding, so
+//! every record reads back equal to the one written (up to int-to-float widening).
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BinaryBuilder, BooleanArray, BooleanBuilder, Float64Builder, Int64Builder,
+    ListBuilder, StringBuilder,
+};
+use arrow::datatypes::{DataType, Schema as ArrowSchema};
+use arrow::record_batch::RecordBatch;
+use persisting_codec::{Record, Value, decode_record, decode_value, encode_record, encode_value};
+
+use crate::error::{Error, Result};
+use crate::schema::{ColType, LAYOUT_COLUMN, Scalar, SchemaState, col_type};
+
+fn f64_of(v: &Value) -> Option<f64> {
+    match v {
+        Value::Float(f) => Some(*f),
+        Value::Int(i) => Some(*i as f64),
+        _ => None,
+    }
+}
+
+/// Builds the batch of `records` for a dataset whose columns are `schema`.
+pub(crate) fn to_batch(
+    schema: &Arc<ArrowSchema>,
+    state: &SchemaState,
+    records: &[Record],
+) -> Result<RecordBatch> {
+    let n = records.len();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let name = field.name();
+        let column: ArrayRef = if name == LAYOUT_COLUMN {
+            let mut b = BinaryBuilder::with_capacity(n, 0);
+            for r in records {
+                if state.is_canonical(r) {
+                    b.append_null();
+                } else {
+                    b.append_value(encode_record(r));
+                }
+            }
+            Arc::new(b.finish())
+        } else {
+            let ty = col_type(field);
+            let values = records.iter().map(|r| r.get(name).filter(|v| !v.is_null()));
+            build_column(&ty, values, n)
+        };
+        columns.push(column);
+    }
+    RecordBatch::try_new(schema.clone(), columns).map_err(Error::arrow("build a record batch"))
+}
+
+fn build_column<'a>(
+    ty: &ColType,
+    values: impl Iterator<Item = Option<&'a Value>>,
+    n: usize,
+) -> ArrayRef {
+    match ty {
+        ColType::Bool => {
+            let mut b = BooleanBuilder::with_capacity(n);
+            values.for_each(|v| b.append_option(v.and_then(Value::as_bool)));
+            Arc::new(b.finish())
+        }
+        ColType::Int => {
+            let mut b = Int64Builder::with_capacity(n);
+            values.for_each(|v| b.append_option(v.and_then(Value::as_i64)));
+            Arc::new(b.finish())
+        }
+        ColType::Float => {
+            let mut b = Float64Builder::with_capacity(n);
+            values.for_each(|v| b.append_option(v.and_then(f64_of)));
+            Arc::new(b.finish())
+        }
+        ColType::Str => {
+            let mut b = StringBuilder::with_capacity(n, n * 16);
+            values.for_each(|v| b.append_option(v.and_then(Value::as_str)));
+            Arc::new(b.finish())
+        }
+        ColType::Bytes | ColType::Foreign(_) => {
+            let mut b = BinaryBuilder::with_capacity(n, n * 16);
+            values.for_each(|v| b.append_option(v.and_then(Value::as_bytes)));
+            Arc::new(b.finish())
+        }
+        ColType::Encoded => {
+            let mut b = BinaryBuilder::with_capacity(n, n * 16);
+            values.for_each(|v| b.append_option(v.map(encode_value)));
+            Arc::new(b.finish())
+        }
+        ColType::List(s) => {
+            macro_rules! list {
+                ($inner:expr, $get:expr) => {{
+                    let mut b = ListBuilder::new($inner);
+                    for v in values {
+                        match v.and_then(Value::as_list) {
+                            Some(items) => {
+                                for item in items {
+                                    b.values().append_option($get(item));
+                                }
+                                b.append(true);
+                            }
+                            None => b.append(false),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }};
+            }
+            match s {
+                Scalar::Bool => list!(BooleanBuilder::new(), Value::as_bool),
+                Scalar::Int => list!(Int64Builder::new(), Value::as_i64),
+                Scalar::Float => list!(Float64Builder::new(), f64_of),
+                Scalar::Str => list!(StringBuilder::new(), Value::as_str),
+            }
+        }
+    }
+}
+
+/// Appends the records of `batch` to `out`. `order` is the field registry (the order
+/// fields are put back in); `first_offset` is the offset of the batch's first row.
+pub(crate) fn from_batch(
+    batch: &RecordBatch,
+    order: &[String],
+    first_offset: u64,
+    out: &mut Vec<Record>,
+) -> Result<()> {
+    let schema = batch.schema();
+    let layout = schema
+        .index_of(LAYOUT_COLUMN)
+        .ok()
+        .map(|i| batch.column(i).clone());
+    // columns in registry order, then any column the registry does not name
+    let mut cols: Vec<(String, ColType, ArrayRef)> = Vec::new();
+    let mut push = |name: &str| {
+        if let Ok(i) = schema.index_of(name)
+            && name != LAYOUT_COLUMN
+            && !cols.iter().any(|(n, _, _)| n == name)
+        {
+            cols.push((
+                name.to_owned(),
+                col_type(schema.field(i)),
+                batch.column(i).clone(),
+            ));
+        }
+    };
+    order.iter().for_each(|n| push(n));
+    schema.fields().iter().for_each(|f| push(f.name()));
+    if let Some((name, ColType::Foreign(t), _)) = cols
+        .iter()
+        .find(|(_, ty, _)| matches!(ty, ColType::Foreign(_)))
+    {
+        return Err(Error::UnsupportedColumn {
+            column: name.clone(),
+            data_type: t.clone(),
+        });
+    }
+    out.reserve(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let offset = first_offset + row as u64;
+        if let Some(layout) = layout.as_ref().filter(|l| l.is_valid(row)) {
+            let bytes = binary_at(layout, row);
+            let record = decode_record(bytes).map_err(|source| Error::Corrupt {
+                column: LAYOUT_COLUMN.to_owned(),
+                offset,
+                source,
+            })?;
+            out.push(record);
+            continue;
+        }
+        let mut record = Record::with_capacity(cols.len());
+        for (name, ty, col) in &cols {
+            if col.is_valid(row) {
+                let value = value_at(ty, col, row).map_err(|source| Error::Corrupt {
+                    column: name.clone(),
+                    offset,
+                    source,
+                })?;
+                record.insert(name.clone(), value);
+            }
+        }
+        out.push(record);
+    }
+    Ok(())
+}
+
+fn binary_at(col: &ArrayRef, row: usize) -> &[u8] {
+    use arrow::array::AsArray;
+    match col.data_type() {
+        DataType::LargeBinary => col.as_binary::<i64>().value(row),
+        _ => col.as_binary::<i32>().value(row),
+    }
+}
+
+fn scalar_at(col: &ArrayRef, row: usize) -> Value {
+    use arrow::array::AsArray;
+    use arrow::datatypes as t;
+    if !col.is_valid(row) {
+        return Value::Null;
+    }
+    match col.data_type() {
+        DataType::Boolean => {
+            let b: &BooleanArray = col.as_boolean();
+            Value::Bool(b.value(row))
+        }
+        DataType::Int8 => Value::Int(i64::from(col.as_primitive::<t::Int8Type>().value(row))),
+        DataType::Int16 => Value::Int(i64::from(col.as_primitive::<t::Int16Type>().value(row))),
+        DataType::Int32 => Value::Int(i64::from(col.as_primitive::<t::Int32Type>().value(row))),
+        DataType::Int64 => Value::Int(col.as_primitive::<t::Int64Type>().value(row)),
+        DataType::UInt8 => Value::Int(i64::from(col.as_primitive::<t::UInt8Type>().value(row))),
+        DataType::UInt16 => Value::Int(i64::from(col.as_primitive::<t::UInt16Type>().value(row))),
+        DataType::UInt32 => Value::Int(i64::from(col.as_primitive::<t::UInt32Type>().value(row))),
+        DataType::Float16 => {
+            Value::Float(f64::from(col.as_primitive::<t::Float16Type>().value(row)))
+        }
+        DataType::Float32 => {
+            Value::Float(f64::from(col.as_primitive::<t::Float32Type>().value(row)))
+        }
+        DataType::Float64 => Value::Float(col.as_primitive::<t::Float64Type>().value(row)),
+        DataType::Utf8 => Value::String(col.as_string::<i32>().value(row).to_owned()),
+        DataType::LargeUtf8 => Value::String(col.as_string::<i64>().value(row).to_owned()),
+        _ => Value::Null,
+    }
+}
+
+fn value_at(ty: &ColType, col: &ArrayRef, row: usize) -> Result<Value, persisting_codec::Error> {
+    use arrow::array::AsArray;
+    Ok(match ty {
+        ColType::Encoded => decode_value(binary_at(col, row))?,
+        ColType::Bytes => Value::Bytes(binary_at(col, row).to_vec()),
+        ColType::List(_) => {
+            let items: ArrayRef = match col.data_type() {
+                DataType::LargeList(_) => col.as_list::<i64>().value(row),
+                DataType::FixedSizeList(_, _) => col.as_fixed_size_list().value(row),
+                _ => col.as_list::<i32>().value(row),
+            };
+            Value::List((0..items.len()).map(|i| scalar_at(&items, i)).collect())
+        }
+        _ => scalar_at(col, row),
+    })
+}

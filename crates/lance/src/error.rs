@@ -1,0 +1,102 @@
+//! Errors of the Lance layer.
+
+use std::path::PathBuf;
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A failure of the Lance record store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A value whose type cannot live in its field's column. Nothing of the batch that
+    /// held it was buffered.
+    #[error(
+        "schema conflict on field {field:?}: the column holds {existing}, the record has {found}"
+    )]
+    SchemaConflict {
+        /// The field.
+        field: String,
+        /// The column's type.
+        existing: String,
+        /// The value's type.
+        found: String,
+    },
+    /// An option with a value it cannot take.
+    #[error("invalid option {name} = {value}: {reason}")]
+    InvalidOption {
+        /// The option's name.
+        name: &'static str,
+        /// The value given.
+        value: String,
+        /// What a valid value looks like.
+        reason: String,
+    },
+    /// Lance refused or failed an operation.
+    #[error("Lance failed to {op} the dataset at {path}: {source}")]
+    Lance {
+        /// What was being done.
+        op: &'static str,
+        /// The dataset.
+        path: String,
+        /// Lance's error.
+        #[source]
+        source: lance::Error,
+    },
+    /// Arrow failed to build or convert a batch.
+    #[error("Arrow failed to {op}: {source}")]
+    Arrow {
+        /// What was being done.
+        op: &'static str,
+        /// Arrow's error.
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+    /// A file-system operation failed (fsync of the dataset's files, for instance).
+    #[error("I/O error while trying to {op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Stored bytes that do not decode: a damaged value or layout column.
+    #[error("column {column:?} at offset {offset} does not decode: {source}")]
+    Corrupt {
+        /// The column.
+        column: String,
+        /// Record offset.
+        offset: u64,
+        /// The decoder's error.
+        #[source]
+        source: persisting_codec::Error,
+    },
+    /// A column type this crate cannot read back as record values.
+    #[error("column {column:?} has Arrow type {data_type}, which cannot be read as record values")]
+    UnsupportedColumn {
+        /// The column.
+        column: String,
+        /// Its Arrow type.
+        data_type: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn lance<'a>(
+        op: &'static str,
+        path: &'a str,
+    ) -> impl FnOnce(lance::Error) -> Error + 'a {
+        move |source| Error::Lance {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    pub(crate) fn arrow(op: &'static str) -> impl FnOnce(arrow::error::ArrowError) -> Error {
+        move |source| Error::Arrow { op, source }
+    }
+}

@@ -1,0 +1,50 @@
+//! Records stored as a Lance dataset: one bucket of a Persisting queue.
+//!
+//! [`LanceBucket`] infers an Arrow schema from records (bool, int64, float64, utf8,
+//! binary, lists of scalars; nested maps and mixed lists as codec-encoded values),
+//! evolves it at put time (new fields become all-null columns; an int64 field that
+//! receives a float is rewritten as float64), buffers records, appends the buffer to
+//! `{storage_path}/data.lance` as one commit per flush and fsyncs what the commit wrote
+//! (Lance's local store does not), and reads any offset range back across the dataset
+//! and the buffer.
+//!
+//! Records read back equal the records written: field order, absent fields and explicit
+//! nulls included (rows the typed columns cannot reproduce exactly carry their codec
+//! encoding in the `_persisting_record` column). The one allowed change is an integer
+//! in a column widened to float64, which reads back as a float.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use persisting_codec::record;
+//! use persisting_lance::{LanceBucket, LanceOptions};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let mut bucket = LanceBucket::open(dir.path(), LanceOptions::default()).await.unwrap();
+//! let offsets = bucket.put_batch(vec![
+//!     record! {"id" => "a", "score" => 1},
+//!     record! {"id" => "b", "score" => 2.5, "tags" => vec!["x", "y"]},
+//! ]).unwrap();
+//! assert_eq!(offsets, 0..2);
+//! bucket.flush().await.unwrap();
+//! let back = bucket.read(1, 10).await.unwrap();
+//! assert_eq!(back[0]["tags"], persisting_codec::Value::from(vec!["x", "y"]));
+//! # });
+//! ```
+#![deny(missing_docs)]
+
+mod bucket;
+mod convert;
+mod durability;
+mod error;
+mod schema;
+
+pub use bucket::{
+    ColumnCompression, DATASET_DIR, FlushReport, LanceBucket, LanceOptions, LanceStats,
+};
+pub use error::{Error, Result};
+pub use schema::{ColType, ENCODING_CODEC_V1, ENCODING_KEY, LAYOUT_COLUMN, REGISTRY_KEY, Scalar};
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,65 @@
+//! Compaction merges fragments without changing any offset.
+
+use persisting_codec::record;
+use persisting_lance::{LanceBucket, LanceOptions};
+
+use crate::rt;
+
+#[test]
+fn compaction_keeps_every_offset() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LanceOptions {
+            compact_fragments_max: 0,
+            ..LanceOptions::default()
+        };
+        let mut b = LanceBucket::open(dir.path(), opts).await.unwrap();
+        let rec = |i: i64| record! {"i" => i, "s" => format!("row {i}")};
+        for chunk in 0..12 {
+            b.put_batch((chunk * 7..chunk * 7 + 7).map(rec).collect())
+                .unwrap();
+            b.flush().await.unwrap();
+        }
+        assert_eq!(b.stats().fragments, 12);
+        let before = b.read(0, 1000).await.unwrap();
+        b.compact().await.unwrap();
+        assert_eq!(b.stats().fragments, 1);
+        assert_eq!(b.read(0, 1000).await.unwrap(), before);
+        assert_eq!(
+            b.read(40, 3).await.unwrap(),
+            (40..43).map(rec).collect::<Vec<_>>()
+        );
+        drop(b);
+        let b = LanceBucket::open(dir.path(), LanceOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(b.read(0, 1000).await.unwrap(), before);
+    });
+}
+
+#[test]
+fn flushes_past_the_fragment_limit_compact_automatically() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LanceOptions {
+            compact_fragments_max: 4,
+            ..LanceOptions::default()
+        };
+        let mut b = LanceBucket::open(dir.path(), opts).await.unwrap();
+        let mut compacted = 0;
+        for i in 0..9i64 {
+            b.put_batch(vec![record! {"i" => i}]).unwrap();
+            compacted += usize::from(b.flush().await.unwrap().compacted);
+        }
+        assert!(compacted >= 1);
+        assert!(b.stats().fragments <= 5);
+        let got: Vec<i64> = b
+            .read(0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r["i"].as_i64().unwrap())
+            .collect();
+        assert_eq!(got, (0..9).collect::<Vec<_>>());
+    });
+}

@@ -1,0 +1,25 @@
+//! Integration tests of persisting-lance, one module per behaviour. Every test writes
+//! a real Lance dataset in a temporary directory.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod compaction;
+mod foreign_datasets;
+mod pylance_compat;
+mod round_trip;
+mod schema_evolution;
+
+use persisting_lance::{LanceBucket, LanceOptions};
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub async fn open(dir: &std::path::Path) -> LanceBucket {
+    LanceBucket::open(dir, LanceOptions::default())
+        .await
+        .unwrap()
+}

@@ -1,0 +1,186 @@
+//! A record read back equals the record written: from the buffer, after a flush, and
+//! after a restart.
+
+use persisting_codec::{Record, Value, record};
+use persisting_lance::{Error, LanceBucket, LanceOptions};
+use proptest::prelude::*;
+
+use crate::{open, rt};
+
+fn value() -> impl Strategy<Value = Value> {
+    let scalar = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::Int),
+        prop_oneof![
+            any::<f64>(),
+            Just(f64::NAN),
+            Just(-0.0),
+            Just(f64::INFINITY)
+        ]
+        .prop_map(Value::Float),
+        "\\PC{0,12}".prop_map(Value::String),
+        proptest::collection::vec(any::<u8>(), 0..8).prop_map(Value::Bytes),
+    ];
+    prop_oneof![
+        4 => scalar.clone(),
+        1 => proptest::collection::vec(any::<f64>(), 0..6).prop_map(Value::from),
+        1 => proptest::collection::vec(scalar.clone(), 0..4).prop_map(Value::List),
+        1 => proptest::collection::vec(("[a-c]", scalar), 0..3)
+            .prop_map(|f| Value::Map(f.into_iter().collect())),
+    ]
+}
+
+/// Records over a small set of field names, so that fields recur (and sometimes
+/// conflict) across records.
+fn record() -> impl Strategy<Value = Record> {
+    proptest::collection::vec((prop_oneof!["id", "v", "x", "y", "名前"], value()), 0..5)
+        .prop_map(|f| f.into_iter().collect())
+}
+
+/// Equality up to the documented widening: an int may read back as a float.
+fn same(written: &Record, read: &Record) -> bool {
+    fn v(w: &Value, r: &Value) -> bool {
+        match (w, r) {
+            (Value::Int(i), Value::Float(f)) => (*i as f64).to_bits() == f.to_bits(),
+            (Value::List(a), Value::List(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| v(x, y))
+            }
+            (w, r) => w == r,
+        }
+    }
+    written.len() == read.len()
+        && written
+            .iter()
+            .zip(read.iter())
+            .all(|((n1, v1), (n2, v2))| n1 == n2 && v(v1, v2))
+}
+
+fn check(expected: &[Record], got: &[Record], when: &str) {
+    assert_eq!(expected.len(), got.len(), "{when}: count");
+    for (i, (w, r)) in expected.iter().zip(got).enumerate() {
+        assert!(
+            same(w, r),
+            "{when}: offset {i}\nwritten {w:?}\nread    {r:?}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn records_round_trip_through_buffer_flush_and_restart(
+        batches in proptest::collection::vec(proptest::collection::vec(record(), 1..6), 1..5)
+    ) {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut bucket = open(dir.path()).await;
+            let mut accepted: Vec<Record> = Vec::new();
+            for batch in batches {
+                let before = bucket.total_count();
+                match bucket.put_batch(batch.clone()) {
+                    Ok(range) => {
+                        assert_eq!(range.start, before);
+                        accepted.extend(batch);
+                    }
+                    Err(Error::SchemaConflict { .. }) => {
+                        assert_eq!(bucket.total_count(), before, "a refused batch buffers nothing");
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+                check(&accepted, &bucket.read(0, usize::MAX).await.unwrap(), "buffer");
+                bucket.flush().await.unwrap();
+                check(&accepted, &bucket.read(0, usize::MAX).await.unwrap(), "after flush");
+            }
+            drop(bucket);
+            let bucket = open(dir.path()).await;
+            assert_eq!(bucket.persisted_count(), accepted.len() as u64);
+            check(&accepted, &bucket.read(0, usize::MAX).await.unwrap(), "after restart");
+        });
+    }
+}
+
+#[test]
+fn reads_span_dataset_and_buffer_and_clip() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bucket = open(dir.path()).await;
+        let rec = |i: i64| record! {"id" => format!("r{i}"), "n" => i};
+        bucket.put_batch((0..10).map(rec).collect()).unwrap();
+        bucket.flush().await.unwrap();
+        bucket.put_batch((10..15).map(rec).collect()).unwrap();
+        assert_eq!((bucket.persisted_count(), bucket.buffered_count()), (10, 5));
+        let got = bucket.read(8, 4).await.unwrap();
+        assert_eq!(got, (8..12).map(rec).collect::<Vec<_>>());
+        assert_eq!(
+            bucket.read(13, 100).await.unwrap(),
+            (13..15).map(rec).collect::<Vec<_>>()
+        );
+        assert!(bucket.read(15, 10).await.unwrap().is_empty());
+        assert!(bucket.read(99, 10).await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn explicit_nulls_absent_fields_and_field_order_survive() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bucket = open(dir.path()).await;
+        let records = vec![
+            record! {"a" => 1, "b" => "x"},
+            record! {"b" => "y", "a" => 2},
+            record! {"a" => Value::Null},
+            record! {"c" => Value::List(vec![])},
+            record! {},
+            record! {"nested" => record! {"z" => 1, "a" => Value::Null}},
+        ];
+        bucket.put_batch(records.clone()).unwrap();
+        bucket.flush().await.unwrap();
+        drop(bucket);
+        let bucket = open(dir.path()).await;
+        assert_eq!(bucket.read(0, 100).await.unwrap(), records);
+    });
+}
+
+#[test]
+fn automatic_flush_at_threshold() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LanceOptions {
+            flush_threshold: 5,
+            ..LanceOptions::default()
+        };
+        let mut bucket = LanceBucket::open(dir.path(), opts).await.unwrap();
+        bucket
+            .append((0..4).map(|i| record! {"i" => i}).collect())
+            .await
+            .unwrap();
+        assert_eq!(bucket.persisted_count(), 0);
+        bucket.append(vec![record! {"i" => 4}]).await.unwrap();
+        assert_eq!((bucket.persisted_count(), bucket.buffered_count()), (5, 0));
+        assert!(bucket.stats().flushes == 1);
+    });
+}
+
+#[test]
+fn a_second_handle_reads_committed_records_and_refreshes() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = open(dir.path()).await;
+        writer.put_batch(vec![record! {"k" => 1}]).unwrap();
+        writer.flush().await.unwrap();
+        let mut reader = open(dir.path()).await;
+        assert_eq!(reader.read(0, 10).await.unwrap(), vec![record! {"k" => 1}]);
+        writer
+            .put_batch(vec![record! {"k" => 2, "new" => true}])
+            .unwrap();
+        writer.flush().await.unwrap();
+        assert_eq!(reader.total_count(), 1);
+        reader.refresh().await.unwrap();
+        assert_eq!(
+            reader.read(0, 10).await.unwrap(),
+            vec![record! {"k" => 1}, record! {"k" => 2, "new" => true}]
+        );
+    });
+}
