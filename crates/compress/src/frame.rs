@@ -180,10 +180,10 @@ pub fn decompress(frame: &[u8], uncompressed_bytes_max: u64) -> Result<Vec<u8>> 
         }
         Codec::Zstd { .. } => {
             // zstd's own header announces the content size: check it before decoding.
-            if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(payload) {
-                if size != declared {
-                    return Err(mismatch(size as usize));
-                }
+            if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(payload)
+                && size != declared
+            {
+                return Err(mismatch(size as usize));
             }
             let mut out = Vec::with_capacity(len);
             let mut d = zstd::bulk::Decompressor::new().map_err(|e| corrupt(&e))?;

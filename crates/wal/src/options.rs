@@ -117,14 +117,14 @@ impl WalOptions {
                 "must be at least 1 and leave room for one frame header within frame_bytes_max",
             ));
         }
-        if let SyncPolicy::Interval(d) = self.sync {
-            if d.is_zero() {
-                return Err(invalid(
-                    "sync",
-                    format!("{d:?}"),
-                    "an interval must be longer than zero (use SyncPolicy::Always to fsync every append)",
-                ));
-            }
+        if let SyncPolicy::Interval(d) = self.sync
+            && d.is_zero()
+        {
+            return Err(invalid(
+                "sync",
+                format!("{d:?}"),
+                "an interval must be longer than zero (use SyncPolicy::Always to fsync every append)",
+            ));
         }
         Ok(())
     }

@@ -94,17 +94,17 @@ impl WalReader {
                             });
                         }
                     }
-                    if let Some(e) = self.pending.front() {
-                        if e.lsn != self.next {
-                            return Err(Error::Corrupted {
-                                segment: sc.path.clone(),
-                                offset: f.offset,
-                                detail: Corruption::LsnMismatch {
-                                    expected: self.next,
-                                    found: e.lsn,
-                                },
-                            });
-                        }
+                    if let Some(e) = self.pending.front()
+                        && e.lsn != self.next
+                    {
+                        return Err(Error::Corrupted {
+                            segment: sc.path.clone(),
+                            offset: f.offset,
+                            detail: Corruption::LsnMismatch {
+                                expected: self.next,
+                                found: e.lsn,
+                            },
+                        });
                     }
                 }
                 Ok(None) => self.scanner = None,

@@ -246,7 +246,22 @@ impl Wal {
     /// Appends a batch as one atomic frame: after a crash all of it is recovered or
     /// none. Returns the LSNs it took. Nothing is written if any entry is too large.
     pub fn append_batch<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Range<u64>> {
-        self.shared.append(payloads)
+        self.shared.append(payloads, true)
+    }
+
+    /// Appends a batch like [`Wal::append_batch`] but returns without waiting for
+    /// durability, even under [`SyncPolicy::Always`]: the caller orders its own work by
+    /// the LSNs, releases its locks, then calls [`Wal::wait_durable`]. Concurrent
+    /// callers then share one fsync instead of queueing behind each other's.
+    pub fn append_batch_deferred<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Range<u64>> {
+        self.shared.append(payloads, false)
+    }
+
+    /// Returns once every LSN below `lsn` is durable (group commit: see the module
+    /// documentation). Entries not yet written are written first.
+    pub fn wait_durable(&self, lsn: u64) -> Result<()> {
+        let st = lock(&self.shared.state);
+        self.shared.wait_durable(st, lsn)
     }
 
     /// Makes every entry appended so far durable.
@@ -450,7 +465,7 @@ impl Shared {
         Ok(())
     }
 
-    fn append<P: AsRef<[u8]>>(&self, payloads: &[P]) -> Result<Range<u64>> {
+    fn append<P: AsRef<[u8]>>(&self, payloads: &[P], wait: bool) -> Result<Range<u64>> {
         let max = self.opts.entry_bytes_max;
         if let Some(p) = payloads.iter().find(|p| p.as_ref().len() as u64 > max) {
             return Err(Error::EntryTooLarge {
@@ -491,7 +506,7 @@ impl Shared {
         st.next_lsn += count;
         st.entries_appended += count;
         let range = first..st.next_lsn;
-        if self.opts.sync == SyncPolicy::Always {
+        if wait && self.opts.sync == SyncPolicy::Always {
             self.wait_durable(st, range.end)?;
         }
         Ok(range)

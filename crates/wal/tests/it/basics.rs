@@ -228,3 +228,16 @@ fn invalid_options_are_refused_before_touching_the_disk() {
         assert!(p.fs.list(&p.dir).is_err(), "nothing may be created");
     });
 }
+
+#[test]
+fn deferred_appends_become_durable_on_wait_and_are_readable_after() {
+    both(|p| {
+        let wal = open(p, &WalOptions::default());
+        let r = wal.append_batch_deferred(&[&b"a"[..], b"b"]).unwrap();
+        assert_eq!(r, 0..2);
+        assert_eq!(wal.durable_lsn(), 0, "not durable before the wait");
+        wal.wait_durable(r.end).unwrap();
+        assert_eq!(wal.durable_lsn(), 2);
+        assert_eq!(read_all(&wal, 0).len(), 2);
+    });
+}
