@@ -350,6 +350,12 @@ impl LanceBucket {
         &self.opts
     }
 
+    /// Checks that a batch would be admitted by [`LanceBucket::put_batch`], without
+    /// buffering it or changing the schema (a caller can log it elsewhere first).
+    pub fn check_batch(&self, records: &[Record]) -> Result<()> {
+        self.schema.clone().admit(records)
+    }
+
     /// Buffers a batch without flushing; returns the offsets it took. The whole batch
     /// is refused, and nothing buffered, if any value conflicts with its column.
     pub fn put_batch(&mut self, records: Vec<Record>) -> Result<Range<u64>> {

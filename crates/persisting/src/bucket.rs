@@ -1,0 +1,447 @@
+//! [`PersistingBackend`] and [`LanceBackend`]: a Lance bucket, optionally behind a WAL.
+//!
+//! Invariants:
+//! - a record's offset is its WAL LSN: the WAL and the Lance buffer are appended in the
+//!   same order under one lock, and the WAL never runs ahead of or behind Lance's count;
+//! - `put` writes the WAL first; with `wal_sync_interval = 0` it returns only once the
+//!   WAL is fsynced, waiting outside the lock so concurrent puts share one fsync;
+//! - readers see a record only once it is acknowledged (the visible count);
+//! - `flush` checkpoints the WAL only after the Lance commit is durable, and at open
+//!   the WAL entries at or above Lance's count are replayed with their offsets, so a
+//!   crash anywhere loses no acknowledged record and duplicates none.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock as SyncRwLock};
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt};
+use persisting_codec::{Record, decode_record, encode_record};
+use persisting_compress::{Codec, Compressor, UNCOMPRESSED_BYTES_MAX_DEFAULT, decompress};
+use persisting_lance::{ColumnCompression, LanceBucket, LanceOptions};
+use persisting_wal::{Fs, RealFs, SyncPolicy, Wal, WalOptions};
+use tokio::sync::{RwLock, watch};
+
+use crate::backend::{BackendStats, StorageBackend};
+use crate::error::{Result, StorageError};
+use crate::options::PersistingOptions;
+
+/// Directory of the WAL inside a bucket's storage path.
+pub const WAL_DIR: &str = "wal";
+
+struct Inner {
+    bucket_id: u64,
+    storage_path: PathBuf,
+    opts: PersistingOptions,
+    lance: RwLock<LanceBucket>,
+    wal: Option<Arc<Wal>>,
+    compressor: Mutex<Compressor>,
+    /// Acknowledged records: what readers may see.
+    visible: AtomicU64,
+    /// Publishes `visible` to blocked streams; dropped on close, which ends them.
+    notify: SyncRwLock<Option<watch::Sender<u64>>>,
+    closed: AtomicBool,
+}
+
+/// The enhanced backend: WAL, compression, metrics over a Lance bucket.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use persisting::{PersistingBackend, PersistingOptions, StorageBackend};
+/// use persisting_codec::record;
+/// use std::time::Duration;
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let opts = PersistingOptions {
+///     enable_wal: true,
+///     wal_sync_interval: Duration::ZERO, // fsync before put returns
+///     ..PersistingOptions::default()
+/// };
+/// let backend = PersistingBackend::open(0, dir.path(), opts.clone()).await.unwrap();
+/// backend.put(record! {"id" => "1", "value" => 42}).await.unwrap();
+/// drop(backend); // no flush: the record is only in the WAL
+/// let backend = PersistingBackend::open(0, dir.path(), opts).await.unwrap();
+/// assert_eq!(backend.get(0, None).await.unwrap(), vec![record! {"id" => "1", "value" => 42}]);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct PersistingBackend {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PersistingBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersistingBackend")
+            .field("bucket_id", &self.inner.bucket_id)
+            .field("storage_path", &self.inner.storage_path)
+            .finish()
+    }
+}
+
+fn column_compression(codec: Codec) -> ColumnCompression {
+    match codec {
+        Codec::Zstd { level } => ColumnCompression::Zstd(Some(level)),
+        Codec::Lz4 => ColumnCompression::Lz4,
+        Codec::None | Codec::Snappy => ColumnCompression::Default,
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Task(e.to_string()))?
+}
+
+impl PersistingBackend {
+    /// Opens (and recovers) the bucket stored under `storage_path`.
+    pub async fn open(
+        bucket_id: u64,
+        storage_path: impl AsRef<Path>,
+        opts: PersistingOptions,
+    ) -> Result<Self> {
+        Self::open_with_wal_fs(bucket_id, storage_path, opts, Arc::new(RealFs)).await
+    }
+
+    /// Opens the bucket with its WAL on any [`Fs`] (the WAL crate's simulated file
+    /// system in power-loss tests; Lance stays on the real disk).
+    pub async fn open_with_wal_fs(
+        bucket_id: u64,
+        storage_path: impl AsRef<Path>,
+        opts: PersistingOptions,
+        wal_fs: Arc<dyn Fs>,
+    ) -> Result<Self> {
+        if opts.batch_size == 0 {
+            return Err(StorageError::invalid("batch_size", 0, "must be at least 1"));
+        }
+        if opts.flush_threshold == 0 {
+            return Err(StorageError::invalid(
+                "flush_threshold",
+                0,
+                "must be at least 1",
+            ));
+        }
+        let storage_path = storage_path.as_ref().to_path_buf();
+        let lance_opts = LanceOptions {
+            // flushes are triggered here, after the WAL write
+            flush_threshold: 0,
+            column_compression: column_compression(opts.compression),
+            ..LanceOptions::default()
+        };
+        let mut lance = LanceBucket::open(&storage_path, lance_opts).await?;
+        let wal = if opts.enable_wal {
+            Some(Arc::new(
+                open_wal(&storage_path, &opts, &mut lance, wal_fs).await?,
+            ))
+        } else {
+            None
+        };
+        let compressor = Compressor::new(opts.compression)?;
+        let count = lance.total_count();
+        let (notify, _) = watch::channel(count);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                bucket_id,
+                storage_path,
+                opts,
+                lance: RwLock::new(lance),
+                wal,
+                compressor: Mutex::new(compressor),
+                visible: AtomicU64::new(count),
+                notify: SyncRwLock::new(Some(notify)),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &PersistingOptions {
+        &self.inner.opts
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(StorageError::Closed {
+                bucket_id: self.inner.bucket_id,
+            });
+        }
+        Ok(())
+    }
+
+    fn publish(&self, count: u64) {
+        self.inner.visible.fetch_max(count, Ordering::AcqRel);
+        let notify = self
+            .inner
+            .notify
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = notify.as_ref() {
+            tx.send_if_modified(|v| {
+                let grew = count > *v;
+                *v = (*v).max(count);
+                grew
+            });
+        }
+    }
+
+    async fn put_records(&self, records: Vec<Record>) -> Result<()> {
+        self.check_open()?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        let inner = &self.inner;
+        let payloads = match &inner.wal {
+            Some(_) => {
+                let mut c = inner
+                    .compressor
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                records
+                    .iter()
+                    .map(|r| c.compress(&encode_record(r)))
+                    .collect::<std::result::Result<Vec<_>, _>>()?
+            }
+            None => Vec::new(),
+        };
+        let mut lance = inner.lance.write().await;
+        let mut wait_for = None;
+        if let Some(wal) = &inner.wal {
+            lance.check_batch(&records)?;
+            let range = wal.append_batch_deferred(&payloads)?;
+            if range.start != lance.total_count() {
+                return Err(StorageError::Task(format!(
+                    "WAL at offset {} but the bucket at {}: refusing to go on",
+                    range.start,
+                    lance.total_count()
+                )));
+            }
+            if wal.options().sync == SyncPolicy::Always {
+                wait_for = Some(range.end);
+            }
+        }
+        lance.put_batch(records)?;
+        let total = lance.total_count();
+        let flush_due = lance.buffered_count() >= inner.opts.flush_threshold as u64
+            || inner
+                .wal
+                .as_ref()
+                .is_some_and(|w| w.stats().total_bytes >= inner.opts.max_wal_size);
+        drop(lance);
+        if let (Some(end), Some(wal)) = (wait_for, inner.wal.clone()) {
+            blocking(move || Ok(wal.wait_durable(end)?)).await?;
+            self.publish(end);
+        } else {
+            self.publish(total);
+        }
+        if flush_due {
+            self.flush_now().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_now(&self) -> Result<()> {
+        let mut lance = self.inner.lance.write().await;
+        let report = lance.flush().await?;
+        if let Some(wal) = self.inner.wal.clone() {
+            let persisted = report.persisted_count;
+            blocking(move || Ok(wal.checkpoint(persisted)?)).await?;
+        }
+        self.publish(report.persisted_count);
+        Ok(())
+    }
+}
+
+/// Opens the WAL of a bucket and replays what Lance lacks into the bucket's buffer.
+async fn open_wal(
+    storage_path: &Path,
+    opts: &PersistingOptions,
+    lance: &mut LanceBucket,
+    fs: Arc<dyn Fs>,
+) -> Result<Wal> {
+    let persisted = lance.persisted_count();
+    let dir = storage_path.join(WAL_DIR);
+    let sync = if opts.wal_sync_interval.is_zero() {
+        SyncPolicy::Always
+    } else {
+        SyncPolicy::Interval(opts.wal_sync_interval)
+    };
+    let wal_opts = WalOptions {
+        sync,
+        start_lsn: persisted,
+        segment_bytes_max: (opts.max_wal_size / 4).clamp(4096, 64 << 20),
+        ..WalOptions::default()
+    };
+    let wal_dir = dir.clone();
+    let (wal, entries) = blocking(move || {
+        let (wal, _report) = Wal::open_with(fs, &wal_dir, wal_opts)?;
+        if wal.next_lsn() < persisted {
+            // Lance holds records whose WAL entries were lost unsynced: nothing to replay
+            wal.checkpoint(persisted)?;
+        }
+        if wal.first_lsn() > persisted {
+            return Err(StorageError::WalGap {
+                wal_dir,
+                persisted,
+                wal_first: wal.first_lsn(),
+            });
+        }
+        let mut entries = Vec::new();
+        for entry in wal.read_from(persisted)? {
+            entries.push(entry?.payload);
+        }
+        Ok((wal, entries))
+    })
+    .await?;
+    let mut records = Vec::with_capacity(entries.len());
+    for frame in entries {
+        let bytes = decompress(&frame, UNCOMPRESSED_BYTES_MAX_DEFAULT)?;
+        records.push(decode_record(&bytes)?);
+    }
+    lance.put_batch(records)?;
+    Ok(wal)
+}
+
+impl StorageBackend for PersistingBackend {
+    fn put_batch(&self, records: Vec<Record>) -> BoxFuture<'_, Result<()>> {
+        self.put_records(records).boxed()
+    }
+
+    fn get(&self, offset: u64, limit: Option<usize>) -> BoxFuture<'_, Result<Vec<Record>>> {
+        async move {
+            let visible = self.inner.visible.load(Ordering::Acquire);
+            if offset >= visible {
+                return Ok(Vec::new());
+            }
+            let limit = limit
+                .unwrap_or(usize::MAX)
+                .min(usize::try_from(visible - offset).unwrap_or(usize::MAX));
+            let lance = self.inner.lance.read().await;
+            Ok(lance.read(offset, limit).await?)
+        }
+        .boxed()
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<()>> {
+        async move {
+            self.check_open()?;
+            self.flush_now().await
+        }
+        .boxed()
+    }
+
+    fn stats(&self) -> BoxFuture<'_, Result<BackendStats>> {
+        async move {
+            let lance = self.inner.lance.read().await;
+            let ls = lance.stats();
+            let ws = self.inner.wal.as_ref().map(|w| w.stats());
+            Ok(BackendStats {
+                bucket_id: self.inner.bucket_id,
+                total_count: self.total_count(),
+                buffer_count: ls.buffered_count,
+                persisted_count: ls.persisted_count,
+                storage_path: self.inner.storage_path.display().to_string(),
+                wal_enabled: ws.is_some(),
+                wal_size_bytes: ws.map(|w| w.total_bytes),
+                wal_segments: ws.map(|w| w.segments),
+                fsync_count: ws.map(|w| w.fsyncs),
+                wal_sync_interval: ws.map(|_| self.inner.opts.wal_sync_interval.as_secs_f64()),
+                compression: self.inner.opts.compression.name().to_owned(),
+                column_compression: ls.column_compression,
+                flush_count: ls.flushes,
+                last_flush_duration_seconds: ls.last_flush.map(|d: Duration| d.as_secs_f64()),
+            })
+        }
+        .boxed()
+    }
+
+    fn total_count(&self) -> u64 {
+        self.inner.visible.load(Ordering::Acquire)
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        let notify = self
+            .inner
+            .notify
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        match notify.as_ref() {
+            Some(tx) => tx.subscribe(),
+            // closed: a receiver whose sender is gone ends any wait at once
+            None => watch::channel(self.total_count()).1,
+        }
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<()>> {
+        async move {
+            if self.inner.closed.swap(true, Ordering::AcqRel) {
+                return Ok(());
+            }
+            let result = self.flush_now().await;
+            // dropping the sender ends every blocked stream
+            self.inner
+                .notify
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            result
+        }
+        .boxed()
+    }
+
+    fn read_batch_size(&self) -> usize {
+        self.inner.opts.batch_size
+    }
+}
+
+/// The seed's `LanceBackend`: a Lance bucket with a buffer, no WAL (records are durable
+/// after the next flush).
+#[derive(Clone, Debug)]
+pub struct LanceBackend {
+    inner: PersistingBackend,
+}
+
+impl LanceBackend {
+    /// Opens the bucket under `storage_path` with `batch_size` (records per streamed
+    /// read) and `flush_threshold` (buffered records that trigger a flush).
+    pub async fn open(
+        bucket_id: u64,
+        storage_path: impl AsRef<Path>,
+        batch_size: usize,
+        flush_threshold: usize,
+    ) -> Result<Self> {
+        let opts = PersistingOptions {
+            batch_size,
+            flush_threshold,
+            ..PersistingOptions::default()
+        };
+        Ok(Self {
+            inner: PersistingBackend::open(bucket_id, storage_path, opts).await?,
+        })
+    }
+}
+
+impl StorageBackend for LanceBackend {
+    fn put_batch(&self, records: Vec<Record>) -> BoxFuture<'_, Result<()>> {
+        self.inner.put_batch(records)
+    }
+    fn get(&self, offset: u64, limit: Option<usize>) -> BoxFuture<'_, Result<Vec<Record>>> {
+        self.inner.get(offset, limit)
+    }
+    fn flush(&self) -> BoxFuture<'_, Result<()>> {
+        self.inner.flush()
+    }
+    fn stats(&self) -> BoxFuture<'_, Result<BackendStats>> {
+        self.inner.stats()
+    }
+    fn total_count(&self) -> u64 {
+        self.inner.total_count()
+    }
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.subscribe()
+    }
+    fn close(&self) -> BoxFuture<'_, Result<()>> {
+        self.inner.close()
+    }
+    fn read_batch_size(&self) -> usize {
+        self.inner.read_batch_size()
+    }
+}

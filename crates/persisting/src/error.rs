@@ -1,0 +1,69 @@
+//! `StorageError`, the error of every storage operation, and `WALError`, the WAL's
+//! own error, which converts into it.
+
+use std::path::PathBuf;
+
+/// The WAL's error (`persisting_wal::Error`): segment, offset, checksums.
+pub use persisting_wal::Error as WALError;
+
+/// Result type of this crate.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// What went wrong in a storage operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The write-ahead log failed.
+    #[error(transparent)]
+    Wal(#[from] WALError),
+    /// The Lance layer failed (including schema conflicts).
+    #[error(transparent)]
+    Lance(#[from] persisting_lance::Error),
+    /// A record could not be encoded or decoded.
+    #[error(transparent)]
+    Codec(#[from] persisting_codec::Error),
+    /// A compression frame could not be written or read.
+    #[error(transparent)]
+    Compress(#[from] persisting_compress::Error),
+    /// An option with a value it cannot take.
+    #[error("invalid option {name} = {value}: {reason}")]
+    InvalidOption {
+        /// The option's name.
+        name: String,
+        /// The value given.
+        value: String,
+        /// What a valid value looks like.
+        reason: String,
+    },
+    /// The WAL starts after the last record in Lance: records in between are lost.
+    #[error(
+        "the WAL in {wal_dir} starts at offset {wal_first}, but Lance holds only offsets below {persisted}: records {persisted}..{wal_first} are missing"
+    )]
+    WalGap {
+        /// The WAL directory.
+        wal_dir: PathBuf,
+        /// Records in Lance.
+        persisted: u64,
+        /// First offset the WAL holds.
+        wal_first: u64,
+    },
+    /// The backend was closed.
+    #[error("the backend of bucket {bucket_id} is closed")]
+    Closed {
+        /// The bucket.
+        bucket_id: u64,
+    },
+    /// A background task failed to run to completion.
+    #[error("a background task failed: {0}")]
+    Task(String),
+}
+
+impl StorageError {
+    pub(crate) fn invalid(name: &str, value: impl ToString, reason: impl ToString) -> Self {
+        StorageError::InvalidOption {
+            name: name.to_owned(),
+            value: value.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Backend options, with the seed's names and defaults, constructible from a string or
+//! JSON map (`backend_options`). Unknown keys are ignored with a warning, as the seed
+//! says; a known key with a bad value is an error naming it.
+
+use std::time::Duration;
+
+use persisting_compress::Codec;
+use serde_json::Value as Json;
+
+use crate::error::{Result, StorageError};
+
+/// Options of a [`crate::PersistingBackend`] (a [`crate::LanceBackend`] uses the first
+/// two).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersistingOptions {
+    /// Records per read when streaming (default 100).
+    pub batch_size: usize,
+    /// Buffered records that trigger a flush (default 1000).
+    pub flush_threshold: usize,
+    /// Write every record to the WAL before acknowledging it (default false).
+    pub enable_wal: bool,
+    /// Compression of WAL payloads and (zstd, lz4) of Lance columns (default none).
+    pub compression: Codec,
+    /// Record metrics through the `metrics` facade (default false).
+    pub enable_metrics: bool,
+    /// WAL fsync interval; zero fsyncs before each put returns (default 1 s).
+    pub wal_sync_interval: Duration,
+    /// WAL size that triggers a flush and checkpoint, in bytes (default 100 MiB).
+    pub max_wal_size: u64,
+}
+
+impl Default for PersistingOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 100,
+            flush_threshold: 1000,
+            enable_wal: false,
+            compression: Codec::None,
+            enable_metrics: false,
+            wal_sync_interval: Duration::from_secs(1),
+            max_wal_size: 100 * 1024 * 1024,
+        }
+    }
+}
+
+/// The option keys this crate knows.
+pub const KNOWN_OPTIONS: [&str; 7] = [
+    "batch_size",
+    "flush_threshold",
+    "enable_wal",
+    "compression",
+    "enable_metrics",
+    "wal_sync_interval",
+    "max_wal_size",
+];
+
+fn as_text(v: &Json) -> String {
+    match v {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn count(name: &str, v: &Json, min: u64) -> Result<u64> {
+    let n = match v {
+        Json::Number(n) => n.as_u64(),
+        Json::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    match n {
+        Some(n) if n >= min => Ok(n),
+        _ => Err(StorageError::invalid(
+            name,
+            as_text(v),
+            format!("must be a whole number of at least {min}"),
+        )),
+    }
+}
+
+fn flag(name: &str, v: &Json) -> Result<bool> {
+    match v {
+        Json::Bool(b) => Ok(*b),
+        Json::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(StorageError::invalid(name, s, "must be true or false")),
+        },
+        other => Err(StorageError::invalid(
+            name,
+            as_text(other),
+            "must be true or false",
+        )),
+    }
+}
+
+impl PersistingOptions {
+    /// Builds options from a map of option names to JSON values (strings are parsed,
+    /// so `{"enable_wal": "true"}` works). Returns the options and the unknown keys,
+    /// which are ignored (and reported on stderr).
+    ///
+    /// ```
+    /// use persisting::PersistingOptions;
+    /// let map = serde_json::json!({"enable_wal": true, "wal_sync_interval": 0.1, "colour": "blue"});
+    /// let (opts, ignored) = PersistingOptions::from_map(map.as_object().unwrap()).unwrap();
+    /// assert!(opts.enable_wal);
+    /// assert_eq!(ignored, ["colour"]);
+    /// let bad = serde_json::json!({"compression": "gzip"});
+    /// assert!(PersistingOptions::from_map(bad.as_object().unwrap()).unwrap_err().to_string().contains("compression"));
+    /// ```
+    pub fn from_map(map: &serde_json::Map<String, Json>) -> Result<(Self, Vec<String>)> {
+        let mut opts = Self::default();
+        let mut ignored = Vec::new();
+        for (key, v) in map {
+            match key.as_str() {
+                "batch_size" => opts.batch_size = count(key, v, 1)? as usize,
+                "flush_threshold" => opts.flush_threshold = count(key, v, 1)? as usize,
+                "enable_wal" => opts.enable_wal = flag(key, v)?,
+                "enable_metrics" => opts.enable_metrics = flag(key, v)?,
+                "max_wal_size" => opts.max_wal_size = count(key, v, 4096)?,
+                "compression" => {
+                    opts.compression = match v {
+                        Json::Null => Codec::None,
+                        v => as_text(v)
+                            .parse()
+                            .map_err(|e: persisting_compress::Error| {
+                                StorageError::invalid(key, as_text(v), e)
+                            })?,
+                    }
+                }
+                "wal_sync_interval" => {
+                    let secs = match v {
+                        Json::Number(n) => n.as_f64(),
+                        Json::String(s) => s.trim().parse::<f64>().ok(),
+                        _ => None,
+                    };
+                    opts.wal_sync_interval = match secs {
+                        Some(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => {
+                            Duration::from_secs_f64(s)
+                        }
+                        _ => {
+                            return Err(StorageError::invalid(
+                                key,
+                                as_text(v),
+                                "must be a number of seconds from 0 to 86400",
+                            ));
+                        }
+                    };
+                }
+                other => ignored.push(other.to_owned()),
+            }
+        }
+        for key in &ignored {
+            eprintln!("persisting: ignoring unknown backend option {key:?}");
+        }
+        Ok((opts, ignored))
+    }
+
+    /// Builds options from `key=value` strings (the command line's `--option`).
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = &'a str>) -> Result<(Self, Vec<String>)> {
+        let mut map = serde_json::Map::new();
+        for pair in pairs {
+            let (k, v) = pair.split_once('=').ok_or_else(|| {
+                StorageError::invalid("option", pair, "must be written key=value")
+            })?;
+            map.insert(k.trim().to_owned(), Json::String(v.trim().to_owned()));
+        }
+        Self::from_map(&map)
+    }
+}

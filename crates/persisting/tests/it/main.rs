@@ -1,0 +1,16 @@
+//! Integration tests of the `persisting` facade, one module per behaviour. Lance
+//! datasets and WALs are real files in temporary directories.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod concurrency;
+mod crash_recovery;
+mod options_and_errors;
+mod seed_examples;
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap()
+}

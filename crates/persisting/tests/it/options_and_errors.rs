@@ -1,0 +1,73 @@
+//! Bad options and schema conflicts give clear errors and change nothing.
+
+use std::time::Duration;
+
+use persisting::{PersistingBackend, PersistingOptions, StorageBackend, StorageError, record};
+
+use crate::rt;
+
+#[test]
+fn bad_option_values_name_the_option() {
+    for (json, name) in [
+        (serde_json::json!({"compression": "gzip"}), "compression"),
+        (serde_json::json!({"batch_size": 0}), "batch_size"),
+        (
+            serde_json::json!({"wal_sync_interval": -1}),
+            "wal_sync_interval",
+        ),
+        (serde_json::json!({"enable_wal": "maybe"}), "enable_wal"),
+        (serde_json::json!({"max_wal_size": 10}), "max_wal_size"),
+    ] {
+        let err = PersistingOptions::from_map(json.as_object().unwrap()).unwrap_err();
+        match &err {
+            StorageError::InvalidOption { name: n, .. } => assert_eq!(n, name),
+            other => panic!("{name}: {other}"),
+        }
+        assert!(err.to_string().contains(name), "{err}");
+    }
+    let (opts, ignored) =
+        PersistingOptions::from_pairs(["enable_wal=true", "compression=ZSTD", "shiny=1"]).unwrap();
+    assert!(opts.enable_wal);
+    assert_eq!(opts.compression.name(), "zstd");
+    assert_eq!(ignored, ["shiny"]);
+}
+
+#[test]
+fn a_schema_conflict_refuses_the_batch_and_leaves_wal_and_buffer_unchanged() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = PersistingOptions {
+            enable_wal: true,
+            wal_sync_interval: Duration::ZERO,
+            ..PersistingOptions::default()
+        };
+        let b = PersistingBackend::open(0, dir.path(), opts.clone())
+            .await
+            .unwrap();
+        b.put(record! {"id" => "1", "v" => 1}).await.unwrap();
+        let before = b.stats().await.unwrap();
+        let err = b
+            .put_batch(vec![
+                record! {"id" => "2", "v" => 2},
+                record! {"id" => 3, "v" => 3},
+            ])
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("\"id\"") && err.to_string().contains("utf8"),
+            "{err}"
+        );
+        let after = b.stats().await.unwrap();
+        assert_eq!(after.total_count, 1);
+        assert_eq!(
+            after.wal_size_bytes, before.wal_size_bytes,
+            "nothing reached the WAL"
+        );
+        drop(b);
+        let b = PersistingBackend::open(0, dir.path(), opts).await.unwrap();
+        assert_eq!(
+            b.get(0, None).await.unwrap(),
+            vec![record! {"id" => "1", "v" => 1}]
+        );
+    });
+}
