@@ -28,13 +28,52 @@ fn target_dir() -> PathBuf {
     home.join(".cache/persisting/target")
 }
 
+/// A command for the workspace root with the environment a shell would give it:
+/// `cargo run` (which starts xtask) adds package variables and library paths that
+/// build scripts may watch, and a build started from here would otherwise not reuse
+/// the artifacts of the same build started from a shell.
+fn command(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", target_dir());
+    for (key, _) in env::vars_os() {
+        let key = key.to_string_lossy();
+        let injected = key.starts_with("CARGO_PKG_")
+            || matches!(
+                key.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "OUT_DIR"
+            );
+        if injected {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    if let Some(paths) = env::var_os("LD_LIBRARY_PATH") {
+        let kept: Vec<PathBuf> = env::split_paths(&paths)
+            .filter(|p| {
+                let s = p.to_string_lossy();
+                !s.contains("/target/")
+                    && !s.contains("/.rustup/toolchains/")
+                    && !p.starts_with(target_dir())
+            })
+            .collect();
+        match env::join_paths(&kept) {
+            Ok(joined) if !kept.is_empty() => cmd.env("LD_LIBRARY_PATH", joined),
+            _ => cmd.env_remove("LD_LIBRARY_PATH"),
+        };
+    }
+    cmd
+}
+
 /// Runs a command in the workspace root, failing with its name when it fails.
 fn run(program: &str, args: &[&str]) -> Result<(), String> {
     eprintln!("xtask: running {program} {}", args.join(" "));
-    let status = Command::new(program)
+    let status = command(program)
         .args(args)
-        .current_dir(workspace_root())
-        .env("CARGO_TARGET_DIR", target_dir())
         .status()
         .map_err(|e| format!("could not start {program}: {e}"))?;
     if status.success() {
