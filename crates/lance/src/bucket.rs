@@ -388,7 +388,11 @@ impl LanceBucket {
         let ds = match self.dataset.as_deref() {
             Some(ds) => {
                 let mut ds = ds.clone();
-                self.evolve(&mut ds).await?;
+                let evolved = self.evolve(&mut ds).await;
+                // schema commits that succeeded are part of the dataset now, whatever
+                // happens next: keep the handle that has them
+                self.dataset = Some(Arc::new(ds.clone()));
+                evolved?;
                 let schema = Arc::new(ArrowSchema::from(ds.schema()));
                 let batch = to_batch(&schema, &self.schema, &self.buffer)?;
                 ds.append(reader(batch), Some(self.write_params(WriteMode::Append)))
@@ -481,6 +485,8 @@ impl LanceBucket {
     /// the layout column, the registry. Each step is its own commit, recorded in the
     /// schema state as soon as it succeeds, so a failed flush resumes where it stopped.
     async fn evolve(&mut self, ds: &mut Dataset) -> Result<()> {
+        // a rewrite a failed flush left half done is finished (or undone) first
+        self.finish_interrupted_widening(ds).await?;
         let widen: Vec<String> = self
             .schema
             .fields

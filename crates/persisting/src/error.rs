@@ -53,6 +53,28 @@ pub enum StorageError {
         /// The bucket.
         bucket_id: u64,
     },
+    /// A backend name that is not registered.
+    #[error("no backend named {name:?}; registered backends: {}", available.join(", "))]
+    UnknownBackend {
+        /// The name asked for.
+        name: String,
+        /// The registered names.
+        available: Vec<String>,
+    },
+    /// A topic name that is not a single ordinary path component.
+    #[error("topic {topic:?} is not a valid name: it {reason}")]
+    InvalidTopic {
+        /// The topic.
+        topic: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A record without the queue's bucket column.
+    #[error("the record has no {column:?} field, which picks its bucket")]
+    MissingBucketColumn {
+        /// The bucket column.
+        column: String,
+    },
     /// A background task failed to run to completion.
     #[error("a background task failed: {0}")]
     Task(String),

@@ -38,14 +38,20 @@
 mod backend;
 mod bucket;
 mod error;
+mod md5;
 mod memory;
 mod options;
+mod queue;
 
 pub use backend::{BackendStats, StorageBackend, record_stream};
 pub use bucket::{LanceBackend, PersistingBackend, WAL_DIR};
 pub use error::{Result, StorageError, WALError};
 pub use memory::MemoryBackend;
 pub use options::{KNOWN_OPTIONS, PersistingOptions};
+pub use queue::{
+    Assignment, BackendFactory, BucketSpec, QueueOptions, QueueReader, QueueSystem, QueueWriter,
+    Registry, Topic, bucket_path, python_str, validate_topic,
+};
 
 pub use persisting_codec as codec;
 pub use persisting_codec::{Record, Value, record};

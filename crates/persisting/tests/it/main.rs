@@ -5,6 +5,7 @@
 mod concurrency;
 mod crash_recovery;
 mod options_and_errors;
+mod queue;
 mod seed_examples;
 
 pub fn rt() -> tokio::runtime::Runtime {
