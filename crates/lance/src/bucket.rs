@@ -350,19 +350,28 @@ impl LanceBucket {
         &self.opts
     }
 
-    /// Checks that a batch would be admitted by [`LanceBucket::put_batch`], without
-    /// buffering it or changing the schema (a caller can log it elsewhere first).
-    pub fn check_batch(&self, records: &[Record]) -> Result<()> {
-        self.schema.clone().admit(records)
-    }
-
     /// Buffers a batch without flushing; returns the offsets it took. The whole batch
     /// is refused, and nothing buffered, if any value conflicts with its column.
     pub fn put_batch(&mut self, records: Vec<Record>) -> Result<Range<u64>> {
-        self.schema.admit(&records)?;
+        self.put_batch_then(records, |_| Ok::<_, Error>(()))
+            .map(|(range, ())| range)
+    }
+
+    /// Buffers a batch like [`LanceBucket::put_batch`], running `log` (given the
+    /// batch's first offset) after the schema check and before buffering: an owner
+    /// logs the batch elsewhere first (a WAL). If the check or `log` fails, nothing is
+    /// buffered and the schema is unchanged.
+    pub fn put_batch_then<T, E: From<Error>>(
+        &mut self,
+        records: Vec<Record>,
+        log: impl FnOnce(u64) -> std::result::Result<T, E>,
+    ) -> std::result::Result<(Range<u64>, T), E> {
+        let schema = self.schema.admitted(&records)?;
         let start = self.total_count();
+        let logged = log(start)?;
+        self.schema = schema;
         self.buffer.extend(records);
-        Ok(start..self.total_count())
+        Ok((start..self.total_count(), logged))
     }
 
     /// Buffers a batch (see [`LanceBucket::put_batch`]) and flushes once the buffer

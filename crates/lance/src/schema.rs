@@ -184,14 +184,19 @@ impl SchemaState {
     /// Admits a batch: new fields, new column types, widenings. On a conflict the
     /// state is left as it was and the error names the first bad field.
     pub(crate) fn admit(&mut self, records: &[Record]) -> Result<()> {
+        *self = self.admitted(records)?;
+        Ok(())
+    }
+
+    /// The state after admitting a batch, leaving this one as it is.
+    pub(crate) fn admitted(&self, records: &[Record]) -> Result<SchemaState> {
         let mut next = self.clone();
         for record in records {
             for (name, value) in record.iter() {
                 next.admit_value(name, value)?;
             }
         }
-        *self = next;
-        Ok(())
+        Ok(next)
     }
 
     fn admit_value(&mut self, name: &str, value: &Value) -> Result<()> {

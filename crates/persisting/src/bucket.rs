@@ -203,22 +203,20 @@ impl PersistingBackend {
             None => Vec::new(),
         };
         let mut lance = inner.lance.write().await;
-        let mut wait_for = None;
-        if let Some(wal) = &inner.wal {
-            lance.check_batch(&records)?;
+        // schema check, then the WAL, then the buffer: all or nothing, in one order
+        let (_, wait_for) = lance.put_batch_then(records, |start| -> Result<Option<u64>> {
+            let Some(wal) = &inner.wal else {
+                return Ok(None);
+            };
             let range = wal.append_batch_deferred(&payloads)?;
-            if range.start != lance.total_count() {
+            if range.start != start {
                 return Err(StorageError::Task(format!(
-                    "WAL at offset {} but the bucket at {}: refusing to go on",
-                    range.start,
-                    lance.total_count()
+                    "WAL at offset {} but the bucket at {start}: refusing to go on",
+                    range.start
                 )));
             }
-            if wal.options().sync == SyncPolicy::Always {
-                wait_for = Some(range.end);
-            }
-        }
-        lance.put_batch(records)?;
+            Ok((wal.options().sync == SyncPolicy::Always).then_some(range.end))
+        })?;
         let total = lance.total_count();
         let flush_due = lance.buffered_count() >= inner.opts.flush_threshold as u64
             || inner
