@@ -34,6 +34,7 @@
 mod error;
 mod frame;
 mod fs;
+mod inspect;
 mod options;
 mod reader;
 mod recovery;
@@ -44,7 +45,10 @@ mod writer;
 pub use error::{Corruption, Error, Result};
 pub use frame::{ENTRY_HEADER_BYTES, FRAME_HEADER_BYTES};
 pub use fs::{Fs, FsFile, RealFs};
-pub use options::{RecoveryMode, SEGMENT_BYTES_MIN, SegmentClose, SyncPolicy, WalOptions};
+pub use inspect::{Inspection, SegmentInfo, SegmentStatus, inspect, inspect_with};
+pub use options::{
+    FsyncObserver, RecoveryMode, SEGMENT_BYTES_MIN, SegmentClose, SyncPolicy, WalOptions,
+};
 pub use reader::{Entry, WalReader};
 pub use recovery::{RecoveryReport, Salvaged, TornTail};
 pub use segment::{

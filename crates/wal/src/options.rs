@@ -1,5 +1,6 @@
 //! Options chosen when a WAL is opened, checked before anything touches the disk.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -18,6 +19,32 @@ pub enum SyncPolicy {
     /// Never fsync except when a segment is closed and when the WAL is closed.
     Os,
 }
+
+/// Called after every fsync of segment data with how long the write and fsync took
+/// (for metrics; it runs on the syncing thread, so it must be quick).
+#[derive(Clone)]
+pub struct FsyncObserver(pub Arc<dyn Fn(Duration) + Send + Sync>);
+
+impl FsyncObserver {
+    /// Wraps a callback.
+    pub fn new(f: impl Fn(Duration) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for FsyncObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FsyncObserver(..)")
+    }
+}
+
+impl PartialEq for FsyncObserver {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for FsyncObserver {}
 
 /// What recovery does with damage other than a torn tail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,6 +90,8 @@ pub struct WalOptions {
     pub start_lsn: u64,
     /// Who closes full segments (default [`SegmentClose::Background`]).
     pub segment_close: SegmentClose,
+    /// Told the duration of every data fsync (default none).
+    pub on_fsync: Option<FsyncObserver>,
 }
 
 impl Default for WalOptions {
@@ -75,6 +104,7 @@ impl Default for WalOptions {
             recovery: RecoveryMode::Strict,
             start_lsn: 0,
             segment_close: SegmentClose::Background,
+            on_fsync: None,
         }
     }
 }

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{JoinHandle, Thread};
+use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::frame;
@@ -632,18 +633,27 @@ impl Shared {
                 return Err(self.poison(&mut st, cause));
             }
             drop(st);
+            let started = Instant::now();
             let result = if buf.is_empty() {
                 Ok(())
             } else {
                 file.write_at(&buf, at)
             }
             .and_then(|()| file.sync_data());
+            if let (Ok(()), Some(observer)) = (&result, &self.opts.on_fsync) {
+                (observer.0)(started.elapsed());
+            }
             st = lock(&self.state);
             st.syncing = false;
             match result {
                 Ok(()) => {
-                    st.written = at + buf.len() as u64;
-                    st.written_lsn = upto;
+                    // Under policies other than `Always` frames are written at append
+                    // time, also while this sync ran: `written` is theirs to advance,
+                    // and moving it back here would let the next frame overwrite them.
+                    if !buf.is_empty() {
+                        st.written = at + buf.len() as u64;
+                        st.written_lsn = upto;
+                    }
                     st.fsyncs += 1;
                     if st.queued.is_empty() {
                         st.queued = buf;
