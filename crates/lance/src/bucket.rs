@@ -31,8 +31,8 @@ use crate::convert::{from_batch, to_batch};
 use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::schema::{
-    ColType, ENCODING_CODEC_V1, ENCODING_KEY, FieldState, LAYOUT_COLUMN, REGISTRY_KEY, SchemaState,
-    arrow_type, col_type,
+    CHECKSUM_COLUMN, ColType, ENCODING_CODEC_V1, ENCODING_KEY, FieldState, LAYOUT_COLUMN,
+    REGISTRY_KEY, SchemaState, arrow_type, col_type, is_internal_column,
 };
 
 /// Name of the dataset directory inside a bucket's storage path.
@@ -277,7 +277,7 @@ impl LanceBucket {
             .cloned()
             .chain(arrow.fields().iter().map(|f| f.name().clone()));
         for name in names {
-            if name == LAYOUT_COLUMN || state.position(&name).is_some() {
+            if is_internal_column(&name) || state.position(&name).is_some() {
                 continue;
             }
             let field = arrow.field_with_name(&name).ok();
@@ -486,6 +486,7 @@ impl LanceBucket {
             .filter_map(|f| f.ty.as_ref().map(|ty| self.field_for(&f.name, ty)))
             .collect();
         fields.push(Field::new(LAYOUT_COLUMN, DataType::Binary, true));
+        fields.push(Field::new(CHECKSUM_COLUMN, DataType::UInt32, true));
         let meta = [(REGISTRY_KEY.to_owned(), self.schema.registry_json())].into();
         Arc::new(ArrowSchema::new_with_metadata(fields, meta))
     }
@@ -519,6 +520,10 @@ impl LanceBucket {
             .collect();
         if arrow.field_with_name(LAYOUT_COLUMN).is_err() {
             new_fields.push(Field::new(LAYOUT_COLUMN, DataType::Binary, true));
+        }
+        if arrow.field_with_name(CHECKSUM_COLUMN).is_err() {
+            // rows already in the dataset get no checksum (null: not verified)
+            new_fields.push(Field::new(CHECKSUM_COLUMN, DataType::UInt32, true));
         }
         if !new_fields.is_empty() {
             let names: Vec<String> = new_fields.iter().map(|f| f.name().clone()).collect();
@@ -712,7 +717,7 @@ async fn read_dataset(
         .await
         .map_err(Error::lance("read", ds.uri()))?
     {
-        from_batch(&batch, order, at, out)?;
+        from_batch(&batch, order, at, ds.uri(), out)?;
         at += batch.num_rows() as u64;
     }
     Ok(())

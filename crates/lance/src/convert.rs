@@ -4,19 +4,73 @@
 //! order; a row whose typed columns cannot reproduce its record exactly carries the
 //! record's codec encoding in the layout column, and reading prefers that encoding, so
 //! every record reads back equal to the one written (up to int-to-float widening).
+//! Every row written here carries a checksum of its record ([`row_checksum`]); a row
+//! read back whose values do not match it is refused, never returned.
 
 use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, BinaryBuilder, BooleanArray, BooleanBuilder, Float64Builder, Int64Builder,
-    ListBuilder, StringBuilder,
+    ListBuilder, StringBuilder, UInt32Builder,
 };
 use arrow::datatypes::{DataType, Schema as ArrowSchema};
 use arrow::record_batch::RecordBatch;
 use persisting_codec::{Record, Value, decode_record, decode_value, encode_record, encode_value};
 
 use crate::error::{Error, Result};
-use crate::schema::{ColType, LAYOUT_COLUMN, Scalar, SchemaState, col_type};
+use crate::schema::{
+    CHECKSUM_COLUMN, ColType, LAYOUT_COLUMN, Scalar, SchemaState, col_type, is_internal_column,
+};
+
+/// The checksum of a record as stored in [`CHECKSUM_COLUMN`]: CRC-32 (crc32fast)
+/// over a canonical walk of the fields in order, where every number is
+/// hashed as its `f64` bits so that the int-to-float widening of a column keeps the
+/// checksums of the rows written before it valid. (Integers above 2^53 that differ only
+/// in bits an `f64` cannot hold hash alike: damage confined to those bits is missed.)
+pub fn row_checksum(record: &Record) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    for (name, value) in record.iter() {
+        h.update(&(name.len() as u32).to_le_bytes());
+        h.update(name.as_bytes());
+        hash_value(&mut h, value);
+    }
+    h.finalize()
+}
+
+fn hash_value(h: &mut crc32fast::Hasher, v: &Value) {
+    let bytes = |h: &mut crc32fast::Hasher, tag: u8, b: &[u8]| {
+        h.update(&[tag]);
+        h.update(&(b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    match v {
+        Value::Null => h.update(&[0]),
+        Value::Bool(b) => h.update(&[1, u8::from(*b)]),
+        Value::Int(i) => {
+            h.update(&[2]);
+            h.update(&(*i as f64).to_bits().to_le_bytes());
+        }
+        Value::Float(f) => {
+            h.update(&[2]);
+            h.update(&f.to_bits().to_le_bytes());
+        }
+        Value::String(s) => bytes(h, 3, s.as_bytes()),
+        Value::Bytes(b) => bytes(h, 4, b),
+        Value::List(items) => {
+            h.update(&[5]);
+            h.update(&(items.len() as u64).to_le_bytes());
+            items.iter().for_each(|i| hash_value(h, i));
+        }
+        Value::Map(m) => {
+            h.update(&[6]);
+            h.update(&(m.len() as u64).to_le_bytes());
+            for (k, v) in m.iter() {
+                bytes(h, 3, k.as_bytes());
+                hash_value(h, v);
+            }
+        }
+    }
+}
 
 fn f64_of(v: &Value) -> Option<f64> {
     match v {
@@ -45,6 +99,10 @@ pub(crate) fn to_batch(
                     b.append_value(encode_record(r));
                 }
             }
+            Arc::new(b.finish())
+        } else if name == CHECKSUM_COLUMN {
+            let mut b = UInt32Builder::with_capacity(n);
+            records.iter().for_each(|r| b.append_value(row_checksum(r)));
             Arc::new(b.finish())
         } else {
             let ty = col_type(field);
@@ -126,9 +184,32 @@ pub(crate) fn from_batch(
     batch: &RecordBatch,
     order: &[String],
     first_offset: u64,
+    dataset: &str,
     out: &mut Vec<Record>,
 ) -> Result<()> {
+    use arrow::array::AsArray;
     let schema = batch.schema();
+    let checksums = schema.index_of(CHECKSUM_COLUMN).ok().and_then(|i| {
+        batch
+            .column(i)
+            .as_primitive_opt::<arrow::datatypes::UInt32Type>()
+            .cloned()
+    });
+    let verify = |record: Record, row: usize, offset: u64| -> Result<Record> {
+        if let Some(sums) = checksums.as_ref().filter(|c| c.is_valid(row)) {
+            let expected = sums.value(row);
+            let found = row_checksum(&record);
+            if expected != found {
+                return Err(Error::ChecksumMismatch {
+                    dataset: dataset.to_owned(),
+                    offset,
+                    expected,
+                    found,
+                });
+            }
+        }
+        Ok(record)
+    };
     let layout = schema
         .index_of(LAYOUT_COLUMN)
         .ok()
@@ -137,7 +218,7 @@ pub(crate) fn from_batch(
     let mut cols: Vec<(String, ColType, ArrayRef)> = Vec::new();
     let mut push = |name: &str| {
         if let Ok(i) = schema.index_of(name)
-            && name != LAYOUT_COLUMN
+            && !is_internal_column(name)
             && !cols.iter().any(|(n, _, _)| n == name)
         {
             cols.push((
@@ -168,7 +249,7 @@ pub(crate) fn from_batch(
                 offset,
                 source,
             })?;
-            out.push(record);
+            out.push(verify(record, row, offset)?);
             continue;
         }
         let mut record = Record::with_capacity(cols.len());
@@ -182,7 +263,7 @@ pub(crate) fn from_batch(
                 record.insert(name.clone(), value);
             }
         }
-        out.push(record);
+        out.push(verify(record, row, offset)?);
     }
     Ok(())
 }

@@ -74,6 +74,21 @@ pub enum Error {
         #[source]
         source: persisting_codec::Error,
     },
+    /// A row whose values do not match the checksum stored with it: the dataset's
+    /// files are damaged.
+    #[error(
+        "the record at offset {offset} of {dataset} does not match its checksum (stored {expected:#010x}, computed {found:#010x}): the dataset's files are damaged"
+    )]
+    ChecksumMismatch {
+        /// The dataset.
+        dataset: String,
+        /// Record offset.
+        offset: u64,
+        /// Checksum stored in the row.
+        expected: u32,
+        /// Checksum of the values read.
+        found: u32,
+    },
     /// A column type this crate cannot read back as record values.
     #[error("column {column:?} has Arrow type {data_type}, which cannot be read as record values")]
     UnsupportedColumn {

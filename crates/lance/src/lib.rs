@@ -41,8 +41,12 @@ mod schema;
 pub use bucket::{
     ColumnCompression, DATASET_DIR, FlushReport, LanceBucket, LanceOptions, LanceStats,
 };
+pub use convert::row_checksum;
 pub use error::{Error, Result};
-pub use schema::{ColType, ENCODING_CODEC_V1, ENCODING_KEY, LAYOUT_COLUMN, REGISTRY_KEY, Scalar};
+pub use schema::{
+    CHECKSUM_COLUMN, ColType, ENCODING_CODEC_V1, ENCODING_KEY, LAYOUT_COLUMN, REGISTRY_KEY, Scalar,
+    is_internal_column,
+};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

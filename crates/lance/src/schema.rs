@@ -26,6 +26,15 @@ pub const ENCODING_CODEC_V1: &str = "codec-v1";
 /// Name of the column holding the exact encoding of records the typed columns cannot
 /// reproduce exactly (explicit nulls, unusual field order, fields without a column).
 pub const LAYOUT_COLUMN: &str = "_persisting_record";
+/// Name of the column holding each row's checksum ([`crate::row_checksum`]): Lance
+/// files carry no checksums of their own, so a damaged data file could otherwise be
+/// read back as a different, valid-looking record.
+pub const CHECKSUM_COLUMN: &str = "_persisting_crc";
+
+/// Whether `name` is one of this crate's own columns rather than a record field.
+pub fn is_internal_column(name: &str) -> bool {
+    name == LAYOUT_COLUMN || name == CHECKSUM_COLUMN
+}
 
 /// Element type of a list column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

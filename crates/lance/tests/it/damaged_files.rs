@@ -1,0 +1,86 @@
+//! Damaged data files: a value changed on disk is refused by its row checksum, never
+//! returned as a record.
+
+use persisting_codec::record;
+use persisting_lance::{Error, row_checksum};
+
+use crate::{open, rt};
+
+/// A string no encoding shortens: hex digits of a simple generator.
+fn noise(i: u64) -> String {
+    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..48)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_digit((x % 16) as u32, 16).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_value_changed_on_disk_is_refused_with_its_offset() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = open(dir.path()).await;
+        let records: Vec<_> = (0..50)
+            .map(|i| record! {"id" => i as i64, "s" => noise(i)})
+            .collect();
+        b.append(records.clone()).await.unwrap();
+        b.flush().await.unwrap();
+        assert_eq!(b.read(0, 50).await.unwrap(), records);
+        drop(b);
+
+        // find record 17's string in a data file and change one character of it
+        let target = noise(17);
+        let data_dir = dir.path().join("data.lance/data");
+        let mut changed = false;
+        for entry in std::fs::read_dir(&data_dir).unwrap() {
+            let path = entry.unwrap().path();
+            let mut bytes = std::fs::read(&path).unwrap();
+            if let Some(at) = bytes
+                .windows(target.len())
+                .position(|w| w == target.as_bytes())
+            {
+                bytes[at + 5] = if bytes[at + 5] == b'x' { b'y' } else { b'x' };
+                std::fs::write(&path, &bytes).unwrap();
+                changed = true;
+            }
+        }
+        assert!(changed, "the string is stored verbatim in a data file");
+
+        let b = open(dir.path()).await;
+        let err = b.read(0, 50).await.unwrap_err();
+        match &err {
+            Error::ChecksumMismatch { offset, .. } => assert_eq!(*offset, 17),
+            other => panic!("expected a checksum mismatch, got {other}"),
+        }
+        assert!(err.to_string().contains("offset 17"), "{err}");
+        // the rows before it are intact and readable
+        assert_eq!(b.read(0, 17).await.unwrap(), records[..17]);
+    });
+}
+
+#[test]
+fn checksums_survive_int_to_float_widening() {
+    let int = record! {"id" => "a", "m" => 3};
+    let float = record! {"id" => "a", "m" => 3.0};
+    assert_eq!(row_checksum(&int), row_checksum(&float));
+    assert_ne!(
+        row_checksum(&int),
+        row_checksum(&record! {"id" => "a", "m" => 4})
+    );
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = open(dir.path()).await;
+        b.append(vec![int.clone()]).await.unwrap();
+        b.flush().await.unwrap();
+        b.append(vec![record! {"id" => "b", "m" => 0.5}])
+            .await
+            .unwrap();
+        b.flush().await.unwrap();
+        let got = b.read(0, 2).await.unwrap();
+        assert_eq!(got[0], float, "widened, and its checksum still holds");
+    });
+}
