@@ -211,6 +211,16 @@ pub struct LanceBucket {
     last_flush: Option<Duration>,
 }
 
+/// Whether a local dataset directory holds a committed version. A first commit
+/// interrupted by a crash leaves data files and no manifest: nothing of it was ever
+/// visible, and the bucket starts empty (with a WAL, its records are still there, as
+/// the WAL was not checkpointed).
+fn has_manifest(uri: &str) -> bool {
+    std::fs::read_dir(Path::new(uri).join("_versions")).is_ok_and(|mut entries| {
+        entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".manifest")))
+    })
+}
+
 fn is_remote(path: &str) -> bool {
     path.contains("://") && !path.starts_with("file://")
 }
@@ -254,7 +264,8 @@ impl LanceBucket {
                     // a crash may have left the last commit's files unsynced
                     bucket.sync_files().await?;
                 }
-                Err(lance::Error::DatasetNotFound { .. }) if bucket.durability.is_none() => {}
+                Err(lance::Error::DatasetNotFound { .. })
+                    if bucket.durability.is_none() || !has_manifest(&bucket.uri) => {}
                 Err(e) => return Err(Error::lance("open", &bucket.uri)(e)),
             }
         }

@@ -84,3 +84,25 @@ fn checksums_survive_int_to_float_widening() {
         assert_eq!(got[0], float, "widened, and its checksum still holds");
     });
 }
+
+#[test]
+fn a_first_commit_cut_before_its_manifest_opens_empty_and_accepts_a_flush() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = open(dir.path()).await;
+        b.append(vec![record! {"id" => 1}]).await.unwrap();
+        b.flush().await.unwrap();
+        drop(b);
+        // what a kill between the data file and the manifest leaves behind
+        let ds = dir.path().join("data.lance");
+        std::fs::remove_dir_all(ds.join("_versions")).unwrap();
+        let _ = std::fs::remove_dir_all(ds.join("_transactions"));
+        let mut b = open(dir.path()).await;
+        assert_eq!(b.total_count(), 0);
+        b.append(vec![record! {"id" => 2}]).await.unwrap();
+        b.flush().await.unwrap();
+        drop(b);
+        let b = open(dir.path()).await;
+        assert_eq!(b.read(0, 10).await.unwrap(), vec![record! {"id" => 2}]);
+    });
+}
