@@ -2,6 +2,8 @@
 # Installs what a fresh Debian machine lacks to build and test Persisting.
 # Safe to run any number of times: it installs only what is missing.
 #   - protoc (Debian protobuf-compiler): Lance's build needs it;
+#   - promtool (Debian prometheus), which checks the metrics endpoint's exposition text
+#     in the tests; if it cannot be installed, those checks say so and are skipped;
 #   - a Python virtual environment with pylance, for the compatibility tests and the
 #     benchmarks against pylance, at $PERSISTING_VENV (default
 #     $HOME/.cache/persisting/venv, outside the clone so it survives fresh clones).
@@ -14,16 +16,34 @@ need_apt=()
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 
-if ((${#need_apt[@]})); then
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then
-        sudo="sudo"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    sudo="sudo"
+fi
+apt_updated=""
+apt_install() {
+    if [ -z "$apt_updated" ]; then
+        $sudo apt-get update -qq
+        apt_updated=1
     fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+if ((${#need_apt[@]})); then
     echo "setup: installing ${need_apt[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    apt_install "${need_apt[@]}"
 fi
 echo "setup: protoc $(protoc --version 2>/dev/null | awk '{print $2}') ready"
+
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "setup: installing prometheus (for promtool)"
+    if ! apt_install prometheus || ! command -v promtool >/dev/null 2>&1; then
+        echo "setup: WARNING: promtool could not be installed; the exposition-format checks will be skipped"
+    fi
+fi
+if command -v promtool >/dev/null 2>&1; then
+    echo "setup: $(promtool --version 2>&1 | head -1) ready"
+fi
 
 if ! "$VENV/bin/python" -c "import lance, sys; sys.exit(lance.__version__ != '$PYLANCE_VERSION')" 2>/dev/null; then
     echo "setup: installing pylance $PYLANCE_VERSION into $VENV"

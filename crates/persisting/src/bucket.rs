@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock as SyncRwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt};
 use persisting_codec::{Record, decode_record, encode_record};
@@ -24,10 +24,40 @@ use tokio::sync::{RwLock, watch};
 
 use crate::backend::{BackendStats, StorageBackend};
 use crate::error::{Result, StorageError};
+use crate::metrics::BucketMetrics;
 use crate::options::PersistingOptions;
 
 /// Directory of the WAL inside a bucket's storage path.
 pub const WAL_DIR: &str = "wal";
+
+/// Lock file inside a bucket's storage path, held by the one handle that writes it.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Attempts, 20 ms apart, to take a bucket's lock before reporting it held.
+const LOCK_RETRIES: u32 = 25;
+
+/// Takes the bucket's exclusive lock (released when the file is closed, also when the
+/// process dies), so two writers never interleave a bucket's offsets or WAL.
+fn lock_bucket(storage_path: &Path) -> Result<std::fs::File> {
+    let failed = |source| StorageError::Lock {
+        path: storage_path.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(storage_path).map_err(failed)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(storage_path.join(LOCK_FILE))
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked {
+            path: storage_path.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
+    }
+}
 
 struct Inner {
     bucket_id: u64,
@@ -41,6 +71,9 @@ struct Inner {
     /// Publishes `visible` to blocked streams; dropped on close, which ends them.
     notify: SyncRwLock<Option<watch::Sender<u64>>>,
     closed: AtomicBool,
+    metrics: Option<BucketMetrics>,
+    /// Held for the life of the handle.
+    _lock: std::fs::File,
 }
 
 /// The enhanced backend: WAL, compression, metrics over a Lance bucket.
@@ -121,6 +154,19 @@ impl PersistingBackend {
             ));
         }
         let storage_path = storage_path.as_ref().to_path_buf();
+        // a lock can be held for a moment by a handle being dropped elsewhere, or by a
+        // process being spawned (it shares the descriptor until it execs): retry
+        // briefly before reporting the bucket as in use
+        let mut tries = 0;
+        let lock = loop {
+            match lock_bucket(&storage_path) {
+                Err(StorageError::Locked { .. }) if tries < LOCK_RETRIES => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => break other?,
+            }
+        };
         let lance_opts = LanceOptions {
             // flushes are triggered here, after the WAL write
             flush_threshold: 0,
@@ -130,13 +176,23 @@ impl PersistingBackend {
         let mut lance = LanceBucket::open(&storage_path, lance_opts).await?;
         let wal = if opts.enable_wal {
             Some(Arc::new(
-                open_wal(&storage_path, &opts, &mut lance, wal_fs).await?,
+                open_wal(bucket_id, &storage_path, &opts, &mut lance, wal_fs).await?,
             ))
         } else {
             None
         };
         let compressor = Compressor::new(opts.compression)?;
         let count = lance.total_count();
+        let metrics = opts
+            .enable_metrics
+            .then(|| BucketMetrics::new(&opts.metrics_topic, bucket_id));
+        if let Some(m) = &metrics {
+            m.put(
+                0,
+                lance.buffered_count(),
+                wal.as_ref().map(|w| w.stats().total_bytes),
+            );
+        }
         let (notify, _) = watch::channel(count);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -149,6 +205,8 @@ impl PersistingBackend {
                 visible: AtomicU64::new(count),
                 notify: SyncRwLock::new(Some(notify)),
                 closed: AtomicBool::new(false),
+                metrics,
+                _lock: lock,
             }),
         })
     }
@@ -189,6 +247,7 @@ impl PersistingBackend {
             return Ok(());
         }
         let inner = &self.inner;
+        let count = records.len() as u64;
         let payloads = match &inner.wal {
             Some(_) => {
                 let mut c = inner
@@ -218,6 +277,7 @@ impl PersistingBackend {
             Ok((wal.options().sync == SyncPolicy::Always).then_some(range.end))
         })?;
         let total = lance.total_count();
+        let buffered = lance.buffered_count();
         let flush_due = lance.buffered_count() >= inner.opts.flush_threshold as u64
             || inner
                 .wal
@@ -230,13 +290,27 @@ impl PersistingBackend {
         } else {
             self.publish(total);
         }
+        if let Some(m) = &inner.metrics {
+            let wal_bytes = inner.wal.as_ref().map(|w| w.stats().total_bytes);
+            m.put(count, buffered, wal_bytes);
+        }
         if flush_due {
             self.flush_now().await?;
         }
         Ok(())
     }
 
+    /// Flushes, then merges small Lance fragments and removes old dataset versions
+    /// (every offset is kept). Puts and reads wait while it runs.
+    pub async fn compact(&self) -> Result<()> {
+        self.check_open()?;
+        self.flush_now().await?;
+        let mut lance = self.inner.lance.write().await;
+        Ok(lance.compact().await?)
+    }
+
     async fn flush_now(&self) -> Result<()> {
+        let started = Instant::now();
         let mut lance = self.inner.lance.write().await;
         let report = lance.flush().await?;
         if let Some(wal) = self.inner.wal.clone() {
@@ -244,12 +318,19 @@ impl PersistingBackend {
             blocking(move || Ok(wal.checkpoint(persisted)?)).await?;
         }
         self.publish(report.persisted_count);
+        if let Some(m) = &self.inner.metrics
+            && report.records > 0
+        {
+            let wal_bytes = self.inner.wal.as_ref().map(|w| w.stats().total_bytes);
+            m.flushed(started.elapsed(), lance.buffered_count(), wal_bytes);
+        }
         Ok(())
     }
 }
 
 /// Opens the WAL of a bucket and replays what Lance lacks into the bucket's buffer.
 async fn open_wal(
+    bucket_id: u64,
     storage_path: &Path,
     opts: &PersistingOptions,
     lance: &mut LanceBucket,
@@ -266,6 +347,9 @@ async fn open_wal(
         sync,
         start_lsn: persisted,
         segment_bytes_max: (opts.max_wal_size / 4).clamp(4096, 64 << 20),
+        on_fsync: opts
+            .enable_metrics
+            .then(|| BucketMetrics::fsync_observer(&opts.metrics_topic, bucket_id)),
         ..WalOptions::default()
     };
     let wal_dir = dir.clone();

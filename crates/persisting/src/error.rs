@@ -75,6 +75,25 @@ pub enum StorageError {
         /// The bucket column.
         column: String,
     },
+    /// Another handle (in this or another process) has the bucket open for writing.
+    #[error(
+        "the bucket at {path} is open in another handle or process (lock file {path}/LOCK is held)"
+    )]
+    Locked {
+        /// The bucket's storage path.
+        path: PathBuf,
+    },
+    /// The bucket's lock file could not be created or locked.
+    #[error("could not lock {path}/LOCK: {source}")]
+    Lock {
+        /// The bucket's storage path.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The metrics endpoint could not be started.
+    #[error("the metrics endpoint could not start on {0}")]
+    Metrics(String),
     /// A background task failed to run to completion.
     #[error("a background task failed: {0}")]
     Task(String),

@@ -40,13 +40,15 @@ mod bucket;
 mod error;
 mod md5;
 mod memory;
+mod metrics;
 mod options;
 mod queue;
 
 pub use backend::{BackendStats, StorageBackend, record_stream};
-pub use bucket::{LanceBackend, PersistingBackend, WAL_DIR};
+pub use bucket::{LOCK_FILE, LanceBackend, PersistingBackend, WAL_DIR};
 pub use error::{Result, StorageError, WALError};
 pub use memory::MemoryBackend;
+pub use metrics::{DURATION_BUCKETS, MetricsEndpoint, serve_metrics};
 pub use options::{KNOWN_OPTIONS, PersistingOptions};
 pub use queue::{
     Assignment, BackendFactory, BucketSpec, QueueOptions, QueueReader, QueueSystem, QueueWriter,

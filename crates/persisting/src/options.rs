@@ -27,6 +27,9 @@ pub struct PersistingOptions {
     pub wal_sync_interval: Duration,
     /// WAL size that triggers a flush and checkpoint, in bytes (default 100 MiB).
     pub max_wal_size: u64,
+    /// The `topic` label of this bucket's metrics (the queue sets it; default
+    /// `"default"`). Not an option of the string map.
+    pub metrics_topic: String,
 }
 
 impl Default for PersistingOptions {
@@ -39,6 +42,7 @@ impl Default for PersistingOptions {
             enable_metrics: false,
             wal_sync_interval: Duration::from_secs(1),
             max_wal_size: 100 * 1024 * 1024,
+            metrics_topic: "default".to_owned(),
         }
     }
 }

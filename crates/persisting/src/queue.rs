@@ -35,6 +35,8 @@ pub struct BucketSpec {
     pub storage_path: PathBuf,
     /// The queue's `backend_options`.
     pub options: serde_json::Map<String, Json>,
+    /// The topic (for metrics labels).
+    pub topic: String,
 }
 
 /// Builds a bucket's backend.
@@ -82,7 +84,8 @@ impl Registry {
             Ok(Arc::new(b) as Arc<dyn StorageBackend>)
         });
         r.register_backend("persisting", |spec: BucketSpec| async move {
-            let (opts, _) = PersistingOptions::from_map(&spec.options)?;
+            let (mut opts, _) = PersistingOptions::from_map(&spec.options)?;
+            opts.metrics_topic = spec.topic;
             let b = PersistingBackend::open(spec.bucket_id, &spec.storage_path, opts).await?;
             Ok(Arc::new(b) as Arc<dyn StorageBackend>)
         });
@@ -262,6 +265,7 @@ impl QueueSystem {
                 bucket_id: u64::from(id),
                 storage_path: bucket_path(&opts.storage_path, topic, id)?,
                 options: opts.backend_options.clone(),
+                topic: topic.to_owned(),
             };
             buckets.push(factory(spec).await?);
         }

@@ -4,6 +4,7 @@
 
 mod concurrency;
 mod crash_recovery;
+mod metrics;
 mod options_and_errors;
 mod queue;
 mod seed_examples;

@@ -71,3 +71,27 @@ fn a_schema_conflict_refuses_the_batch_and_leaves_wal_and_buffer_unchanged() {
         );
     });
 }
+
+#[test]
+fn a_bucket_has_one_writer_at_a_time() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = PersistingOptions {
+            enable_wal: true,
+            ..PersistingOptions::default()
+        };
+        let first = PersistingBackend::open(0, dir.path(), opts.clone())
+            .await
+            .unwrap();
+        first.put(record! {"id" => "1"}).await.unwrap();
+        let err = PersistingBackend::open(0, dir.path(), opts.clone())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StorageError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("LOCK"), "{err}");
+        // released with the handle
+        drop(first);
+        let again = PersistingBackend::open(0, dir.path(), opts).await.unwrap();
+        assert_eq!(again.total_count(), 1);
+    });
+}

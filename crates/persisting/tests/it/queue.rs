@@ -56,7 +56,9 @@ fn records_land_in_their_md5_bucket_and_readers_see_them_all() {
                     .exists()
             );
         }
-        // a fresh system reads what is on disk
+        // a fresh system reads what is on disk (once the first one let go of it)
+        drop(writer);
+        drop(system);
         let system = QueueSystem::new();
         let mut all = system
             .read_queue("example", lance_opts(dir.path()), Assignment::All)
