@@ -6,7 +6,15 @@
 //! Commands:
 //! - `setup`: install what a fresh Debian machine lacks (`scripts/setup.sh`);
 //! - `test`: setup, then every test of the workspace;
-//! - `ci`: setup, `cargo fmt --check`, clippy with `-D warnings`, then `test`.
+//! - `ci`: setup, `cargo fmt --check`, clippy with `-D warnings`, `test`, then a short
+//!   fixed `crash-fuzz` run;
+//! - `demo [ARGS]`: build, then `persisting demo ARGS` (the README's main job);
+//! - `crash-fuzz [ARGS]`: build, then the crash-recovery fuzzer (`persisting-fuzz`);
+//! - `bench [--rows N]`: every comparison benchmark in release, one table of ratios,
+//!   written to `docs/benchmarks.md` and `docs/benchmarks.json`.
+//!
+//! Debug builds are made with `--workspace --all-targets`, the set the tests build, so
+//! the demo, the fuzzer and the tests share one build of Lance.
 //!
 //! Cargo commands run by xtask use `CARGO_TARGET_DIR` when it is set and
 //! `$HOME/.cache/persisting/target` otherwise, so builds survive fresh clones.
@@ -14,6 +22,8 @@
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+
+mod bench;
 
 fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -98,6 +108,28 @@ fn test() -> Result<(), String> {
     cargo(&["test", "--workspace", "--doc"])
 }
 
+/// Builds what the tests build (same features, so nothing is built twice) and returns
+/// the path of a binary of the workspace.
+fn debug_binary(name: &str) -> Result<PathBuf, String> {
+    setup()?;
+    cargo(&["build", "--workspace", "--all-targets"])?;
+    let path = target_dir().join("debug").join(name);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!("{} was not built", path.display()))
+    }
+}
+
+fn run_binary(name: &str, args: &[String]) -> Result<(), String> {
+    let path = debug_binary(name)?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&path.to_string_lossy(), &args)
+}
+
+/// The short, fixed crash-fuzz run of CI: 30 iterations of each mode from seed 1.
+const CI_FUZZ: [&str; 5] = ["all", "--iterations", "30", "--from", "1"];
+
 fn ci() -> Result<(), String> {
     setup()?;
     cargo(&["fmt", "--all", "--check"])?;
@@ -109,7 +141,9 @@ fn ci() -> Result<(), String> {
         "-D",
         "warnings",
     ])?;
-    test()
+    test()?;
+    let fuzz: Vec<String> = CI_FUZZ.iter().map(|s| (*s).to_owned()).collect();
+    run_binary("persisting-fuzz", &fuzz)
 }
 
 const USAGE: &str = "usage: cargo xtask <command>
@@ -117,7 +151,13 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   setup   install what a fresh Debian machine lacks (protoc, test tools)
   test    setup, then run every test of the workspace
-  ci      setup, format check, clippy -D warnings, then test";
+  ci      setup, format check, clippy -D warnings, test, a short crash-fuzz run
+  demo [--dir D] [--records N]
+          the end-to-end demo: write a topic (WAL, zstd), reopen, read back, verify
+  crash-fuzz [kill|power|corrupt|all] [--iterations N] [--seed S] [--from S] [--kills K]
+          crash-recovery fuzzing of the whole stack (default: all modes, 10 iterations)
+  bench [--rows N]
+          release benchmarks vs their baselines; writes docs/benchmarks.md and .json";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -125,6 +165,13 @@ fn main() -> ExitCode {
         Some("setup") => setup(),
         Some("test") => test(),
         Some("ci") => ci(),
+        Some("demo") => {
+            let mut a = vec!["demo".to_owned()];
+            a.extend(args[1..].iter().cloned());
+            run_binary("persisting", &a)
+        }
+        Some("crash-fuzz") => run_binary("persisting-fuzz", &args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -119,4 +119,17 @@ fn main() {
         ours / theirs,
         binary.len() as f64 / json_text.len() as f64
     );
+    // rows for `cargo xtask bench`
+    println!(
+        "BENCH-ROW|codec|encode+decode vs serde_json|{}|{}|records/s|{}|>=3",
+        ours * n,
+        theirs * n,
+        ours / theirs
+    );
+    println!(
+        "BENCH-ROW|codec|size vs serde_json|{}|{}|bytes/record|{}|<=0.8",
+        binary.len() as f64 / n,
+        json_text.len() as f64 / n,
+        binary.len() as f64 / json_text.len() as f64
+    );
 }

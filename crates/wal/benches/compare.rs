@@ -196,4 +196,46 @@ fn main() {
         "| vs okaywal, 64 writers, entries/s | {wal_64:.0} | {okay_64:.0} | {:.2}x | >1x |",
         wal_64 / okay_64
     );
+    // rows for `cargo xtask bench`
+    let row = |m: &str, ours: f64, base: f64, unit: &str, floor: &str| {
+        println!(
+            "BENCH-ROW|wal|{m}|{ours}|{base}|{unit}|{}|{floor}",
+            ours / base
+        );
+    };
+    row(
+        "Os, 16 KiB payloads vs raw write loop",
+        wal_mb,
+        raw_mb,
+        "MB/s",
+        ">=0.7",
+    );
+    row(
+        "Always, 1 writer, 200 B vs raw write+fdatasync",
+        wal_1,
+        raw_sync,
+        "entries/s",
+        ">=0.8",
+    );
+    row(
+        "Always, 64 writers vs own 1 writer",
+        wal_64,
+        wal_1,
+        "entries/s",
+        ">=20",
+    );
+    row(
+        "Always, 1 writer vs okaywal",
+        wal_1,
+        okay_1,
+        "entries/s",
+        ">=1",
+    );
+    row(
+        "Always, 64 writers vs okaywal",
+        wal_64,
+        okay_64,
+        "entries/s",
+        ">=1",
+    );
 }

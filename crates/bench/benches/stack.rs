@@ -1,0 +1,591 @@
+//! The whole-stack benchmark: Lance ingest and reads against raw Lance and pylance,
+//! the facade against the WAL alone and the Lance layer, and put-to-reader latency.
+//!
+//! Run with `cargo xtask bench` (all benchmarks, one table) or
+//! `cargo bench --workspace --bench stack -- --bench`. `PERSISTING_BENCH_ROWS` sets the
+//! big dataset's size (default 10^7); `PERSISTING_BENCH_DIR` where data goes (default
+//! the temporary directory); the pylance rows need the venv of `scripts/setup.sh`.
+//! Every ratio's two sides run in this process (or, for pylance, in a child process
+//! started by it) on the same disk.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::{RecordBatch, RecordBatchIterator};
+use futures::{StreamExt, TryStreamExt};
+use lance::Dataset;
+use lance::dataset::{WriteMode, WriteParams};
+use persisting::lance::{LanceBucket, LanceOptions};
+use persisting::wal::{SyncPolicy, Wal, WalOptions};
+use persisting::{
+    LanceBackend, PersistingBackend, PersistingOptions, Record, StorageBackend, Value, codec,
+};
+use persisting_bench::{row_bench, text_of};
+
+const BATCH: u64 = 10_000;
+const SMALL: u64 = 100_000;
+const READS: usize = 300;
+
+fn rows_big() -> u64 {
+    std::env::var("PERSISTING_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000)
+}
+
+fn scratch() -> tempfile::TempDir {
+    let base = std::env::var_os("PERSISTING_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::tempdir_in(base).unwrap()
+}
+
+/// The realistic record: id, user, int, float, 100-byte text.
+fn record(i: u64) -> Record {
+    let mut r = Record::with_capacity(5);
+    r.insert("id", Value::from(format!("id-{i:012}")));
+    r.insert("user", Value::from(format!("user-{}", i % 5003)));
+    r.insert("n", Value::from(i as i64));
+    r.insert("score", Value::from(i as f64 * 0.25));
+    r.insert("text", Value::from(text_of(i)));
+    r
+}
+
+fn arrow_batch(start: u64, n: u64) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, true),
+        Field::new("user", DataType::Utf8, true),
+        Field::new("n", DataType::Int64, true),
+        Field::new("score", DataType::Float64, true),
+        Field::new("text", DataType::Utf8, true),
+    ]));
+    let r = start..start + n;
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            r.clone().map(|i| format!("id-{i:012}")),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            r.clone().map(|i| format!("user-{}", i % 5003)),
+        )),
+        Arc::new(Int64Array::from_iter_values(r.clone().map(|i| i as i64))),
+        Arc::new(Float64Array::from_iter_values(
+            r.clone().map(|i| i as f64 * 0.25),
+        )),
+        Arc::new(StringArray::from_iter_values(r.map(text_of))),
+    ];
+    RecordBatch::try_new(schema, cols).unwrap()
+}
+
+/// Peak resident memory (VmHWM) in MiB, and its reset (Linux).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Ingest through persisting-lance: `put_batch` of 10^4 with automatic flushes.
+async fn ingest_ours(dir: &Path, n: u64) -> f64 {
+    let mut b = LanceBucket::open(
+        dir,
+        LanceOptions {
+            flush_threshold: BATCH as usize,
+            ..LanceOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut spent = Duration::ZERO;
+    for start in (0..n).step_by(BATCH as usize) {
+        let batch: Vec<Record> = (start..(start + BATCH).min(n)).map(record).collect();
+        let t = Instant::now();
+        b.append(batch).await.unwrap();
+        spent += t.elapsed();
+    }
+    let t = Instant::now();
+    b.flush().await.unwrap();
+    spent += t.elapsed();
+    n as f64 / spent.as_secs_f64()
+}
+
+/// The raw path: the same rows, already Arrow batches, appended with Lance directly.
+async fn ingest_raw(dir: &Path, n: u64) -> f64 {
+    let uri = dir.join("raw.lance").to_string_lossy().into_owned();
+    let mut spent = Duration::ZERO;
+    for start in (0..n).step_by(BATCH as usize) {
+        let batch = arrow_batch(start, BATCH.min(n - start));
+        let schema = batch.schema();
+        let reader = RecordBatchIterator::new(vec![Ok(batch)], schema);
+        let params = WriteParams {
+            mode: WriteMode::Append,
+            ..WriteParams::default()
+        };
+        let t = Instant::now();
+        Dataset::write(reader, uri.as_str(), Some(params))
+            .await
+            .unwrap();
+        spent += t.elapsed();
+    }
+    n as f64 / spent.as_secs_f64()
+}
+
+fn offsets(n: u64, k: usize, seed: u64) -> Vec<u64> {
+    let mut x = seed | 1;
+    (0..k)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % (n - 100)
+        })
+        .collect()
+}
+
+/// Mean seconds of `read(offset, 100)` at random offsets (after one warm-up read).
+async fn random_reads_ours(b: &LanceBucket, n: u64) -> f64 {
+    let offs = offsets(n, READS, 7);
+    b.read(offs[0], 100).await.unwrap();
+    let t = Instant::now();
+    for o in &offs {
+        assert_eq!(b.read(*o, 100).await.unwrap().len(), 100);
+    }
+    t.elapsed().as_secs_f64() / READS as f64
+}
+
+async fn random_reads_take(ds: &Dataset, n: u64) -> f64 {
+    let offs = offsets(n, READS, 7);
+    let schema = ds.schema().clone();
+    let t = Instant::now();
+    for o in &offs {
+        let idx: Vec<u64> = (*o..*o + 100).collect();
+        assert_eq!(ds.take(&idx, schema.clone()).await.unwrap().num_rows(), 100);
+    }
+    t.elapsed().as_secs_f64() / READS as f64
+}
+
+async fn sequential_ours(b: &LanceBucket, n: u64) -> f64 {
+    let t = Instant::now();
+    let mut at = 0;
+    while at < n {
+        let got = b.read(at, BATCH as usize).await.unwrap();
+        at += got.len() as u64;
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+async fn sequential_raw(ds: &Dataset) -> f64 {
+    let t = Instant::now();
+    let mut scan = ds.scan();
+    scan.scan_in_order(true);
+    let mut stream = scan.try_into_stream().await.unwrap();
+    let mut rows = 0u64;
+    while let Some(b) = stream.try_next().await.unwrap() {
+        rows += b.num_rows() as u64;
+    }
+    rows as f64 / t.elapsed().as_secs_f64()
+}
+
+const PYLANCE: &str = r#"
+import sys, time, json, random
+import lance, pyarrow as pa
+mode = sys.argv[1]
+if mode == "ingest":
+    path, n = sys.argv[2], int(sys.argv[3])
+    spent = 0.0
+    for start in range(0, n, 10000):
+        r = range(start, min(start + 10000, n))
+        text = lambda i: (("record %d " % i) * 20)[:100]
+        t = pa.table({
+            "id": ["id-%012d" % i for i in r],
+            "user": ["user-%d" % (i % 5003) for i in r],
+            "n": pa.array(list(r), pa.int64()),
+            "score": [i * 0.25 for i in r],
+            "text": [text(i) for i in r],
+        })
+        t0 = time.perf_counter()
+        lance.write_dataset(t, path, mode="append")
+        spent += time.perf_counter() - t0
+    print(json.dumps({"value": n / spent}))
+else:
+    path, k = sys.argv[2], int(sys.argv[3])
+    ds = lance.dataset(path)
+    n = ds.count_rows()
+    rnd = random.Random(7)
+    offs = [rnd.randrange(0, n - 100) for _ in range(k)]
+    ds.to_table(offset=offs[0], limit=100)
+    t0 = time.perf_counter()
+    for o in offs:
+        assert ds.to_table(offset=o, limit=100).num_rows == 100
+    print(json.dumps({"value": (time.perf_counter() - t0) / k}))
+"#;
+
+fn pylance(args: &[&str]) -> Option<f64> {
+    let venv = std::env::var_os("PERSISTING_VENV")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/persisting/venv"))
+        })?;
+    let out = std::process::Command::new(venv.join("bin/python"))
+        .arg("-c")
+        .arg(PYLANCE)
+        .args(args)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+            v["value"].as_f64()
+        }
+        Ok(o) => {
+            println!("pylance failed: {}", String::from_utf8_lossy(&o.stderr));
+            None
+        }
+        Err(e) => {
+            println!("pylance skipped (run scripts/setup.sh): {e}");
+            None
+        }
+    }
+}
+
+fn row(group: &str, m: &str, ours: f64, base: f64, unit: &str, ratio: f64, floor: &str) {
+    println!("{group}: {m}: {ours:.1} vs {base:.1} {unit} = {ratio:.2}x (floor {floor})");
+    row_bench(group, m, ours, base, unit, ratio, floor);
+}
+
+async fn lance_rows(root: &Path) {
+    let n = rows_big();
+    // ingest (ours), with its peak memory
+    let big = root.join("big");
+    reset_peak_rss();
+    let before = peak_rss_mib();
+    let ours = ingest_ours(&big, n).await;
+    let peak = peak_rss_mib();
+    println!("ingest of {n} records: peak RSS {peak:.0} MiB (process start {before:.0} MiB)");
+    let raw = ingest_raw(&root.join("raw"), n).await;
+    row(
+        "lance",
+        &format!("ingest {n} records, put_batch 10^4, vs raw Dataset::append of Arrow batches"),
+        ours,
+        raw,
+        "records/s",
+        ours / raw,
+        ">=0.5",
+    );
+    let py_rows = n.min(1_000_000);
+    let py_dir = root.join("py.lance");
+    if let Some(py) = pylance(&["ingest", &py_dir.to_string_lossy(), &py_rows.to_string()]) {
+        row(
+            "lance",
+            &format!("ingest vs pylance write_dataset append ({py_rows} records, batches of 10^4)"),
+            ours,
+            py,
+            "records/s",
+            ours / py,
+            ">=3",
+        );
+    }
+    row(
+        "lance",
+        &format!("peak memory of the {n}-record ingest vs 512 MiB"),
+        peak,
+        512.0,
+        "MiB",
+        peak / 512.0,
+        "<=1",
+    );
+
+    // reads over the big dataset
+    let b = LanceBucket::open(&big, LanceOptions::default())
+        .await
+        .unwrap();
+    let ds = Dataset::open(&big.join("data.lance").to_string_lossy())
+        .await
+        .unwrap();
+    let ours_big = random_reads_ours(&b, n).await;
+    let take = random_reads_take(&ds, n).await;
+    row(
+        "lance",
+        &format!("random read(offset, 100) at {n} rows vs raw take (reads/s)"),
+        1.0 / ours_big,
+        1.0 / take,
+        "reads/s",
+        take / ours_big,
+        ">=0.9",
+    );
+    let uri = big.join("data.lance");
+    if let Some(py) = pylance(&["reads", &uri.to_string_lossy(), &READS.to_string()]) {
+        row(
+            "lance",
+            &format!("random read(offset, 100) at {n} rows vs pylance to_table(offset, limit)"),
+            1.0 / ours_big,
+            1.0 / py,
+            "reads/s",
+            py / ours_big,
+            ">=3",
+        );
+    }
+    let small = root.join("small");
+    ingest_ours(&small, SMALL).await;
+    let sb = LanceBucket::open(&small, LanceOptions::default())
+        .await
+        .unwrap();
+    let ours_small = random_reads_ours(&sb, SMALL).await;
+    row(
+        "lance",
+        &format!("read latency at {n} rows vs at {SMALL} rows"),
+        ours_big * 1e3,
+        ours_small * 1e3,
+        "ms/read",
+        ours_big / ours_small,
+        "<=1.5",
+    );
+    let seq = sequential_ours(&b, n).await;
+    let scan = sequential_raw(&ds).await;
+    row(
+        "lance",
+        &format!("sequential read of {n} records in reads of 10^4 vs raw scan"),
+        seq,
+        scan,
+        "records/s",
+        seq / scan,
+        ">=0.7",
+    );
+
+    // compaction: many small fragments, read speed before and after
+    let frag = root.join("fragments");
+    let mut fb = LanceBucket::open(
+        &frag,
+        LanceOptions {
+            flush_threshold: 100,
+            compact_fragments_max: 0, // never on its own: compacted below
+            ..LanceOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    for start in (0..SMALL / 2).step_by(100) {
+        fb.append((start..start + 100).map(record).collect())
+            .await
+            .unwrap();
+    }
+    fb.flush().await.unwrap();
+    let before = random_reads_ours(&fb, SMALL / 2).await;
+    fb.compact().await.unwrap();
+    let after = random_reads_ours(&fb, SMALL / 2).await;
+    row(
+        "lance",
+        "random reads after compacting 500 fragments of 100 rows vs before",
+        1.0 / after,
+        1.0 / before,
+        "reads/s",
+        before / after,
+        "-",
+    );
+}
+
+fn durable_record(i: u64) -> Record {
+    let mut r = Record::with_capacity(3);
+    r.insert("id", Value::from(format!("id-{i:012}")));
+    r.insert("n", Value::from(i as i64));
+    r.insert("text", Value::from(text_of(i)));
+    r
+}
+
+/// Entries/s of 64 concurrent durable puts (WAL, interval 0) for `secs`.
+async fn facade_64(dir: &Path, secs: f64) -> f64 {
+    let opts = PersistingOptions {
+        enable_wal: true,
+        wal_sync_interval: Duration::ZERO,
+        flush_threshold: 100_000_000,
+        max_wal_size: 1 << 40,
+        ..PersistingOptions::default()
+    };
+    let b = Arc::new(PersistingBackend::open(0, dir, opts).await.unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..64u64 {
+        let (b, stop, count) = (b.clone(), stop.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = w << 32;
+            while !stop.load(Ordering::Relaxed) {
+                b.put(durable_record(i)).await.unwrap();
+                count.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    count.load(Ordering::Relaxed) as f64 / secs
+}
+
+/// Entries/s of 64 threads appending the same payloads to the WAL alone.
+fn wal_64(dir: &Path, secs: f64) -> f64 {
+    let payload = codec::encode_record(&durable_record(1));
+    let (wal, _) = Wal::open(
+        dir,
+        WalOptions {
+            sync: SyncPolicy::Always,
+            ..WalOptions::default()
+        },
+    )
+    .unwrap();
+    let wal = Arc::new(wal);
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..64)
+        .map(|_| {
+            let (wal, stop, count, p) = (wal.clone(), stop.clone(), count.clone(), payload.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    wal.append(&p).unwrap();
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop.store(true, Ordering::Relaxed);
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    count.load(Ordering::Relaxed) as f64 / secs
+}
+
+/// Records/s of `put_batch` ingest through a backend or the Lance layer.
+async fn ingest_backend(b: &dyn StorageBackend, n: u64) -> f64 {
+    let mut spent = Duration::ZERO;
+    for start in (0..n).step_by(BATCH as usize) {
+        let batch: Vec<Record> = (start..(start + BATCH).min(n)).map(record).collect();
+        let t = Instant::now();
+        b.put_batch(batch).await.unwrap();
+        spent += t.elapsed();
+    }
+    let t = Instant::now();
+    b.flush().await.unwrap();
+    spent += t.elapsed();
+    n as f64 / spent.as_secs_f64()
+}
+
+/// p99 of the time from `put` returning to each of 8 blocked readers receiving.
+async fn tail_p99_us(dir: &Path, puts: u64) -> (f64, f64) {
+    let b = Arc::new(LanceBackend::open(0, dir, 100, 1_000_000).await.unwrap());
+    let acked: Arc<Vec<AtomicU64>> = Arc::new((0..puts).map(|_| AtomicU64::new(0)).collect());
+    let origin = Instant::now();
+    let mut readers = Vec::new();
+    for _ in 0..8 {
+        let (b, acked) = (b.clone(), acked.clone());
+        readers.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(puts as usize);
+            let mut s = b.get_stream(0, Some(puts as usize), true);
+            let mut i = 0;
+            while let Some(r) = s.next().await {
+                r.unwrap();
+                let now = origin.elapsed().as_nanos() as u64;
+                lat.push((i, now));
+                i += 1;
+            }
+            lat.into_iter()
+                .map(|(i, at)| {
+                    let put = acked[i as usize].load(Ordering::Acquire);
+                    // received before put returned: no wait at all
+                    at.saturating_sub(put)
+                })
+                .collect::<Vec<u64>>()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for i in 0..puts {
+        b.put(durable_record(i)).await.unwrap();
+        acked[i as usize].store(origin.elapsed().as_nanos() as u64, Ordering::Release);
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let mut all = Vec::new();
+    for r in readers {
+        all.extend(r.await.unwrap());
+    }
+    all.sort_unstable();
+    let p = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)] as f64 / 1e3;
+    (p(0.99), p(0.5))
+}
+
+async fn facade_rows(root: &Path) {
+    let secs = 3.0;
+    let facade = facade_64(&root.join("facade64"), secs).await;
+    let wal = tokio::task::spawn_blocking({
+        let d = root.join("wal64");
+        move || wal_64(&d, secs)
+    })
+    .await
+    .unwrap();
+    row(
+        "facade",
+        "PersistingBackend, WAL, interval 0, 64 concurrent puts vs the WAL alone, Always, 64 writers",
+        facade,
+        wal,
+        "entries/s",
+        facade / wal,
+        ">=0.5",
+    );
+
+    let n = rows_big().min(1_000_000);
+    let lb = LanceBackend::open(0, root.join("lance-backend"), 100, BATCH as usize)
+        .await
+        .unwrap();
+    let backend = ingest_backend(&lb, n).await;
+    let layer = ingest_ours(&root.join("lance-layer"), n).await;
+    row(
+        "facade",
+        &format!("LanceBackend put_batch ingest vs persisting-lance ({n} records)"),
+        backend,
+        layer,
+        "records/s",
+        backend / layer,
+        ">=0.9",
+    );
+
+    let (p99, p50) = tail_p99_us(&root.join("tail"), 2000).await;
+    println!("put-to-reader latency, 8 blocked readers: p50 {p50:.0} us, p99 {p99:.0} us");
+    row(
+        "facade",
+        "put-to-reader p99 with 8 blocked readers vs 1 ms",
+        p99,
+        1000.0,
+        "us",
+        p99 / 1000.0,
+        "<=1",
+    );
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return; // `cargo test --all-targets` smoke run: nothing to time
+    }
+    let tmp = scratch();
+    println!("stack benchmark in {}", tmp.path().display());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        facade_rows(tmp.path()).await;
+        lance_rows(tmp.path()).await;
+    });
+}

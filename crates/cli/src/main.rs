@@ -1,0 +1,384 @@
+//! `persisting`: use and operate Persisting buckets and topics from the shell.
+//!
+//! Every command takes a PATH: a bucket's storage directory, or with `--topic T` the
+//! storage root of a queue whose buckets are `PATH/T/bucket_{id}`. Errors are one line
+//! on stderr and a non-zero exit status.
+
+mod demo;
+mod open;
+mod wal;
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use persisting::Record;
+
+use crate::open::{BackendArgs, Opened};
+
+/// The error of a command: printed as one line.
+type CliResult<T = ()> = Result<T, String>;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "persisting",
+    version,
+    about = "Durable storage for bucketed record queues: write, read, inspect and verify buckets.",
+    after_help = "Example:\n  persisting demo --records 100000\n  echo '{\"id\": \"1\", \"n\": 1}' | persisting put /tmp/q --topic events"
+)]
+struct Cli {
+    /// Serve Prometheus metrics on this address while the command runs (and enable
+    /// metrics on the buckets it opens).
+    #[arg(long, global = true, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write records into a topic (WAL on, zstd), reopen it, read everything back,
+    /// verify it and print a summary.
+    #[command(
+        after_help = "Example:\n  persisting demo\n  persisting demo --dir /tmp/demo --records 1000000"
+    )]
+    Demo(demo::DemoArgs),
+    /// Store JSON lines from stdin, one record per line.
+    #[command(
+        after_help = "Example:\n  printf '{\"id\": \"a\", \"n\": 1}\\n{\"id\": \"b\", \"n\": 2}\\n' | persisting put /tmp/bucket\n  persisting put /tmp/queue --topic events --option compression=zstd < events.jsonl"
+    )]
+    Put {
+        #[command(flatten)]
+        target: BackendArgs,
+        /// Lines stored as one batch (all or none of a batch is stored).
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+    /// Print records as JSON lines.
+    #[command(after_help = "Example:\n  persisting get /tmp/bucket --offset 100 --limit 10")]
+    Get {
+        #[command(flatten)]
+        target: BackendArgs,
+        /// First offset (in a topic: of every bucket).
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// Records to print at most.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Print the last records, and with --follow wait for new ones (as the writer
+    /// flushes them to Lance).
+    #[command(
+        after_help = "Example:\n  persisting tail /tmp/bucket --follow\n  persisting tail /tmp/queue --topic events --offset 0"
+    )]
+    Tail {
+        #[command(flatten)]
+        target: BackendArgs,
+        /// First offset (default: the last 10 records).
+        #[arg(long)]
+        offset: Option<u64>,
+        /// Keep waiting for new records, like tail -f.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Print a bucket's (or each bucket of a topic's) statistics.
+    #[command(after_help = "Example:\n  persisting stats /tmp/bucket --json")]
+    Stats {
+        #[command(flatten)]
+        target: BackendArgs,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect or verify a bucket's write-ahead log (read-only).
+    #[command(subcommand)]
+    Wal(WalCommand),
+    /// Merge a bucket's small Lance fragments and remove old versions (offsets kept).
+    #[command(after_help = "Example:\n  persisting compact /tmp/bucket")]
+    Compact {
+        /// The bucket's storage directory.
+        path: PathBuf,
+    },
+    /// Run a steady write workload with metrics served over HTTP, until Ctrl-C.
+    #[command(
+        after_help = "Example:\n  persisting serve-metrics --addr 127.0.0.1:9464 &\n  curl -s http://127.0.0.1:9464/metrics | grep persisting_"
+    )]
+    ServeMetrics(ServeArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum WalCommand {
+    /// Segments, LSN ranges, sizes and checksum status.
+    #[command(after_help = "Example:\n  persisting wal inspect /tmp/bucket")]
+    Inspect {
+        /// A bucket directory or its `wal` directory.
+        path: PathBuf,
+    },
+    /// Verify every frame; exit non-zero naming file and offset on corruption.
+    #[command(after_help = "Example:\n  persisting wal verify /tmp/bucket && echo intact")]
+    Verify {
+        /// A bucket directory or its `wal` directory.
+        path: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address of the metrics endpoint.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    addr: SocketAddr,
+    /// Storage root of the workload's topic (default: the demo directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Records per second to write.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    duration: Option<f64>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("persisting: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("persisting: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> CliResult {
+    let metrics = match cli.metrics_addr {
+        Some(addr) => {
+            let endpoint = persisting::serve_metrics(addr).map_err(|e| e.to_string())?;
+            eprintln!("metrics: http://{}/metrics", endpoint.addr());
+            true
+        }
+        None => false,
+    };
+    match cli.command {
+        Command::Demo(args) => demo::run(args, metrics).await,
+        Command::Put { target, batch } => put(target, batch, metrics).await,
+        Command::Get {
+            target,
+            offset,
+            limit,
+        } => get(target, offset, limit, metrics).await,
+        Command::Tail {
+            target,
+            offset,
+            follow,
+        } => tail(target, offset, follow, metrics).await,
+        Command::Stats { target, json } => stats(target, json, metrics).await,
+        Command::Wal(WalCommand::Inspect { path }) => wal::inspect(&path),
+        Command::Wal(WalCommand::Verify { path }) => wal::verify(&path),
+        Command::Compact { path } => open::compact(&path).await,
+        Command::ServeMetrics(args) => serve_metrics(args, metrics).await,
+    }
+}
+
+/// Prints one line on stdout; when the reader has gone (for example `| head`), exits
+/// quietly as other Unix tools do.
+fn emit(line: impl std::fmt::Display) {
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{line}").is_err() {
+        std::process::exit(0);
+    }
+}
+
+fn print_records(records: &[Record]) -> CliResult {
+    let mut out = std::io::stdout().lock();
+    for r in records {
+        let line = r.to_json_lossy().to_string();
+        if writeln!(out, "{line}").is_err() {
+            // the reader went away (for example `| head`): stop quietly
+            return Ok(());
+        }
+    }
+    out.flush().ok();
+    Ok(())
+}
+
+async fn put(target: BackendArgs, batch: usize, metrics: bool) -> CliResult {
+    if batch == 0 {
+        return Err("--batch must be at least 1".to_owned());
+    }
+    let opened = target.open_for_write(metrics).await?;
+    let result = put_lines(&opened, batch).await;
+    // what was stored before an error is kept: close (flush) in every case
+    let closed = opened.close().await;
+    let stored = result?;
+    closed?;
+    eprintln!("stored {stored} records");
+    Ok(())
+}
+
+/// Stores stdin's JSON lines in batches; returns the number stored.
+async fn put_lines(opened: &Opened, batch: usize) -> CliResult<u64> {
+    let stdin = std::io::stdin().lock();
+    let mut pending: Vec<Record> = Vec::with_capacity(batch);
+    let mut stored = 0u64;
+    let mut first_line = 1;
+    let mut last_line = 0;
+    for (i, line) in stdin.lines().enumerate() {
+        let number = i + 1;
+        let line = line.map_err(|e| format!("reading line {number} of stdin: {e}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record = Record::from_json_str(&line).map_err(|e| {
+            format!(
+                "line {number}: {e}; {stored} records stored before it, lines {first_line}..={number} not stored"
+            )
+        })?;
+        pending.push(record);
+        last_line = number;
+        if pending.len() == batch {
+            let n = pending.len() as u64;
+            opened
+                .put_batch(std::mem::take(&mut pending))
+                .await
+                .map_err(|e| {
+                    format!("lines {first_line}..={number} not stored: {e}; {stored} records stored before them")
+                })?;
+            stored += n;
+            first_line = number + 1;
+        }
+    }
+    if !pending.is_empty() {
+        let n = pending.len() as u64;
+        opened.put_batch(pending).await.map_err(|e| {
+            format!("lines {first_line}..={last_line} not stored: {e}; {stored} records stored before them")
+        })?;
+        stored += n;
+    }
+    Ok(stored)
+}
+
+async fn get(target: BackendArgs, offset: u64, limit: Option<usize>, metrics: bool) -> CliResult {
+    let opened = target.open_for_read(metrics).await?;
+    let records = opened.get(offset, limit).await?;
+    print_records(&records)
+}
+
+async fn tail(target: BackendArgs, offset: Option<u64>, follow: bool, metrics: bool) -> CliResult {
+    if follow {
+        // never hold the writer's lock while waiting: follow the committed data
+        return follow_committed(&target, offset).await;
+    }
+    let opened = target.open_for_read(metrics).await?;
+    let from = |count: u64| offset.unwrap_or_else(|| count.saturating_sub(10));
+    match opened {
+        Opened::Bucket(b) => {
+            let records = b
+                .get(from(b.total_count()), None)
+                .await
+                .map_err(|e| e.to_string())?;
+            print_records(&records)
+        }
+        Opened::ReadOnly(r) => {
+            let records = r
+                .read(from(r.total_count()), usize::MAX)
+                .await
+                .map_err(|e| e.to_string())?;
+            print_records(&records)
+        }
+        Opened::Topic(writer) => {
+            for b in writer.buckets() {
+                let records = b
+                    .get(from(b.total_count()), None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                print_records(&records)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `tail --follow`: polls the committed Lance data of the bucket (or of every bucket
+/// of the topic) and prints new records as writers flush them.
+async fn follow_committed(target: &BackendArgs, offset: Option<u64>) -> CliResult {
+    let mut readers = Vec::new();
+    for dir in target.bucket_dirs()? {
+        let r = open::read_only(&dir).await?;
+        let at = offset.unwrap_or_else(|| r.total_count().saturating_sub(10));
+        readers.push((r, at));
+    }
+    loop {
+        let mut idle = true;
+        for (r, at) in readers.iter_mut() {
+            let got = r.read(*at, 1000).await.map_err(|e| e.to_string())?;
+            *at += got.len() as u64;
+            idle &= got.is_empty();
+            print_records(&got)?;
+        }
+        if idle {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            }
+            for (r, _) in readers.iter_mut() {
+                r.refresh().await.map_err(|e| e.to_string())?;
+            }
+        }
+    }
+}
+
+async fn stats(target: BackendArgs, json: bool, metrics: bool) -> CliResult {
+    let opened = target.open_for_read(metrics).await?;
+    let all = opened.stats().await?;
+    if json {
+        let text = if all.len() == 1 {
+            serde_json::to_string_pretty(&all[0])
+        } else {
+            serde_json::to_string_pretty(&all)
+        }
+        .map_err(|e| e.to_string())?;
+        crate::emit(text);
+        return Ok(());
+    }
+    for s in all {
+        let value = serde_json::to_value(&s).map_err(|e| e.to_string())?;
+        if let Some(map) = value.as_object() {
+            let width = map.keys().map(String::len).max().unwrap_or(0);
+            for (k, v) in map {
+                let shown = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => "-".to_owned(),
+                    other => other.to_string(),
+                };
+                crate::emit(format!("{k:<width$}  {shown}"));
+            }
+            crate::emit("");
+        }
+    }
+    Ok(())
+}
+
+async fn serve_metrics(args: ServeArgs, already_serving: bool) -> CliResult {
+    if already_serving {
+        return Err("serve-metrics starts its own endpoint: use --addr, not --metrics-addr".into());
+    }
+    let endpoint = persisting::serve_metrics(args.addr).map_err(|e| e.to_string())?;
+    eprintln!(
+        "metrics: http://{}/metrics (writing {} records/s; Ctrl-C stops)",
+        endpoint.addr(),
+        args.rate
+    );
+    demo::steady_workload(args.dir, args.rate.max(1), args.duration).await
+}

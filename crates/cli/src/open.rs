@@ -1,0 +1,303 @@
+//! Opening what a command's PATH names: one bucket, or a topic's buckets.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+use persisting::lance::{DATASET_DIR, LanceBucket, LanceOptions};
+use persisting::{
+    BackendStats, BucketSpec, PersistingBackend, PersistingOptions, QueueOptions, QueueSystem,
+    QueueWriter, Record, Registry, StorageBackend, StorageError, WAL_DIR,
+};
+
+use crate::CliResult;
+
+/// Where a command reads or writes, and with which backend.
+#[derive(Args, Debug)]
+pub struct BackendArgs {
+    /// A bucket's storage directory, or with --topic the queue's storage root.
+    pub path: PathBuf,
+    /// Treat PATH as a queue root and work on this topic's buckets.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Backend: persisting, lance or memory.
+    #[arg(long, default_value = "persisting")]
+    pub backend: String,
+    /// A backend option, key=value (repeatable): enable_wal, compression,
+    /// wal_sync_interval, max_wal_size, flush_threshold, batch_size, enable_metrics.
+    #[arg(long = "option", short = 'o', value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
+    /// Buckets of the topic (default: as many as exist, else 4).
+    #[arg(long)]
+    pub buckets: Option<u32>,
+    /// Field whose value picks a record's bucket in a topic.
+    #[arg(long, default_value = "id")]
+    pub bucket_column: String,
+}
+
+/// An opened bucket or topic.
+pub enum Opened {
+    /// A bucket this process holds (its lock taken, its WAL replayed).
+    Bucket(Arc<dyn StorageBackend>),
+    /// A bucket another process writes: its committed Lance data, read-only.
+    ReadOnly(Box<LanceBucket>),
+    /// A topic's buckets (written by bucket column).
+    Topic(Box<QueueWriter>),
+}
+
+fn options_map(
+    args: &BackendArgs,
+    wal_present: bool,
+    metrics: bool,
+) -> CliResult<serde_json::Map<String, serde_json::Value>> {
+    let mut map = serde_json::Map::new();
+    if wal_present {
+        // a bucket written with a WAL must be opened with it, or its unflushed
+        // records would be invisible
+        map.insert("enable_wal".into(), true.into());
+    }
+    if metrics {
+        map.insert("enable_metrics".into(), true.into());
+    }
+    for pair in &args.options {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("--option {pair:?} must be written key=value"))?;
+        map.insert(k.trim().to_owned(), v.trim().into());
+    }
+    // check them now, so a bad value is reported before anything is opened
+    PersistingOptions::from_map(&map).map_err(|e| e.to_string())?;
+    Ok(map)
+}
+
+fn bucket_id_of(path: &Path) -> u64 {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("bucket_"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn existing_buckets(topic_dir: &Path) -> u32 {
+    std::fs::read_dir(topic_dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("bucket_"))
+                .count() as u32
+        })
+        .unwrap_or(0)
+}
+
+fn read_only_check(dir: &Path) -> CliResult {
+    if !dir.join(DATASET_DIR).exists() && !dir.join(WAL_DIR).is_dir() {
+        return Err(format!(
+            "no bucket at {} (neither {DATASET_DIR} nor {WAL_DIR} in it)",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Opens a bucket's committed Lance data without taking its lock.
+pub async fn read_only(dir: &Path) -> CliResult<LanceBucket> {
+    read_only_check(dir)?;
+    LanceBucket::open(dir, LanceOptions::default())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+impl BackendArgs {
+    /// The bucket directories PATH names (one, or every bucket of the topic).
+    pub fn bucket_dirs(&self) -> CliResult<Vec<PathBuf>> {
+        let Some(topic) = &self.topic else {
+            return Ok(vec![self.path.clone()]);
+        };
+        persisting::validate_topic(topic).map_err(|e| e.to_string())?;
+        let topic_dir = self.path.join(topic);
+        let n = existing_buckets(&topic_dir);
+        if n == 0 {
+            return Err(format!("no topic {topic:?} under {}", self.path.display()));
+        }
+        Ok((0..n)
+            .map(|b| topic_dir.join(format!("bucket_{b}")))
+            .collect())
+    }
+
+    async fn open_topic(&self, topic: &str, metrics: bool, must_exist: bool) -> CliResult<Opened> {
+        persisting::validate_topic(topic).map_err(|e| e.to_string())?;
+        let topic_dir = self.path.join(topic);
+        let existing = existing_buckets(&topic_dir);
+        if must_exist && existing == 0 {
+            return Err(format!(
+                "no topic {topic:?} under {} (no bucket directories in {})",
+                self.path.display(),
+                topic_dir.display()
+            ));
+        }
+        let wal_present =
+            (0..existing).any(|b| topic_dir.join(format!("bucket_{b}/{WAL_DIR}")).is_dir());
+        let num_buckets = match self.buckets {
+            Some(n) if existing > 0 && n != existing => {
+                return Err(format!(
+                    "--buckets {n}, but topic {topic:?} has {existing} buckets: records would land in other buckets"
+                ));
+            }
+            Some(n) => n,
+            None if existing > 0 => existing,
+            None => 4,
+        };
+        let opts = QueueOptions {
+            storage_path: self.path.clone(),
+            backend: self.backend.clone(),
+            num_buckets,
+            bucket_column: self.bucket_column.clone(),
+            backend_options: options_map(self, wal_present, metrics)?,
+        };
+        let system = QueueSystem::new();
+        let writer = system
+            .write_queue(topic, opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Opened::Topic(Box::new(writer)))
+    }
+
+    async fn open_bucket(&self, metrics: bool) -> CliResult<Arc<dyn StorageBackend>> {
+        let wal_present = self.path.join(WAL_DIR).is_dir();
+        let factory = Registry::new()
+            .get(&self.backend)
+            .map_err(|e| e.to_string())?;
+        factory(BucketSpec {
+            bucket_id: bucket_id_of(&self.path),
+            storage_path: self.path.clone(),
+            options: options_map(self, wal_present, metrics)?,
+            topic: "cli".to_owned(),
+        })
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    /// Opens for writing (creating the bucket or topic if needed).
+    pub async fn open_for_write(&self, metrics: bool) -> CliResult<Opened> {
+        match &self.topic {
+            Some(t) => self.open_topic(t, metrics, false).await,
+            None => Ok(Opened::Bucket(self.open_bucket(metrics).await?)),
+        }
+    }
+
+    /// Opens an existing bucket or topic for reading. A bucket another process holds
+    /// is read from its committed Lance data.
+    pub async fn open_for_read(&self, metrics: bool) -> CliResult<Opened> {
+        if let Some(t) = &self.topic {
+            return self.open_topic(t, metrics, true).await;
+        }
+        read_only_check(&self.path)?;
+        match self.open_bucket(metrics).await {
+            Ok(b) => Ok(Opened::Bucket(b)),
+            Err(e) if e.contains("is open in another handle or process") => {
+                eprintln!(
+                    "note: {} is open for writing elsewhere; showing what it has committed to Lance",
+                    self.path.display()
+                );
+                Ok(Opened::ReadOnly(Box::new(read_only(&self.path).await?)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Opened {
+    pub async fn put_batch(&self, records: Vec<Record>) -> Result<(), StorageError> {
+        match self {
+            Opened::Bucket(b) => b.put_batch(records).await,
+            Opened::Topic(writer) => writer.put_batch(records).await,
+            Opened::ReadOnly(_) => Err(StorageError::Task("the bucket is read-only here".into())),
+        }
+    }
+
+    pub async fn get(&self, offset: u64, limit: Option<usize>) -> CliResult<Vec<Record>> {
+        let limit = limit.unwrap_or(usize::MAX);
+        match self {
+            Opened::Bucket(b) => b.get(offset, Some(limit)).await.map_err(|e| e.to_string()),
+            Opened::ReadOnly(r) => r.read(offset, limit).await.map_err(|e| e.to_string()),
+            Opened::Topic(writer) => {
+                let mut out = Vec::new();
+                for b in writer.buckets() {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let got = b
+                        .get(offset, Some(limit - out.len()))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    out.extend(got);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    pub async fn stats(&self) -> CliResult<Vec<BackendStats>> {
+        match self {
+            Opened::Bucket(b) => Ok(vec![b.stats().await.map_err(|e| e.to_string())?]),
+            Opened::ReadOnly(r) => {
+                let ls = r.stats();
+                Ok(vec![BackendStats {
+                    bucket_id: 0,
+                    total_count: ls.persisted_count,
+                    buffer_count: 0,
+                    persisted_count: ls.persisted_count,
+                    storage_path: r.storage_path().display().to_string(),
+                    column_compression: ls.column_compression,
+                    ..BackendStats::default()
+                }])
+            }
+            Opened::Topic(writer) => {
+                let mut all = Vec::new();
+                for b in writer.buckets() {
+                    all.push(b.stats().await.map_err(|e| e.to_string())?);
+                }
+                Ok(all)
+            }
+        }
+    }
+
+    pub async fn close(&self) -> CliResult {
+        let buckets: Vec<Arc<dyn StorageBackend>> = match self {
+            Opened::Bucket(b) => vec![b.clone()],
+            Opened::Topic(writer) => writer.buckets().to_vec(),
+            Opened::ReadOnly(_) => Vec::new(),
+        };
+        for b in buckets {
+            b.close().await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// `persisting compact PATH`.
+pub async fn compact(path: &Path) -> CliResult {
+    if !path.join(DATASET_DIR).exists() {
+        return Err(format!(
+            "no Lance dataset at {}",
+            path.join(DATASET_DIR).display()
+        ));
+    }
+    let opts = PersistingOptions {
+        enable_wal: path.join(WAL_DIR).is_dir(),
+        ..PersistingOptions::default()
+    };
+    let b = PersistingBackend::open(bucket_id_of(path), path, opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    let before = b.stats().await.map_err(|e| e.to_string())?;
+    b.compact().await.map_err(|e| e.to_string())?;
+    let after = b.stats().await.map_err(|e| e.to_string())?;
+    b.close().await.map_err(|e| e.to_string())?;
+    eprintln!(
+        "compacted {}: {} records, offsets unchanged",
+        path.display(),
+        after.persisted_count.max(before.persisted_count)
+    );
+    Ok(())
+}

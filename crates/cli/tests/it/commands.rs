@@ -1,0 +1,169 @@
+//! put, get, tail, stats, wal inspect/verify, compact, demo: what they print and how
+//! they fail.
+
+use crate::{p, persisting, text};
+
+#[test]
+fn put_then_get_round_trips_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("b");
+    let lines = "{\"id\": \"a\", \"n\": 1}\n\n{\"id\": \"b\", \"n\": 2, \"tags\": [\"x\"]}\n";
+    let out = persisting(&["put", p(&bucket), "-o", "enable_wal=true"], lines);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("stored 2 records"));
+
+    let out = persisting(&["get", p(&bucket), "--offset", "1", "--limit", "5"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "{\"id\":\"b\",\"n\":2,\"tags\":[\"x\"]}\n"
+    );
+
+    let out = persisting(&["tail", p(&bucket)], "");
+    assert_eq!(text(&out.stdout).lines().count(), 2);
+
+    let out = persisting(&["stats", p(&bucket), "--json"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["total_count"], 2);
+    assert_eq!(stats["wal_enabled"], true);
+}
+
+#[test]
+fn a_bad_line_is_named_and_its_batch_is_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("b");
+    let lines = "{\"id\": \"a\"}\n{\"id\": \"b\"}\n{\"id\": \"c\"}\n{\"id\": \n{\"id\": \"e\"}\n";
+    let out = persisting(&["put", p(&bucket), "--batch", "2"], lines);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("line 4"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    // the first batch (lines 1-2) was stored and flushed, line 3 was not
+    let out = persisting(&["get", p(&bucket)], "");
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        2,
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_schema_conflict_fails_with_one_line_and_stores_nothing_of_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("b");
+    let out = persisting(&["put", p(&bucket)], "{\"n\": 1}\n{\"n\": \"one\"}\n");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains('n'), "{}", text(&out.stderr));
+    assert!(
+        !bucket.join("data.lance").exists() || {
+            let out = persisting(&["get", p(&bucket)], "");
+            text(&out.stdout).is_empty()
+        }
+    );
+}
+
+#[test]
+fn wal_verify_names_the_file_and_offset_of_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("b");
+    let lines: String = (0..50)
+        .map(|i| format!("{{\"id\": \"{i}\", \"pad\": \"{}\"}}\n", "x".repeat(50)))
+        .collect();
+    // flush_threshold above the count: everything stays in the WAL
+    let out = persisting(
+        &[
+            "put",
+            p(&bucket),
+            "-o",
+            "enable_wal=true",
+            "-o",
+            "flush_threshold=1000",
+            "--batch",
+            "1",
+        ],
+        &lines,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wal_dir = bucket.join("wal");
+    let out = persisting(&["wal", "verify", p(&bucket)], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = persisting(&["wal", "inspect", p(&bucket)], "");
+    assert!(
+        text(&out.stdout).contains("segments"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let segment = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "wal"))
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[0] ^= 0xff; // the segment header's magic
+    std::fs::write(&segment, &bytes).unwrap();
+    let out = persisting(&["wal", "verify", p(&bucket)], "");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(segment.file_name().unwrap().to_str().unwrap()),
+        "{err}"
+    );
+    assert!(err.contains("byte"), "{err}");
+}
+
+#[test]
+fn errors_are_one_line_and_every_command_has_an_example() {
+    let out = persisting(&["get", "/nonexistent/bucket"], "");
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr).lines().count(),
+        1,
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("no bucket at"));
+
+    let out = persisting(&["put", "/tmp/x", "-o", "compression=gzip"], "");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("compression"));
+
+    for cmd in [
+        "demo",
+        "put",
+        "get",
+        "tail",
+        "stats",
+        "compact",
+        "serve-metrics",
+    ] {
+        let out = persisting(&[cmd, "--help"], "");
+        assert!(text(&out.stdout).contains("Example"), "{cmd} --help");
+    }
+    for cmd in ["inspect", "verify"] {
+        let out = persisting(&["wal", cmd, "--help"], "");
+        assert!(text(&out.stdout).contains("Example"), "wal {cmd} --help");
+    }
+}
+
+#[test]
+fn the_demo_writes_reads_back_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = persisting(&["demo", "--dir", p(dir.path()), "--records", "3000"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("3000 written, 3000 read back, all verified"),
+        "{table}"
+    );
+    assert!(table.contains("records/s"), "{table}");
+    assert!(dir.path().join("events/bucket_0/data.lance").exists());
+    // compact works on one of its buckets and keeps every record
+    let bucket = dir.path().join("events/bucket_0");
+    let before = text(&persisting(&["get", p(&bucket)], "").stdout);
+    let out = persisting(&["compact", p(&bucket)], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&persisting(&["get", p(&bucket)], "").stdout), before);
+}

@@ -1,0 +1,106 @@
+//! Reading a bucket back and judging it against the workload.
+
+use persisting::{StorageBackend, Value};
+
+use crate::workload::{RunConfig, matches};
+
+/// What one check found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Records present (the bucket's count after recovery).
+    pub present: u64,
+    /// Acknowledged records missing.
+    pub lost: u64,
+    /// Records found at an offset that holds another offset's record.
+    pub duplicated: u64,
+    /// Records that are not what was written at their offset.
+    pub corrupted: u64,
+}
+
+impl Verdict {
+    /// No loss, no duplicate, no corruption.
+    pub fn clean(&self) -> bool {
+        self.lost == 0 && self.duplicated == 0 && self.corrupted == 0
+    }
+}
+
+/// Totals over a fuzz run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Iterations run.
+    pub iterations: u64,
+    /// Iterations that found a violation.
+    pub failed: u64,
+    /// Crashes (kills or simulated power losses) injected.
+    pub kills: u64,
+    /// Records acknowledged to the workload.
+    pub acknowledged: u64,
+    /// Acknowledged records lost.
+    pub lost: u64,
+    /// Duplicated records.
+    pub duplicated: u64,
+    /// Corrupted records returned.
+    pub corrupted: u64,
+    /// Damage reported as an error (the right answer to corruption).
+    pub errors_detected: u64,
+}
+
+impl Totals {
+    /// Adds another run's totals.
+    pub fn add(&mut self, o: &Totals) {
+        self.iterations += o.iterations;
+        self.failed += o.failed;
+        self.kills += o.kills;
+        self.acknowledged += o.acknowledged;
+        self.lost += o.lost;
+        self.duplicated += o.duplicated;
+        self.corrupted += o.corrupted;
+        self.errors_detected += o.errors_detected;
+    }
+
+    /// Adds a check's findings.
+    pub fn judge(&mut self, v: &Verdict) {
+        self.lost += v.lost;
+        self.duplicated += v.duplicated;
+        self.corrupted += v.corrupted;
+    }
+}
+
+/// Reads every record of `b` and compares it with the workload; `acked` records must be
+/// there.
+pub async fn verify(
+    b: &dyn StorageBackend,
+    cfg: &RunConfig,
+    acked: u64,
+) -> Result<Verdict, String> {
+    let present = b.total_count();
+    let mut v = Verdict {
+        present,
+        lost: acked.saturating_sub(present),
+        ..Verdict::default()
+    };
+    let mut offset = 0;
+    while offset < present {
+        let got = b
+            .get(offset, Some(2000))
+            .await
+            .map_err(|e| format!("reading at offset {offset}: {e}"))?;
+        if got.is_empty() {
+            // the count promised records that cannot be read: they are lost
+            v.lost += acked.saturating_sub(offset).min(present - offset);
+            break;
+        }
+        for r in &got {
+            if !matches(cfg, offset, r) {
+                match r.get("seq") {
+                    Some(Value::Int(s)) if *s as u64 != offset && matches(cfg, *s as u64, r) => {
+                        v.duplicated += 1
+                    }
+                    _ => v.corrupted += 1,
+                }
+            }
+            offset += 1;
+        }
+    }
+    Ok(v)
+}

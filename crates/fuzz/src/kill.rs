@@ -1,0 +1,244 @@
+//! Process-kill mode: real files, a real process, SIGKILL at random moments.
+//!
+//! The worker prints `READY n` once open (n records recovered), `ACK n` after every
+//! acknowledged `put`/`put_batch` (offsets below n acknowledged), and `FLUSHED n`
+//! after a flush. An `ACK` line is printed only after the call returned, so the highest
+//! one read from the pipe is a lower bound of what the bucket owes.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use persisting::wal::SimRng;
+use persisting::{PersistingBackend, Record, StorageBackend};
+
+use crate::check::{Totals, verify};
+use crate::workload::{Op, RunConfig, matches, next_op, record_at};
+use crate::{Args, runtime};
+
+/// Longest a worker may take to open its bucket.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The worker: opens the bucket and runs the workload until killed (or `--ops`).
+pub fn worker(args: &Args) -> Result<(), String> {
+    let dir = args.dir.clone().ok_or("the worker needs --dir")?;
+    let seed = args.seed.ok_or("the worker needs --seed")?;
+    let cfg = RunConfig::from_seed(seed);
+    runtime()?.block_on(async move {
+        let b = PersistingBackend::open(0, &dir, cfg.options.clone())
+            .await
+            .map_err(|e| format!("open: {e}"))?;
+        let mut next = b.total_count();
+        println!("READY {next}");
+        let mut rng = SimRng::new(seed ^ next.rotate_left(32) ^ 0xabcd);
+        let mut done = 0;
+        while args.ops.is_none_or(|n| done < n) {
+            done += 1;
+            match next_op(&mut rng) {
+                Op::Put => {
+                    b.put(record_at(&cfg, next))
+                        .await
+                        .map_err(|e| format!("put {next}: {e}"))?;
+                    next += 1;
+                    println!("ACK {next}");
+                }
+                Op::PutBatch(n) => {
+                    let batch: Vec<Record> = (next..next + n).map(|i| record_at(&cfg, i)).collect();
+                    b.put_batch(batch)
+                        .await
+                        .map_err(|e| format!("put_batch {next}+{n}: {e}"))?;
+                    next += n;
+                    println!("ACK {next}");
+                }
+                Op::Flush => {
+                    b.flush().await.map_err(|e| format!("flush: {e}"))?;
+                    println!("FLUSHED {next}");
+                }
+                Op::Read => {
+                    let from = rng.below(next.max(1));
+                    let got = b
+                        .get(from, Some(1 + rng.below(300) as usize))
+                        .await
+                        .map_err(|e| format!("get {from}: {e}"))?;
+                    for (k, r) in got.iter().enumerate() {
+                        let at = from + k as u64;
+                        if !matches(&cfg, at, r) {
+                            return Err(format!("read at offset {at} returned {r}"));
+                        }
+                    }
+                }
+            }
+        }
+        b.close().await.map_err(|e| format!("close: {e}"))?;
+        println!("DONE {next}");
+        Ok(())
+    })
+}
+
+enum Line {
+    Ready(u64),
+    Ack(u64),
+    Other(String),
+}
+
+fn spawn_worker(
+    dir: &Path,
+    seed: u64,
+    ops: Option<u64>,
+) -> Result<(Child, Receiver<Line>), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("worker")
+        .arg("--dir")
+        .arg(dir)
+        .arg("--seed")
+        .arg(seed.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(n) = ops {
+        cmd.arg("--ops").arg(n.to_string());
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start the worker: {e}"))?;
+    let stdout = child.stdout.take().ok_or("the worker has no stdout")?;
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let parsed = match line.split_once(' ') {
+                Some(("READY", n)) => n.parse().map(Line::Ready).unwrap_or(Line::Other(line)),
+                Some(("ACK", n)) => n.parse().map(Line::Ack).unwrap_or(Line::Other(line)),
+                _ => Line::Other(line),
+            };
+            if tx.send(parsed).is_err() {
+                break;
+            }
+        }
+    });
+    Ok((child, rx))
+}
+
+/// Reads the worker's lines until `deadline` (or the pipe closes), raising `acked`.
+/// Returns false when the pipe closed.
+fn pump(rx: &Receiver<Line>, deadline: Instant, acked: &mut u64, errors: &mut Vec<String>) -> bool {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Line::Ack(n)) => *acked = (*acked).max(n),
+            Ok(Line::Ready(_)) => {}
+            Ok(Line::Other(l)) => {
+                if l.starts_with("ERROR") || l.starts_with("BAD") {
+                    errors.push(l);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => return true,
+            Err(RecvTimeoutError::Disconnected) => return false,
+        }
+    }
+}
+
+/// Opens the directory in this process (the worker is dead, its lock released) and
+/// checks it against what was acknowledged.
+fn check(dir: &Path, cfg: &RunConfig, acked: u64, t: &mut Totals) -> Result<bool, String> {
+    let v = runtime()?.block_on(async {
+        let b = PersistingBackend::open(0, dir, cfg.options.clone())
+            .await
+            .map_err(|e| format!("reopening after the kill: {e}"))?;
+        verify(&b, cfg, acked).await
+    })?;
+    t.judge(&v);
+    if !v.clean() {
+        println!(
+            "  acknowledged {acked}, present {}: lost {} duplicated {} corrupted {}",
+            v.present, v.lost, v.duplicated, v.corrupted
+        );
+    }
+    Ok(v.clean())
+}
+
+/// One run: `kills` kills at random moments, a check after each, then a clean finish.
+pub fn iteration(args: &Args, base: &Path, seed: u64) -> Result<Totals, String> {
+    let cfg = RunConfig::from_seed(seed);
+    let dir = base.join(format!("kill-{seed}"));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
+    }
+    println!("kill seed {seed}: {}", cfg.describe());
+    let mut rng = SimRng::new(seed ^ 0x4b11);
+    let mut t = Totals {
+        iterations: 1,
+        ..Totals::default()
+    };
+    let mut acked = 0u64;
+    let mut ok = true;
+    let mut errors = Vec::new();
+    for round in 0..=args.kills {
+        let last = round == args.kills;
+        let (mut child, rx) = spawn_worker(&dir, seed, last.then_some(50))?;
+        // wait for READY
+        let ready = match rx.recv_timeout(OPEN_TIMEOUT) {
+            Ok(Line::Ready(n)) => n,
+            Ok(Line::Other(l)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("worker did not open {}: {l}", dir.display()));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("worker did not open {} in time", dir.display()));
+            }
+        };
+        if ready < acked {
+            println!("  reopened with {ready} records, {acked} acknowledged");
+        }
+        if last {
+            pump(&rx, Instant::now() + OPEN_TIMEOUT, &mut acked, &mut errors);
+            let status = child.wait().map_err(|e| e.to_string())?;
+            if !status.success() {
+                errors.push(format!("final worker exited with {status}"));
+            }
+        } else {
+            let delay = Duration::from_millis(rng.below(1500));
+            let alive = pump(&rx, Instant::now() + delay, &mut acked, &mut errors);
+            if alive {
+                let _ = child.kill(); // SIGKILL
+                t.kills += 1;
+            }
+            let _ = child.wait();
+            // ACK lines written before the kill are still in the pipe
+            pump(
+                &rx,
+                Instant::now() + Duration::from_secs(5),
+                &mut acked,
+                &mut errors,
+            );
+        }
+        ok &= check(&dir, &cfg, acked, &mut t)?;
+        if !errors.is_empty() {
+            ok = false;
+            for e in errors.drain(..) {
+                println!("  worker: {e}");
+            }
+        }
+        if !ok {
+            break;
+        }
+    }
+    t.acknowledged = acked;
+    if ok {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        t.failed = 1;
+        println!(
+            "kill seed {seed}: FAILED; directory kept at {} (replay: --seed {seed})",
+            dir.display()
+        );
+    }
+    Ok(t)
+}

@@ -1,0 +1,168 @@
+//! The seeded workload shared by every mode: run options, record shapes, operations.
+//!
+//! Invariant the checks rely on: the record at offset `i` of a run is a pure function
+//! of the run's seed and `i` ([`record_at`]), so any process can tell whether what it
+//! reads at an offset is what was written there, without a copy of the data. Shapes
+//! vary with the offset: fields appear over time (schema evolution), an int field turns
+//! float at a run-chosen offset (widening), and nested maps, lists, explicit nulls and
+//! payloads of varied size come and go.
+
+use std::time::Duration;
+
+use persisting::wal::SimRng;
+use persisting::{Codec, PersistingOptions, Record, Value};
+
+/// Options of one run, derived from its seed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunConfig {
+    /// The run's seed.
+    pub seed: u64,
+    /// Backend options.
+    pub options: PersistingOptions,
+    /// Offset from which field `m` holds floats instead of ints.
+    pub widen_at: u64,
+    /// Offsets at which the extra fields `f0..f3` first appear.
+    pub field_from: [u64; 4],
+}
+
+impl RunConfig {
+    /// The run of `seed`: codec, sync interval, small WAL and flush sizes so that
+    /// rotation, checkpoints, flushes and compaction happen often.
+    pub fn from_seed(seed: u64) -> Self {
+        let mut rng = SimRng::new(seed ^ 0x5eed);
+        let compression = match rng.below(4) {
+            0 => Codec::None,
+            1 => Codec::Zstd { level: 3 },
+            2 => Codec::Lz4,
+            _ => Codec::Snappy,
+        };
+        let wal_sync_interval = if rng.below(2) == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(1 + rng.below(50))
+        };
+        let options = PersistingOptions {
+            enable_wal: true,
+            compression,
+            wal_sync_interval,
+            // 16 KiB to 256 KiB: segments of 4 KiB to 64 KiB
+            max_wal_size: 16_384 << rng.below(5),
+            flush_threshold: 20 + rng.below(400) as usize,
+            batch_size: 1 + rng.below(200) as usize,
+            ..PersistingOptions::default()
+        };
+        Self {
+            seed,
+            options,
+            widen_at: rng.below(3000),
+            field_from: [
+                rng.below(500),
+                rng.below(2000),
+                rng.below(4000),
+                rng.below(8000),
+            ],
+        }
+    }
+
+    /// The options as `key=value` strings (what the worker is started with).
+    pub fn describe(&self) -> String {
+        let o = &self.options;
+        format!(
+            "compression={} wal_sync_interval={}s max_wal_size={} flush_threshold={} widen_at={}",
+            o.compression.name(),
+            o.wal_sync_interval.as_secs_f64(),
+            o.max_wal_size,
+            o.flush_threshold,
+            self.widen_at
+        )
+    }
+}
+
+fn mix(seed: u64, i: u64) -> SimRng {
+    SimRng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i.rotate_left(17))
+}
+
+/// The record at offset `i` of the run.
+pub fn record_at(cfg: &RunConfig, i: u64) -> Record {
+    let mut rng = mix(cfg.seed, i);
+    let mut r = Record::new();
+    r.insert("id", Value::from(format!("r{i}")));
+    r.insert("seq", Value::from(i as i64));
+    if i >= cfg.widen_at {
+        r.insert("m", Value::from(i as f64 + 0.5));
+    } else {
+        r.insert("m", Value::from(i as i64));
+    }
+    for (k, from) in cfg.field_from.iter().enumerate() {
+        if i >= *from && rng.below(3) != 0 {
+            r.insert(
+                format!("f{k}"),
+                Value::from(format!("v{}", rng.below(1000))),
+            );
+        }
+    }
+    match rng.below(6) {
+        0 => {
+            r.insert("maybe", Value::Null);
+        }
+        1 => {
+            let mut nested = Record::new();
+            nested.insert("a", Value::from(rng.below(100) as i64));
+            nested.insert("b", Value::from("nested"));
+            r.insert("nested", Value::from(nested));
+        }
+        2 => {
+            let v: Vec<f64> = (0..4).map(|k| (i + k) as f64 / 4.0).collect();
+            r.insert("vec", Value::from(v));
+        }
+        _ => {}
+    }
+    let text_len = rng.below(300) as usize;
+    let text: String = std::iter::repeat_n(char::from(b'a' + (i % 26) as u8), text_len).collect();
+    r.insert("text", Value::from(text));
+    r
+}
+
+/// Whether `got`, read at offset `i`, is the record written there. The one change
+/// allowed is the widening of `m` from int to float.
+pub fn matches(cfg: &RunConfig, i: u64, got: &Record) -> bool {
+    let want = record_at(cfg, i);
+    if want == *got {
+        return true;
+    }
+    if want.len() != got.len() {
+        return false;
+    }
+    want.iter().zip(got.iter()).all(|((wk, wv), (gk, gv))| {
+        wk == gk
+            && (wv == gv
+                || (wk == "m"
+                    && matches!((wv, gv), (Value::Int(a), Value::Float(b)) if (*a as f64) == *b)))
+    })
+}
+
+/// One step of the workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `put` of one record.
+    Put,
+    /// `put_batch` of this many records.
+    PutBatch(u64),
+    /// `flush`.
+    Flush,
+    /// `get` of a random range, checked.
+    Read,
+}
+
+/// The next operation.
+pub fn next_op(rng: &mut SimRng) -> Op {
+    match rng.below(100) {
+        0..=39 => Op::Put,
+        40..=84 => {
+            let max = if rng.below(10) == 0 { 500 } else { 40 };
+            Op::PutBatch(1 + rng.below(max))
+        }
+        85..=91 => Op::Flush,
+        _ => Op::Read,
+    }
+}
