@@ -200,7 +200,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     for b in BENCHES {
         cargo_args.extend(["--bench", b]);
     }
-    cargo_args.extend(["--", "--bench"]);
+    // cargo passes `--bench` to each benchmark binary itself
     eprintln!("xtask: running cargo {}", cargo_args.join(" "));
     let mut cmd = command(&cargo);
     cmd.args(&cargo_args).stdout(Stdio::piped());
