@@ -28,7 +28,12 @@ fn files_in(dir: &Path, suffix: &str) -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default();
-    out.sort();
+    // oldest first: Lance names data files at random, so name order would make a seed
+    // pick a different file on replay
+    out.sort_by_key(|p| {
+        let modified = std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        (modified, p.clone())
+    });
     out
 }
 

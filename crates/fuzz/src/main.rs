@@ -12,8 +12,10 @@
 //!   must recover a prefix of intact records or fail with an error, never panic, hang
 //!   or return a damaged record.
 //!
-//! Every iteration prints its seed; `--seed S` replays it. A failing iteration keeps its
-//! directory and prints it. The last lines are a summary and `N passed, M failed`.
+//! Every iteration prints its seed; `--seed S` replays it; `--minutes M` stops starting
+//! new iterations of a mode after M minutes (the summary counts those run). A failing
+//! iteration keeps its directory and prints it. The last lines are a summary and
+//! `N passed, M failed`.
 
 mod check;
 mod corrupt;
@@ -26,7 +28,7 @@ use std::process::ExitCode;
 
 use check::Totals;
 
-const USAGE: &str = "usage: persisting-fuzz [kill|power|corrupt|all] [--iterations N] [--seed S | --from S] [--kills K] [--dir D]
+const USAGE: &str = "usage: persisting-fuzz [kill|power|corrupt|all] [--iterations N] [--seed S | --from S] [--kills K] [--dir D] [--minutes M]
        persisting-fuzz worker --dir D --seed S [--ops N]   (started by the kill mode)";
 
 /// Parsed arguments.
@@ -37,6 +39,7 @@ pub struct Args {
     seed: Option<u64>,
     from: Option<u64>,
     kills: u64,
+    minutes: Option<f64>,
     dir: Option<PathBuf>,
     ops: Option<u64>,
 }
@@ -48,6 +51,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         seed: None,
         from: None,
         kills: 3,
+        minutes: None,
         dir: None,
         ops: None,
     };
@@ -68,6 +72,13 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--from" => a.from = Some(number(arg, value(arg)?)?),
             "--kills" => a.kills = number(arg, value(arg)?)?,
             "--ops" => a.ops = Some(number(arg, value(arg)?)?),
+            "--minutes" => {
+                let v = value(arg)?;
+                a.minutes = Some(
+                    v.parse::<f64>()
+                        .map_err(|_| format!("--minutes takes a number, not {v:?}"))?,
+                );
+            }
             "--dir" => a.dir = Some(PathBuf::from(value(arg)?)),
             "kill" | "power" | "corrupt" | "all" | "worker" => a.mode = arg.clone(),
             "-h" | "--help" => return Err(USAGE.to_owned()),
@@ -141,7 +152,14 @@ fn main() -> ExitCode {
     for mode in &modes {
         let mode_started = std::time::Instant::now();
         let mut totals = Totals::default();
+        let deadline = args
+            .minutes
+            .map(|m| mode_started + std::time::Duration::from_secs_f64(m.max(0.0) * 60.0));
         for seed in seeds(&args) {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                println!("{mode}: --minutes reached, stopping before seed {seed}");
+                break;
+            }
             let result = match *mode {
                 "kill" => kill::iteration(&args, &base, seed),
                 "power" => power::iteration(seed),

@@ -654,10 +654,37 @@ impl LanceBucket {
             return Ok(out);
         }
         if offset < self.persisted
-            && let Some(ds) = self.dataset.as_deref()
+            && let Some(ds) = self.dataset.clone()
         {
             let n = end.min(self.persisted) - offset;
-            read_dataset(ds, &self.schema.names(), offset, n, &mut out).await?;
+            let names = self.schema.names();
+            // Lance's decoders assert on damaged pages (a panic, not an error): read on
+            // a task of its own so that damage becomes an error of this read
+            let task = tokio::spawn(async move {
+                let mut part = Vec::with_capacity(n as usize);
+                read_dataset(&ds, &names, offset, n, &mut part)
+                    .await
+                    .map(|()| part)
+            });
+            match task.await {
+                Ok(part) => out.extend(part?),
+                Err(e) => {
+                    let message = if e.is_panic() {
+                        let p = e.into_panic();
+                        p.downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                            .unwrap_or_else(|| "a panic".to_owned())
+                    } else {
+                        e.to_string()
+                    };
+                    return Err(Error::Panicked {
+                        dataset: self.uri.clone(),
+                        offset,
+                        message,
+                    });
+                }
+            }
         }
         let from = offset.max(self.persisted);
         for i in from..end {

@@ -89,6 +89,18 @@ pub enum Error {
         /// Checksum of the values read.
         found: u32,
     },
+    /// Lance panicked reading the dataset (its decoders assert on some damaged pages).
+    #[error(
+        "Lance failed reading {dataset} from offset {offset}; its files are probably damaged: {message}"
+    )]
+    Panicked {
+        /// The dataset.
+        dataset: String,
+        /// First offset of the read.
+        offset: u64,
+        /// What the panic said.
+        message: String,
+    },
     /// A column type this crate cannot read back as record values.
     #[error("column {column:?} has Arrow type {data_type}, which cannot be read as record values")]
     UnsupportedColumn {
