@@ -10,6 +10,9 @@
 //! - a flush is one append commit (plus the schema commits it needs first); the buffer
 //!   is released only once the commit and every file it wrote are fsynced, so a failed
 //!   flush keeps every record and can be retried;
+//! - every data file this handle writes is sealed (size and CRC-32 in
+//!   `data.lance.sums`) before the flush is reported durable, and Lance reads no
+//!   sealed file this handle has not checked against its seal (see `sums`);
 //! - the dataset is never rewritten: new fields are added as all-null columns, and an
 //!   int column that receives a float is rewritten alone, as float64.
 
@@ -34,6 +37,7 @@ use crate::schema::{
     CHECKSUM_COLUMN, ColType, ENCODING_CODEC_V1, ENCODING_KEY, FieldState, LAYOUT_COLUMN,
     REGISTRY_KEY, SchemaState, arrow_type, col_type, is_internal_column,
 };
+use crate::sums::FileSums;
 
 /// Name of the dataset directory inside a bucket's storage path.
 pub const DATASET_DIR: &str = "data.lance";
@@ -141,6 +145,15 @@ impl LanceOptions {
     }
 }
 
+/// What [`LanceBucket::verify_files`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileCheck {
+    /// Data files of the dataset.
+    pub files: usize,
+    /// Of those, files without a seal (read unverified, rows still checked).
+    pub unsealed: usize,
+}
+
 /// What a flush did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlushReport {
@@ -206,6 +219,7 @@ pub struct LanceBucket {
     buffer: Vec<Record>,
     persisted: u64,
     durability: Option<Durability>,
+    sums: Option<Arc<FileSums>>,
     flushes: u64,
     compactions: u64,
     last_flush: Option<Duration>,
@@ -239,6 +253,10 @@ impl LanceBucket {
         })?;
         let uri = format!("{}/{DATASET_DIR}", root_str.trim_end_matches('/'));
         let durability = (!is_remote(&uri)).then(|| Durability::new(PathBuf::from(&uri)));
+        let sums = match durability {
+            Some(_) => Some(Arc::new(FileSums::load(&root, Path::new(&uri))?)),
+            None => None,
+        };
         let mut bucket = Self {
             root,
             uri,
@@ -248,6 +266,7 @@ impl LanceBucket {
             buffer: Vec::new(),
             persisted: 0,
             durability,
+            sums,
             flushes: 0,
             compactions: 0,
             last_flush: None,
@@ -261,8 +280,9 @@ impl LanceBucket {
             match Dataset::open(&bucket.uri).await {
                 Ok(ds) => {
                     bucket.adopt(ds).await?;
-                    // a crash may have left the last commit's files unsynced
-                    bucket.sync_files().await?;
+                    // a crash may have left the last commit's files unsynced (they are
+                    // not sealed: only files this handle wrote are)
+                    bucket.sync_files(false).await?;
                 }
                 Err(lance::Error::DatasetNotFound { .. })
                     if bucket.durability.is_none() || !has_manifest(&bucket.uri) => {}
@@ -438,7 +458,7 @@ impl LanceBucket {
         };
         let records = self.buffer.len();
         self.dataset = Some(Arc::new(ds));
-        let files_synced = self.sync_files().await?;
+        let files_synced = self.sync_files(true).await?;
         // durable: only now is the buffer released
         self.persisted += records as u64;
         self.buffer.clear();
@@ -564,6 +584,9 @@ impl LanceBucket {
     /// column computed from the old one, the old one dropped, the new one renamed.
     /// An interruption between these commits is finished at the next open.
     async fn widen(&self, ds: &mut Dataset, name: &str) -> Result<()> {
+        // the rewrite reads the column from every fragment: check their files first
+        self.verify_names(fragment_files(ds, |_| true, 0..u64::MAX), 0)
+            .await?;
         let tmp = format!("{WIDEN_PREFIX}{name}");
         let field = self.field_for(&tmp, &ColType::Float);
         let out = Arc::new(ArrowSchema::new(vec![field]));
@@ -595,12 +618,21 @@ impl LanceBucket {
         Ok(())
     }
 
-    async fn sync_files(&mut self) -> Result<usize> {
+    /// fsyncs the files of the dataset not fsynced yet and, with `seal`, seals the
+    /// new data files among them (files this handle wrote). Returns how many files
+    /// were fsynced.
+    async fn sync_files(&mut self, seal: bool) -> Result<usize> {
         let Some(mut durability) = self.durability.take() else {
             return Ok(0);
         };
+        let sums = self.sums.clone().filter(|_| seal);
         let (durability, result) = tokio::task::spawn_blocking(move || {
-            let result = durability.sync_new();
+            let result = durability.sync_new().and_then(|fresh| {
+                if let Some(sums) = sums {
+                    sums.seal_new(&fresh)?;
+                }
+                Ok(fresh.len())
+            });
             (durability, result)
         })
         .await
@@ -626,6 +658,10 @@ impl LanceBucket {
             return Ok(());
         };
         let mut ds = ds.clone();
+        // compaction reads the small fragments: check their files first
+        let target = self.opts.target_rows_per_fragment;
+        let candidates = fragment_files(&ds, |rows| rows < target as u64, 0..u64::MAX);
+        self.verify_names(candidates, 0).await?;
         let options = CompactionOptions {
             target_rows_per_fragment: self.opts.target_rows_per_fragment,
             ..CompactionOptions::default()
@@ -640,7 +676,16 @@ impl LanceBucket {
             .map_err(Error::lance("clean up old versions of", &self.uri))?;
         self.dataset = Some(Arc::new(ds));
         self.compactions += 1;
-        self.sync_files().await?;
+        self.sync_files(true).await?;
+        if let Some(sums) = self.sums.clone() {
+            tokio::task::spawn_blocking(move || sums.prune())
+                .await
+                .map_err(|e| Error::Io {
+                    op: "rewrite the sums of",
+                    path: PathBuf::from(&self.uri),
+                    source: std::io::Error::other(e.to_string()),
+                })??;
+        }
         Ok(())
     }
 
@@ -657,6 +702,8 @@ impl LanceBucket {
             && let Some(ds) = self.dataset.clone()
         {
             let n = end.min(self.persisted) - offset;
+            let files = fragment_files(&ds, |_| true, offset..offset + n);
+            self.verify_names(files, offset).await?;
             let names = self.schema.names();
             // Lance's decoders assert on damaged pages (a panic, not an error): read on
             // a task of its own so that damage becomes an error of this read
@@ -693,6 +740,38 @@ impl LanceBucket {
         Ok(out)
     }
 
+    /// Checks the sealed data files among `names` not checked yet by this handle, off
+    /// the async threads.
+    async fn verify_names(&self, names: Vec<String>, offset: u64) -> Result<()> {
+        let Some(sums) = self.sums.clone() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || sums.verify(names.iter().map(String::as_str), offset))
+            .await
+            .map_err(|e| Error::Io {
+                op: "check the data files of",
+                path: PathBuf::from(&self.uri),
+                source: std::io::Error::other(e.to_string()),
+            })?
+    }
+
+    /// Checks every sealed data file of the dataset against its seal now, rather than
+    /// before its first read (each file is read whole once per handle). Returns how
+    /// many data files the dataset has and how many of them carry no seal (written by
+    /// another tool, or by a flush a crash cut between its commit and its seal).
+    pub async fn verify_files(&self) -> Result<FileCheck> {
+        let Some(ds) = self.dataset.clone() else {
+            return Ok(FileCheck::default());
+        };
+        let names = fragment_files(&ds, |_| true, 0..u64::MAX);
+        let unsealed = self.sums.as_ref().map_or(names.len(), |s| {
+            names.iter().filter(|n| !s.is_sealed(n)).count()
+        });
+        let files = names.len();
+        self.verify_names(names, 0).await?;
+        Ok(FileCheck { files, unsealed })
+    }
+
     /// Sees commits made since open by another process (for a reader; a bucket has a
     /// single writer). Buffered records of this handle are kept.
     pub async fn refresh(&mut self) -> Result<()> {
@@ -723,6 +802,28 @@ impl LanceBucket {
             dataset_uri: self.uri.clone(),
         }
     }
+}
+
+/// The data file names (in `data/`) of the fragments holding offsets in `range` whose
+/// row count passes `keep`.
+fn fragment_files(ds: &Dataset, keep: impl Fn(u64) -> bool, range: Range<u64>) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut at = 0u64;
+    for frag in ds.manifest().fragments.iter() {
+        if at >= range.end {
+            break;
+        }
+        let rows = frag.num_rows().map_or(u64::MAX, |r| r as u64);
+        let next = at.saturating_add(rows);
+        if next > range.start && keep(rows) {
+            for file in &frag.files {
+                let name = file.path.rsplit('/').next().unwrap_or(&file.path);
+                names.push(name.to_owned());
+            }
+        }
+        at = next;
+    }
+    names
 }
 
 fn reader(

@@ -36,15 +36,15 @@ impl Durability {
     }
 
     /// fsyncs every file not fsynced before, then the directories holding them and the
-    /// dataset's own entry in its parent. Returns how many files were fsynced.
-    pub(crate) fn sync_new(&mut self) -> Result<usize> {
+    /// dataset's own entry in its parent. Returns the files it fsynced.
+    pub(crate) fn sync_new(&mut self) -> Result<Vec<PathBuf>> {
         if !self.root.exists() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let mut dirs = vec![self.root.clone()];
         let mut dirty_dirs: Vec<PathBuf> = Vec::new();
         let mut present = HashSet::new();
-        let mut count = 0;
+        let mut fresh = Vec::new();
         while let Some(dir) = dirs.pop() {
             let mut new_here = false;
             for entry in std::fs::read_dir(&dir).map_err(io("list", &dir))? {
@@ -64,7 +64,7 @@ impl Durability {
                             .map_err(io("fsync", &path))?;
                         self.synced.insert(path.clone());
                         new_here = true;
-                        count += 1;
+                        fresh.push(path.clone());
                     }
                     present.insert(path);
                 }
@@ -87,6 +87,6 @@ impl Durability {
         }
         // forget files removed since (cleanup), so the set does not grow forever
         self.synced.retain(|p| present.contains(p) || p.is_dir());
-        Ok(count)
+        Ok(fresh)
     }
 }

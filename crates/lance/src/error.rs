@@ -74,6 +74,25 @@ pub enum Error {
         #[source]
         source: persisting_codec::Error,
     },
+    /// A data file whose size or CRC-32 differs from the seal recorded when it was
+    /// written (`data.lance.sums`): the file is damaged, and Lance was not let read it.
+    #[error(
+        "data file {file} is damaged (size {found_size}, sealed at {expected_size}; crc {found_crc:#010x}, sealed {expected_crc:#010x}); found while reading at offset {offset}"
+    )]
+    DataFileDamaged {
+        /// The file.
+        file: PathBuf,
+        /// First record offset of the read that checked it.
+        offset: u64,
+        /// Size when sealed.
+        expected_size: u64,
+        /// Size now.
+        found_size: u64,
+        /// CRC-32 when sealed.
+        expected_crc: u32,
+        /// CRC-32 now.
+        found_crc: u32,
+    },
     /// A row whose values do not match the checksum stored with it: the dataset's
     /// files are damaged.
     #[error(

@@ -37,9 +37,10 @@ mod convert;
 mod durability;
 mod error;
 mod schema;
+mod sums;
 
 pub use bucket::{
-    ColumnCompression, DATASET_DIR, FlushReport, LanceBucket, LanceOptions, LanceStats,
+    ColumnCompression, DATASET_DIR, FileCheck, FlushReport, LanceBucket, LanceOptions, LanceStats,
 };
 pub use convert::row_checksum;
 pub use error::{Error, Result};
@@ -47,6 +48,7 @@ pub use schema::{
     CHECKSUM_COLUMN, ColType, ENCODING_CODEC_V1, ENCODING_KEY, LAYOUT_COLUMN, REGISTRY_KEY, Scalar,
     is_internal_column,
 };
+pub use sums::SUMS_FILE;
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

@@ -1,8 +1,8 @@
-//! Damaged data files: a value changed on disk is refused by its row checksum, never
-//! returned as a record.
+//! Damaged data files: refused by the file's seal before Lance reads it, or (for files
+//! without a seal) by the row checksum; never returned as a record.
 
 use persisting_codec::record;
-use persisting_lance::{Error, row_checksum};
+use persisting_lance::{Error, SUMS_FILE, row_checksum};
 
 use crate::{open, rt};
 
@@ -50,7 +50,21 @@ fn a_value_changed_on_disk_is_refused_with_its_offset() {
         }
         assert!(changed, "the string is stored verbatim in a data file");
 
+        // the file's seal catches it before Lance reads a byte of it
         let b = open(dir.path()).await;
+        let err = b.read(0, 50).await.unwrap_err();
+        match &err {
+            Error::DataFileDamaged { file, .. } => assert!(file.starts_with(&data_dir)),
+            other => panic!("expected a damaged data file, got {other}"),
+        }
+        assert!(err.to_string().contains("is damaged"), "{err}");
+        drop(b);
+
+        // without seals (a dataset written by another tool), the row checksum catches it
+        std::fs::remove_file(dir.path().join(SUMS_FILE)).unwrap();
+        let b = open(dir.path()).await;
+        let check = b.verify_files().await.unwrap();
+        assert_eq!(check.unsealed, check.files);
         let err = b.read(0, 50).await.unwrap_err();
         match &err {
             Error::ChecksumMismatch { offset, .. } => assert_eq!(*offset, 17),
@@ -59,6 +73,52 @@ fn a_value_changed_on_disk_is_refused_with_its_offset() {
         assert!(err.to_string().contains("offset 17"), "{err}");
         // the rows before it are intact and readable
         assert_eq!(b.read(0, 17).await.unwrap(), records[..17]);
+    });
+}
+
+/// Sizes Lance trusts: a damaged length can make its decoder ask for terabytes, which
+/// aborts the process. A sealed file is checked first, so every single-byte damage of
+/// a data file is an error naming the file, whatever byte it hits.
+#[test]
+fn any_damaged_byte_of_a_sealed_data_file_is_refused_before_lance_reads_it() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = open(dir.path()).await;
+        let records: Vec<_> = (0..20)
+            .map(|i| record! {"id" => i as i64, "s" => noise(i), "v" => vec![1.5, i as f64]})
+            .collect();
+        b.append(records.clone()).await.unwrap();
+        b.flush().await.unwrap();
+        assert_eq!(b.verify_files().await.unwrap().unsealed, 0);
+        drop(b);
+        let data_dir = dir.path().join("data.lance/data");
+        let file = std::fs::read_dir(&data_dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let good = std::fs::read(&file).unwrap();
+        let step = (good.len() / 64).max(1);
+        for at in (0..good.len()).step_by(step).chain([good.len() - 1]) {
+            let mut bad = good.clone();
+            bad[at] ^= 0x5a;
+            std::fs::write(&file, &bad).unwrap();
+            let b = open(dir.path()).await;
+            match b.read(0, 20).await {
+                Err(Error::DataFileDamaged { file: f, .. }) => assert_eq!(f, file),
+                other => panic!("byte {at}: expected a damaged data file, got {other:?}"),
+            }
+        }
+        std::fs::write(&file, &good[..good.len() - 1]).unwrap();
+        let b = open(dir.path()).await;
+        assert!(matches!(
+            b.read(0, 20).await,
+            Err(Error::DataFileDamaged { .. })
+        ));
+        std::fs::write(&file, &good).unwrap();
+        let b = open(dir.path()).await;
+        assert_eq!(b.read(0, 20).await.unwrap(), records);
     });
 }
 

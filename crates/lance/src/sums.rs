@@ -1,0 +1,308 @@
+//! Whole-file checksums of the dataset's data files, kept beside the dataset in
+//! `{storage_path}/data.lance.sums`.
+//!
+//! Lance's data files carry no checksums, and Lance's decoders trust the sizes and
+//! offsets stored in them: a damaged file can make a read panic or, worse, ask the
+//! allocator for terabytes, which aborts the process (no `catch_unwind` can stop it).
+//! So every data file a flush, a compaction or a column rewrite writes is sealed: its
+//! size and CRC-32 are appended here and fsynced before the flush is reported durable.
+//! Before Lance reads a fragment, each sealed file of the fragment is checked once per
+//! handle (read back whole and compared); a mismatch is an error naming the file, and
+//! Lance never sees the damaged bytes.
+//!
+//! Invariants:
+//! - an entry is appended only after its file was fsynced, and the sums file is fsynced
+//!   before the flush that wrote the file returns;
+//! - a file without an entry (written by another tool, or by a flush cut by a crash
+//!   between its commit and its seal) is read unverified: its rows are still checked
+//!   against their row checksums, but a damage that derails Lance's decoder is not
+//!   caught before it; `LanceBucket::verify_files` reports how many files are unsealed;
+//! - a torn or damaged entry ends the list (the entries after it are ignored, their
+//!   files read unverified); it never makes the bucket unopenable.
+//!
+//! Format (little-endian): the magic `PSUMS001`, then entries
+//! `name_len u16 | name | size u64 | crc u32 | entry_crc u32`, `entry_crc` being the
+//! CRC-32 of the entry's preceding bytes. See `docs/lance-layout.md`.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use crate::error::{Error, Result};
+
+/// Name of the sums file inside a bucket's storage path.
+pub const SUMS_FILE: &str = "data.lance.sums";
+const MAGIC: &[u8; 8] = b"PSUMS001";
+
+/// Size and CRC-32 of one data file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Seal {
+    pub size: u64,
+    pub crc: u32,
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads `path` whole and returns its seal.
+pub(crate) fn seal_of(path: &Path) -> Result<Seal> {
+    let mut file = File::open(path).map_err(io("open", path))?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(io("read", path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(Seal {
+        size,
+        crc: hasher.finalize(),
+    })
+}
+
+fn encode_entry(name: &str, seal: Seal, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(&seal.size.to_le_bytes());
+    out.extend_from_slice(&seal.crc.to_le_bytes());
+    let crc = crc32fast::hash(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// Parses the entries of a sums file, stopping at the first torn or damaged one.
+fn decode(bytes: &[u8]) -> HashMap<String, Seal> {
+    let mut out = HashMap::new();
+    let Some(mut rest) = bytes.strip_prefix(MAGIC.as_slice()) else {
+        return out;
+    };
+    while rest.len() >= 2 {
+        let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
+        let total = 2 + len + 8 + 4 + 4;
+        if rest.len() < total {
+            break;
+        }
+        let body = &rest[..total - 4];
+        let stored = u32::from_le_bytes(rest[total - 4..total].try_into().unwrap_or_default());
+        if crc32fast::hash(body) != stored {
+            break;
+        }
+        let Ok(name) = std::str::from_utf8(&body[2..2 + len]) else {
+            break;
+        };
+        let size = u64::from_le_bytes(body[2 + len..10 + len].try_into().unwrap_or_default());
+        let crc = u32::from_le_bytes(body[10 + len..14 + len].try_into().unwrap_or_default());
+        out.insert(name.to_owned(), Seal { size, crc });
+        rest = &rest[total..];
+    }
+    out
+}
+
+/// The seals of one dataset's data files, and which of them this handle has checked.
+#[derive(Debug)]
+pub(crate) struct FileSums {
+    path: PathBuf,
+    data_dir: PathBuf,
+    known: RwLock<HashMap<String, Seal>>,
+    verified: Mutex<HashSet<String>>,
+}
+
+impl FileSums {
+    /// Loads `{root}/data.lance.sums` (absent: no seals) for the dataset at `dataset`.
+    pub(crate) fn load(root: &Path, dataset: &Path) -> Result<Self> {
+        let path = root.join(SUMS_FILE);
+        let known = match std::fs::read(&path) {
+            Ok(bytes) => decode(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => return Err(io("read", &path)(e)),
+        };
+        Ok(Self {
+            path,
+            data_dir: dataset.join("data"),
+            known: RwLock::new(known),
+            verified: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Number of sealed files.
+    pub(crate) fn sealed(&self) -> usize {
+        self.known.read().map_or(0, |k| k.len())
+    }
+
+    /// Whether `name` (a file of `data/`) is sealed.
+    pub(crate) fn is_sealed(&self, name: &str) -> bool {
+        self.known.read().is_ok_and(|k| k.contains_key(name))
+    }
+
+    /// Seals the data files among `paths` (files this handle just fsynced) that are not
+    /// sealed yet, and fsyncs the sums file. Returns how many were sealed.
+    pub(crate) fn seal_new(&self, paths: &[PathBuf]) -> Result<usize> {
+        let mut entries = Vec::new();
+        let mut sealed = Vec::new();
+        for p in paths {
+            if p.parent() != Some(self.data_dir.as_path()) {
+                continue;
+            }
+            let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if !name.ends_with(".lance") || self.is_sealed(name) {
+                continue;
+            }
+            let seal = seal_of(p)?;
+            encode_entry(name, seal, &mut entries);
+            sealed.push((name.to_owned(), seal));
+        }
+        if sealed.is_empty() {
+            return Ok(0);
+        }
+        let fresh = !self.path.exists();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(io("open", &self.path))?;
+        if fresh || file.metadata().map_err(io("stat", &self.path))?.len() == 0 {
+            file.write_all(MAGIC).map_err(io("write", &self.path))?;
+        }
+        file.write_all(&entries).map_err(io("write", &self.path))?;
+        file.sync_all().map_err(io("fsync", &self.path))?;
+        if fresh && let Some(dir) = self.path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io("fsync directory", dir))?;
+        }
+        let n = sealed.len();
+        if let Ok(mut known) = self.known.write() {
+            known.extend(sealed);
+        }
+        Ok(n)
+    }
+
+    /// Rewrites the sums file with the entries of files still present (after a cleanup
+    /// removed old ones): written aside, fsynced, renamed over, directory fsynced.
+    pub(crate) fn prune(&self) -> Result<()> {
+        let kept: Vec<(String, Seal)> = match self.known.read() {
+            Ok(k) => k
+                .iter()
+                .filter(|(name, _)| self.data_dir.join(name).exists())
+                .map(|(n, s)| (n.clone(), *s))
+                .collect(),
+            Err(_) => return Ok(()),
+        };
+        if kept.len() == self.sealed() {
+            return Ok(());
+        }
+        let mut bytes = MAGIC.to_vec();
+        for (name, seal) in &kept {
+            encode_entry(name, *seal, &mut bytes);
+        }
+        let tmp = self.path.with_extension("sums.tmp");
+        let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
+        file.write_all(&bytes).map_err(io("write", &tmp))?;
+        file.sync_all().map_err(io("fsync", &tmp))?;
+        std::fs::rename(&tmp, &self.path).map_err(io("rename", &tmp))?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io("fsync directory", dir))?;
+        }
+        if let Ok(mut known) = self.known.write() {
+            *known = kept.into_iter().collect();
+        }
+        Ok(())
+    }
+
+    /// Checks the sealed files among `names` (data file names) that this handle has
+    /// not checked yet. `offset` is the first record offset of the read asking, for
+    /// the error.
+    pub(crate) fn verify<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+        offset: u64,
+    ) -> Result<()> {
+        for name in names {
+            if self.verified.lock().is_ok_and(|v| v.contains(name)) {
+                continue;
+            }
+            let Some(expected) = self.known.read().ok().and_then(|k| k.get(name).copied()) else {
+                continue;
+            };
+            let file = self.data_dir.join(name);
+            let found = seal_of(&file)?;
+            if found != expected {
+                return Err(Error::DataFileDamaged {
+                    file,
+                    offset,
+                    expected_size: expected.size,
+                    found_size: found.size,
+                    expected_crc: expected.crc,
+                    found_crc: found.crc,
+                });
+            }
+            if let Ok(mut v) = self.verified.lock() {
+                v.insert(name.to_owned());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_a_torn_tail_ends_the_list() {
+        let mut bytes = MAGIC.to_vec();
+        encode_entry("a.lance", Seal { size: 10, crc: 7 }, &mut bytes);
+        encode_entry("b.lance", Seal { size: 20, crc: 9 }, &mut bytes);
+        let full = decode(&bytes);
+        assert_eq!(full.len(), 2);
+        assert_eq!(full["b.lance"], Seal { size: 20, crc: 9 });
+        for cut in MAGIC.len()..bytes.len() {
+            let got = decode(&bytes[..cut]);
+            assert!(got.len() < 2, "cut at {cut}");
+        }
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 6;
+        flipped[last] ^= 1;
+        assert_eq!(decode(&flipped).len(), 1);
+        assert!(decode(b"garbage").is_empty());
+    }
+
+    #[test]
+    fn a_changed_file_is_refused_naming_it_and_a_good_one_is_checked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = dir.path().join("data.lance");
+        std::fs::create_dir_all(ds.join("data")).unwrap();
+        let f = ds.join("data").join("x.lance");
+        std::fs::write(&f, b"hello lance").unwrap();
+        let sums = FileSums::load(dir.path(), &ds).unwrap();
+        assert_eq!(sums.seal_new(std::slice::from_ref(&f)).unwrap(), 1);
+        let again = FileSums::load(dir.path(), &ds).unwrap();
+        assert!(again.is_sealed("x.lance"));
+        again.verify(["x.lance"], 0).unwrap();
+        // checked once: a later change is not looked at again by this handle
+        std::fs::write(&f, b"hello lancf").unwrap();
+        again.verify(["x.lance"], 0).unwrap();
+        let fresh = FileSums::load(dir.path(), &ds).unwrap();
+        let err = fresh.verify(["x.lance"], 42).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("x.lance") && text.contains("offset 42"),
+            "{text}"
+        );
+    }
+}
