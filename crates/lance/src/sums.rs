@@ -82,10 +82,11 @@ fn encode_entry(name: &str, seal: Seal, out: &mut Vec<u8>) {
 }
 
 /// Parses the entries of a sums file, stopping at the first torn or damaged one.
-fn decode(bytes: &[u8]) -> HashMap<String, Seal> {
+/// Returns them and the length of the valid prefix (0 without a valid magic).
+fn decode(bytes: &[u8]) -> (HashMap<String, Seal>, usize) {
     let mut out = HashMap::new();
     let Some(mut rest) = bytes.strip_prefix(MAGIC.as_slice()) else {
-        return out;
+        return (out, 0);
     };
     while rest.len() >= 2 {
         let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
@@ -106,7 +107,7 @@ fn decode(bytes: &[u8]) -> HashMap<String, Seal> {
         out.insert(name.to_owned(), Seal { size, crc });
         rest = &rest[total..];
     }
-    out
+    (out, bytes.len() - rest.len())
 }
 
 /// The seals of one dataset's data files, and which of them this handle has checked.
@@ -123,7 +124,21 @@ impl FileSums {
     pub(crate) fn load(root: &Path, dataset: &Path) -> Result<Self> {
         let path = root.join(SUMS_FILE);
         let known = match std::fs::read(&path) {
-            Ok(bytes) => decode(&bytes),
+            Ok(bytes) => {
+                let (known, valid) = decode(&bytes);
+                if valid < bytes.len() {
+                    // a torn or damaged tail (a crash while sealing): cut it, so that
+                    // the entries appended from now on are read back
+                    let file = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(io("open", &path))?;
+                    file.set_len(valid as u64)
+                        .and_then(|()| file.sync_all())
+                        .map_err(io("truncate", &path))?;
+                }
+                known
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
             Err(e) => return Err(io("read", &path)(e)),
         };
@@ -173,7 +188,7 @@ impl FileSums {
             .append(true)
             .open(&self.path)
             .map_err(io("open", &self.path))?;
-        if fresh || file.metadata().map_err(io("stat", &self.path))?.len() == 0 {
+        if file.metadata().map_err(io("stat", &self.path))?.len() == 0 {
             file.write_all(MAGIC).map_err(io("write", &self.path))?;
         }
         file.write_all(&entries).map_err(io("write", &self.path))?;
@@ -268,18 +283,38 @@ mod tests {
         let mut bytes = MAGIC.to_vec();
         encode_entry("a.lance", Seal { size: 10, crc: 7 }, &mut bytes);
         encode_entry("b.lance", Seal { size: 20, crc: 9 }, &mut bytes);
-        let full = decode(&bytes);
-        assert_eq!(full.len(), 2);
+        let (full, valid) = decode(&bytes);
+        assert_eq!((full.len(), valid), (2, bytes.len()));
         assert_eq!(full["b.lance"], Seal { size: 20, crc: 9 });
         for cut in MAGIC.len()..bytes.len() {
-            let got = decode(&bytes[..cut]);
-            assert!(got.len() < 2, "cut at {cut}");
+            let (got, valid) = decode(&bytes[..cut]);
+            assert!(got.len() < 2 && valid <= cut, "cut at {cut}");
         }
         let mut flipped = bytes.clone();
         let last = flipped.len() - 6;
         flipped[last] ^= 1;
-        assert_eq!(decode(&flipped).len(), 1);
-        assert!(decode(b"garbage").is_empty());
+        assert_eq!(decode(&flipped).0.len(), 1);
+        assert!(decode(b"garbage").0.is_empty());
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_at_load_so_later_seals_are_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = dir.path().join("data.lance");
+        std::fs::create_dir_all(ds.join("data")).unwrap();
+        let (a, b) = (ds.join("data/a.lance"), ds.join("data/b.lance"));
+        std::fs::write(&a, b"aaaa").unwrap();
+        std::fs::write(&b, b"bbbb").unwrap();
+        let sums = FileSums::load(dir.path(), &ds).unwrap();
+        sums.seal_new(std::slice::from_ref(&a)).unwrap();
+        let path = dir.path().join(SUMS_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&[7, 0, b'x']); // a torn entry
+        std::fs::write(&path, &bytes).unwrap();
+        let sums = FileSums::load(dir.path(), &ds).unwrap();
+        sums.seal_new(std::slice::from_ref(&b)).unwrap();
+        let again = FileSums::load(dir.path(), &ds).unwrap();
+        assert!(again.is_sealed("a.lance") && again.is_sealed("b.lance"));
     }
 
     #[test]
