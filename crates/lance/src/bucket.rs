@@ -223,6 +223,7 @@ pub struct LanceBucket {
     flushes: u64,
     compactions: u64,
     last_flush: Option<Duration>,
+    readahead: tokio::sync::Mutex<ReadAhead>,
 }
 
 /// Whether a local dataset directory holds a committed version. A first commit
@@ -270,6 +271,7 @@ impl LanceBucket {
             flushes: 0,
             compactions: 0,
             last_flush: None,
+            readahead: tokio::sync::Mutex::new(ReadAhead::None),
         };
         let exists = if bucket.durability.is_some() {
             Path::new(&bucket.uri).exists()
@@ -692,6 +694,10 @@ impl LanceBucket {
     /// Records `[offset, offset + limit)`, clipped to what exists, from the dataset and
     /// then the buffer. The dataset part is located from fragment row counts, so the
     /// cost does not grow with the offset.
+    ///
+    /// Reading pattern: a read that starts where the previous one ended continues one
+    /// scan of the dataset (read-ahead over a window of rows, kept between calls); a
+    /// read elsewhere takes its rows by offset (small reads) or scans exactly its range.
     pub async fn read(&self, offset: u64, limit: usize) -> Result<Vec<Record>> {
         let end = offset.saturating_add(limit as u64).min(self.total_count());
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
@@ -705,16 +711,28 @@ impl LanceBucket {
             let files = fragment_files(&ds, |_| true, offset..offset + n);
             self.verify_names(files, offset).await?;
             let names = self.schema.names();
+            // one reader at a time uses the read-ahead; others read on their own
+            let mut slot = self.readahead.try_lock().ok();
+            let state = slot
+                .as_mut()
+                .map_or(ReadAhead::None, |s| std::mem::take(&mut **s));
+            let persisted = self.persisted;
             // Lance's decoders assert on damaged pages (a panic, not an error): read on
             // a task of its own so that damage becomes an error of this read
             let task = tokio::spawn(async move {
                 let mut part = Vec::with_capacity(n as usize);
-                read_dataset(&ds, &names, offset, n, &mut part)
-                    .await
-                    .map(|()| part)
+                let state =
+                    read_dataset(ds, &names, offset, n, persisted, state, &mut part).await?;
+                Ok::<_, Error>((part, state))
             });
             match task.await {
-                Ok(part) => out.extend(part?),
+                Ok(result) => {
+                    let (part, state) = result?;
+                    if let Some(slot) = slot.as_mut() {
+                        **slot = state;
+                    }
+                    out.extend(part);
+                }
                 Err(e) => {
                     let message = if e.is_panic() {
                         let p = e.into_panic();
@@ -835,29 +853,138 @@ fn reader(
     RecordBatchIterator::new(vec![Ok(batch)].into_iter(), schema)
 }
 
-async fn read_dataset(
-    ds: &Dataset,
-    order: &[String],
-    offset: u64,
-    n: u64,
-    out: &mut Vec<Record>,
-) -> Result<()> {
+/// Reads of at most this many rows not continuing the previous read take their rows by
+/// offset instead of planning a scan.
+const TAKE_MAX: u64 = 1024;
+/// Rows a sequential scan reads ahead of the caller: at least this many ...
+const WINDOW_MIN: u64 = 1 << 16;
+/// ... and at most this many (bounds what a scan left behind holds).
+const WINDOW_MAX: u64 = 1 << 18;
+
+/// What the last read left for the next one.
+#[derive(Default)]
+enum ReadAhead {
+    /// Nothing.
+    #[default]
+    None,
+    /// The last read ended at this offset, in this dataset version.
+    After { version: u64, next: u64 },
+    /// An open scan positioned at `next`.
+    Open(Cursor),
+}
+
+impl std::fmt::Debug for ReadAhead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::After { version, next } => write!(f, "After({version}, {next})"),
+            Self::Open(c) => write!(f, "Open({}, {}..{})", c.version, c.next, c.end),
+        }
+    }
+}
+
+/// A scan of the dataset kept between reads.
+struct Cursor {
+    version: u64,
+    /// Offset of the next row the cursor yields.
+    next: u64,
+    /// One past the last row the scan yields.
+    end: u64,
+    /// Rows read from the scan and not yet returned (starting at `next`).
+    pending: Option<RecordBatch>,
+    stream: lance::dataset::scanner::DatasetRecordBatchStream,
+}
+
+async fn open_scan(ds: &Dataset, offset: u64, rows: u64) -> Result<Cursor> {
     let mut scan = ds.scan();
     scan.scan_in_order(true);
-    scan.limit(Some(n as i64), Some(offset as i64))
+    scan.limit(Some(rows as i64), Some(offset as i64))
         .map_err(Error::lance("plan a read of", ds.uri()))?;
-    let mut stream = scan
+    let stream = scan
         .try_into_stream()
         .await
         .map_err(Error::lance("read", ds.uri()))?;
-    let mut at = offset;
-    while let Some(batch) = stream
-        .try_next()
-        .await
-        .map_err(Error::lance("read", ds.uri()))?
-    {
-        from_batch(&batch, order, at, ds.uri(), out)?;
-        at += batch.num_rows() as u64;
+    Ok(Cursor {
+        version: ds.version().version,
+        next: offset,
+        end: offset + rows,
+        pending: None,
+        stream,
+    })
+}
+
+/// Reads `n` rows from `offset` (all below `persisted`) into `out`, using and returning
+/// the read-ahead state.
+async fn read_dataset(
+    ds: Arc<Dataset>,
+    order: &[String],
+    offset: u64,
+    n: u64,
+    persisted: u64,
+    state: ReadAhead,
+    out: &mut Vec<Record>,
+) -> Result<ReadAhead> {
+    let version = ds.version().version;
+    let end = offset + n;
+    let (mut cursor, sequential) = match state {
+        ReadAhead::Open(c) if c.version == version && c.next == offset => (Some(c), true),
+        ReadAhead::Open(c) => (None, c.version == version && c.end == offset),
+        ReadAhead::After { version: v, next } => (None, v == version && next == offset),
+        ReadAhead::None => (None, false),
+    };
+    if cursor.is_none() && !sequential {
+        if n <= TAKE_MAX {
+            let rows: Vec<u64> = (offset..end).collect();
+            let batch = ds
+                .take(&rows, ds.schema().clone())
+                .await
+                .map_err(Error::lance("read", ds.uri()))?;
+            from_batch(&batch, order, offset, ds.uri(), out)?;
+            return Ok(ReadAhead::After { version, next: end });
+        }
+        // a read elsewhere scans exactly its range; the next one, if it continues this
+        // one, opens a read-ahead scan
+        cursor = Some(open_scan(&ds, offset, n).await?);
     }
-    Ok(())
+    let mut at = offset;
+    while at < end {
+        let mut c = match cursor.take() {
+            Some(c) if c.next < c.end => c,
+            _ => {
+                let window = (n.saturating_mul(8))
+                    .clamp(WINDOW_MIN, WINDOW_MAX)
+                    .max(end - at);
+                open_scan(&ds, at, window.min(persisted - at)).await?
+            }
+        };
+        let batch = match c.pending.take() {
+            Some(b) => b,
+            None => match c
+                .stream
+                .try_next()
+                .await
+                .map_err(Error::lance("read", ds.uri()))?
+            {
+                Some(b) => b,
+                None => {
+                    return Err(Error::lance("read", ds.uri())(lance::Error::internal(
+                        format!("the scan ended at offset {at}, before offset {}", c.end),
+                    )));
+                }
+            },
+        };
+        let want = (end - at) as usize;
+        let take = batch.num_rows().min(want);
+        from_batch(&batch.slice(0, take), order, at, ds.uri(), out)?;
+        at += take as u64;
+        c.next = at;
+        if take < batch.num_rows() {
+            c.pending = Some(batch.slice(take, batch.num_rows() - take));
+        }
+        cursor = Some(c);
+    }
+    Ok(match cursor {
+        Some(c) if c.next < c.end => ReadAhead::Open(c),
+        _ => ReadAhead::After { version, next: end },
+    })
 }

@@ -6,6 +6,7 @@ mod compaction;
 mod damaged_files;
 mod foreign_datasets;
 mod pylance_compat;
+mod read_patterns;
 mod round_trip;
 mod schema_evolution;
 
