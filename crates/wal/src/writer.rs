@@ -459,9 +459,20 @@ impl Shared {
             st.allocated = end;
             return Ok(());
         }
+        // Zeros are written, not a hole left by `set_len`: writing into a hole makes
+        // each commit's fdatasync also commit the file system's journal (block
+        // allocation). Written zeros are allocated once per step, with the next
+        // fdatasync, and later commits in the step flush their data only. Recovery
+        // reads the zeros as the end of the log, as it reads a hole.
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let step = PREALLOCATE_BYTES_MAX.min(self.opts.segment_bytes_max);
         let target = end.div_ceil(step) * step;
-        st.active.set_len(target)?;
+        let mut at = st.allocated.max(st.written);
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64);
+            st.active.write_at(&ZEROS[..n as usize], at)?;
+            at += n;
+        }
         st.allocated = target;
         Ok(())
     }
