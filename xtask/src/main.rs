@@ -20,14 +20,18 @@
 //! `$HOME/.cache/persisting/target` otherwise, so builds survive fresh clones.
 
 use std::env;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 mod bench;
 
+/// The workspace this xtask runs for. Cargo sets `CARGO_MANIFEST_DIR` when it runs
+/// the binary; the compile-time value is only a fallback, because one shared target
+/// directory serves every checkout and a binary built in one must not act on another.
 fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
+    let manifest = env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest.parent().unwrap_or(&manifest).to_path_buf()
 }
 
 fn target_dir() -> PathBuf {

@@ -6,7 +6,11 @@ use persisting_codec::{
 };
 
 fn golden(name: &str) -> Vec<u8> {
-    let path = format!("{}/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
+    // at run time: a test binary of the shared target directory may have been built
+    // in another checkout
+    let manifest = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let path = format!("{manifest}/testdata/{name}");
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading golden file {path}: {e}"))
 }
 

@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use persisting_wal::{Wal, WalOptions};
 
 fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/wal-v1")
+    // at run time: a test binary of the shared target directory may have been built
+    // in another checkout
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest.join("testdata/wal-v1")
 }
 
 fn opts() -> WalOptions {
