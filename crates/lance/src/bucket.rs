@@ -101,8 +101,10 @@ pub struct LanceOptions {
     pub flush_threshold: usize,
     /// Column compression (default: Lance's own encodings).
     pub column_compression: ColumnCompression,
-    /// A flush that leaves more fragments than this compacts them (default 64;
-    /// 0 disables automatic compaction).
+    /// A flush that leaves more small fragments than this compacts them (default 64;
+    /// 0 disables automatic compaction). A fragment is small below
+    /// `target_rows_per_fragment / 16` rows: flushes of that size or more make
+    /// fragments reads do not suffer from, and are not rewritten on their own.
     pub compact_fragments_max: usize,
     /// Rows per fragment that compaction aims for (default 1,048,576).
     pub target_rows_per_fragment: usize,
@@ -466,7 +468,7 @@ impl LanceBucket {
         self.buffer.clear();
         self.flushes += 1;
         let compacted = self.opts.compact_fragments_max > 0
-            && self.fragments() > self.opts.compact_fragments_max;
+            && self.small_fragments() > self.opts.compact_fragments_max;
         if compacted {
             self.compact().await?;
         }
@@ -645,6 +647,17 @@ impl LanceBucket {
         })?;
         self.durability = Some(durability);
         result
+    }
+
+    fn small_fragments(&self) -> usize {
+        let small = (self.opts.target_rows_per_fragment / 16).max(1);
+        self.dataset.as_ref().map_or(0, |ds| {
+            ds.manifest()
+                .fragments
+                .iter()
+                .filter(|f| f.num_rows().is_some_and(|r| r < small))
+                .count()
+        })
     }
 
     fn fragments(&self) -> usize {

@@ -63,3 +63,37 @@ fn flushes_past_the_fragment_limit_compact_automatically() {
         assert_eq!(got, (0..9).collect::<Vec<_>>());
     });
 }
+
+#[test]
+fn fragments_of_a_sixteenth_of_the_target_or_more_are_not_compacted_on_their_own() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LanceOptions {
+            compact_fragments_max: 2,
+            target_rows_per_fragment: 160, // small below 10 rows
+            ..LanceOptions::default()
+        };
+        let mut b = LanceBucket::open(dir.path(), opts).await.unwrap();
+        for i in 0..5i64 {
+            b.put_batch((0..10).map(|j| record! {"i" => i * 10 + j}).collect())
+                .unwrap();
+            assert!(!b.flush().await.unwrap().compacted, "flush {i}");
+        }
+        assert_eq!(b.stats().fragments, 5);
+        // three small ones pass the limit of 2
+        let mut compacted = false;
+        for i in 50..53i64 {
+            b.put_batch(vec![record! {"i" => i}]).unwrap();
+            compacted |= b.flush().await.unwrap().compacted;
+        }
+        assert!(compacted);
+        let got: Vec<i64> = b
+            .read(0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r["i"].as_i64().unwrap())
+            .collect();
+        assert_eq!(got, (0..53).collect::<Vec<_>>());
+    });
+}
