@@ -137,7 +137,7 @@ fn from_json_at(json: &serde_json::Value, path: &mut String) -> Result<Value> {
                 let len = path.len();
                 path.push('.');
                 path.push_str(name);
-                record.push_unchecked(name.clone(), from_json_at(item, path)?);
+                record.push_unchecked(name.as_str(), from_json_at(item, path)?);
                 path.truncate(len);
             }
             Value::Map(record)
@@ -348,7 +348,9 @@ impl<'de> Deserializer<'de> for Value {
                 visitor.visit_seq(de::value::SeqDeserializer::new(items.into_iter()))
             }
             Value::Map(record) => visitor.visit_map(de::value::MapDeserializer::new(
-                record.into_iter().map(|(k, v)| (k.into_deserializer(), v)),
+                record
+                    .into_iter()
+                    .map(|(k, v)| (String::from(&*k).into_deserializer(), v)),
             )),
         }
     }

@@ -9,6 +9,7 @@
 //!   round-trip guarantee ("a record read back equals the record written") is stated in.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// One value of a record field: the JSON data model plus 64-bit integers, floats kept
 /// apart from integers, and raw bytes.
@@ -134,10 +135,11 @@ impl Value {
 ///
 /// Field order is insertion order and is preserved by every codec and backend.
 /// Lookups are linear, which is the fastest choice for the tens of fields a record
-/// usually has.
+/// usually has. Field names are shared (`Arc<str>`): records decoded from one column
+/// batch share one allocation per name, and cloning a record does not copy its names.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Record {
-    fields: Vec<(String, Value)>,
+    fields: Vec<(Arc<str>, Value)>,
 }
 
 impl Record {
@@ -155,7 +157,7 @@ impl Record {
 
     /// Sets `name` to `value`. An existing field keeps its position and its old value
     /// is returned; a new field goes last.
-    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Value>) -> Option<Value> {
+    pub fn insert(&mut self, name: impl Into<Arc<str>>, value: impl Into<Value>) -> Option<Value> {
         let name = name.into();
         let value = value.into();
         match self.fields.iter_mut().find(|(n, _)| *n == name) {
@@ -169,21 +171,24 @@ impl Record {
 
     /// Builder form of [`Record::insert`].
     #[must_use]
-    pub fn with(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+    pub fn with(mut self, name: impl Into<Arc<str>>, value: impl Into<Value>) -> Self {
         self.insert(name, value);
         self
     }
 
     /// The value of `name`, if present.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+        self.fields
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| v)
     }
 
     /// A mutable reference to the value of `name`, if present.
     pub fn get_mut(&mut self, name: &str) -> Option<&mut Value> {
         self.fields
             .iter_mut()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| &**n == name)
             .map(|(_, v)| v)
     }
 
@@ -194,7 +199,7 @@ impl Record {
 
     /// Removes `name`, keeping the order of the other fields.
     pub fn remove(&mut self, name: &str) -> Option<Value> {
-        let idx = self.fields.iter().position(|(n, _)| n == name)?;
+        let idx = self.fields.iter().position(|(n, _)| &**n == name)?;
         Some(self.fields.remove(idx).1)
     }
 
@@ -210,24 +215,29 @@ impl Record {
 
     /// Fields in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> {
-        self.fields.iter().map(|(n, v)| (n.as_str(), v))
+        self.fields.iter().map(|(n, v)| (&**n, v))
+    }
+
+    /// Fields in order, with their shared names.
+    pub fn iter_shared(&self) -> impl ExactSizeIterator<Item = (&Arc<str>, &Value)> {
+        self.fields.iter().map(|(n, v)| (n, v))
     }
 
     /// Field names in order.
     pub fn keys(&self) -> impl ExactSizeIterator<Item = &str> {
-        self.fields.iter().map(|(n, _)| n.as_str())
+        self.fields.iter().map(|(n, _)| &**n)
     }
 
     /// Appends a field the caller knows is not present yet (decoders check this
     /// themselves, so they skip the lookup).
-    pub(crate) fn push_unchecked(&mut self, name: String, value: Value) {
-        self.fields.push((name, value));
+    pub(crate) fn push_unchecked(&mut self, name: impl Into<Arc<str>>, value: Value) {
+        self.fields.push((name.into(), value));
     }
 }
 
 impl IntoIterator for Record {
-    type Item = (String, Value);
-    type IntoIter = std::vec::IntoIter<(String, Value)>;
+    type Item = (Arc<str>, Value);
+    type IntoIter = std::vec::IntoIter<(Arc<str>, Value)>;
     fn into_iter(self) -> Self::IntoIter {
         self.fields.into_iter()
     }
@@ -236,15 +246,15 @@ impl IntoIterator for Record {
 impl<'a> IntoIterator for &'a Record {
     type Item = (&'a str, &'a Value);
     type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (String, Value)>,
-        fn(&'a (String, Value)) -> (&'a str, &'a Value),
+        std::slice::Iter<'a, (Arc<str>, Value)>,
+        fn(&'a (Arc<str>, Value)) -> (&'a str, &'a Value),
     >;
     fn into_iter(self) -> Self::IntoIter {
-        self.fields.iter().map(|(n, v)| (n.as_str(), v))
+        self.fields.iter().map(|(n, v)| (&**n, v))
     }
 }
 
-impl<K: Into<String>, V: Into<Value>> FromIterator<(K, V)> for Record {
+impl<K: Into<Arc<str>>, V: Into<Value>> FromIterator<(K, V)> for Record {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         let mut record = Record::new();
         for (k, v) in iter {

@@ -227,14 +227,15 @@ pub(crate) fn from_batch(
         .ok()
         .map(|i| batch.column(i).clone());
     // columns in registry order, then any column the registry does not name
-    let mut cols: Vec<(String, ColType, ArrayRef)> = Vec::new();
+    // one shared name per column: the records of the batch point at it
+    let mut cols: Vec<(Arc<str>, ColType, ArrayRef)> = Vec::new();
     let mut push = |name: &str| {
         if let Ok(i) = schema.index_of(name)
             && !is_internal_column(name)
-            && !cols.iter().any(|(n, _, _)| n == name)
+            && !cols.iter().any(|(n, _, _)| &**n == name)
         {
             cols.push((
-                name.to_owned(),
+                Arc::from(name),
                 col_type(schema.field(i)),
                 batch.column(i).clone(),
             ));
@@ -247,7 +248,7 @@ pub(crate) fn from_batch(
         .find(|(_, ty, _)| matches!(ty, ColType::Foreign(_)))
     {
         return Err(Error::UnsupportedColumn {
-            column: name.clone(),
+            column: name.to_string(),
             data_type: t.clone(),
         });
     }
@@ -279,13 +280,13 @@ pub(crate) fn from_batch(
                     .then(|| value_at(ty, col, row))
                     .transpose()
                     .map_err(|source| Error::Corrupt {
-                        column: name.clone(),
+                        column: name.to_string(),
                         offset,
                         source,
                     })?,
             };
             if let Some(value) = value {
-                record.insert(name.as_str(), value);
+                record.insert(Arc::clone(name), value);
             }
         }
         out.push(verify(record, row, offset)?);
