@@ -101,6 +101,12 @@ enum Command {
         /// The bucket's storage directory.
         path: PathBuf,
     },
+    /// Check every Lance data file of a bucket against the seal written with it.
+    #[command(after_help = "Example:\n  persisting verify /tmp/bucket")]
+    Verify {
+        /// The bucket's storage directory.
+        path: PathBuf,
+    },
     /// Run a steady write workload with metrics served over HTTP, until Ctrl-C.
     #[command(
         after_help = "Example:\n  persisting serve-metrics --addr 127.0.0.1:9464 &\n  curl -s http://127.0.0.1:9464/metrics | grep persisting_"
@@ -187,6 +193,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Wal(WalCommand::Inspect { path }) => wal::inspect(&path),
         Command::Wal(WalCommand::Verify { path }) => wal::verify(&path),
         Command::Compact { path } => open::compact(&path).await,
+        Command::Verify { path } => open::verify(&path).await,
         Command::ServeMetrics(args) => serve_metrics(args, metrics).await,
     }
 }

@@ -276,6 +276,33 @@ impl Opened {
 }
 
 /// `persisting compact PATH`.
+pub async fn verify(path: &Path) -> CliResult {
+    if !path.join(DATASET_DIR).exists() {
+        return Err(format!(
+            "no Lance dataset at {}",
+            path.join(DATASET_DIR).display()
+        ));
+    }
+    let opts = PersistingOptions {
+        enable_wal: path.join(WAL_DIR).is_dir(),
+        ..PersistingOptions::default()
+    };
+    let b = PersistingBackend::open(bucket_id_of(path), path, opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    let checked = b.verify_files().await;
+    b.close().await.map_err(|e| e.to_string())?;
+    let check = checked.map_err(|e| e.to_string())?;
+    println!(
+        "{}: {} data files, {} sealed and intact, {} without a seal (checked by row checksums only)",
+        path.display(),
+        check.files,
+        check.files - check.unsealed,
+        check.unsealed
+    );
+    Ok(())
+}
+
 pub async fn compact(path: &Path) -> CliResult {
     if !path.join(DATASET_DIR).exists() {
         return Err(format!(

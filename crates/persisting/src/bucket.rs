@@ -309,6 +309,15 @@ impl PersistingBackend {
         Ok(lance.compact().await?)
     }
 
+    /// Checks every sealed Lance data file of the bucket against its seal now (each is
+    /// otherwise checked before its first read). Returns the number of data files and
+    /// how many carry no seal. A damaged file is `StorageError` naming it.
+    pub async fn verify_files(&self) -> Result<persisting_lance::FileCheck> {
+        self.check_open()?;
+        let lance = self.inner.lance.read().await;
+        Ok(lance.verify_files().await?)
+    }
+
     async fn flush_now(&self) -> Result<()> {
         let started = Instant::now();
         let mut lance = self.inner.lance.write().await;

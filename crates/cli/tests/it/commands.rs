@@ -1,4 +1,4 @@
-//! put, get, tail, stats, wal inspect/verify, compact, demo: what they print and how
+//! put, get, tail, stats, wal inspect/verify, compact, verify, demo: what they print and how
 //! they fail.
 
 use crate::{p, persisting, text};
@@ -115,6 +115,43 @@ fn wal_verify_names_the_file_and_offset_of_corruption() {
 }
 
 #[test]
+fn verify_checks_the_data_files_and_names_a_damaged_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("b");
+    let lines: String = (0..200)
+        .map(|i| format!("{{\"id\": \"r{i}\", \"n\": {i}}}\n"))
+        .collect();
+    let out = persisting(&["put", p(&bucket)], &lines);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = persisting(&["verify", p(&bucket)], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1 sealed and intact"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let data = bucket.join("data.lance/data");
+    let file = std::fs::read_dir(&data)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let out = persisting(&["verify", p(&bucket)], "");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(file.file_name().unwrap().to_str().unwrap()),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
 fn errors_are_one_line_and_every_command_has_an_example() {
     let out = persisting(&["get", "/nonexistent/bucket"], "");
     assert!(!out.status.success());
@@ -137,6 +174,7 @@ fn errors_are_one_line_and_every_command_has_an_example() {
         "tail",
         "stats",
         "compact",
+        "verify",
         "serve-metrics",
     ] {
         let out = persisting(&[cmd, "--help"], "");
