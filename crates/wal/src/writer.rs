@@ -378,6 +378,21 @@ impl Drop for Wal {
     }
 }
 
+/// Threads to wake, woken when this is run or dropped (after the lock is released).
+struct Unpark(Vec<std::thread::Thread>);
+
+impl Unpark {
+    fn run(&mut self) {
+        self.0.drain(..).for_each(|t| t.unpark());
+    }
+}
+
+impl Drop for Unpark {
+    fn drop(&mut self) {
+        self.run();
+    }
+}
+
 fn poisoned(cause: &str) -> Error {
     Error::Poisoned {
         cause: cause.to_owned(),
@@ -418,13 +433,21 @@ impl Shared {
     /// Publishes a new durable LSN: wakes every parked waiter it covers, and one
     /// other waiter to lead the next group commit when nothing is in the way.
     fn advance_durable(&self, st: &mut State, lsn: u64) {
+        let mut wake = Unpark(Vec::new());
+        self.advance_durable_deferred(st, lsn, &mut wake);
+    }
+
+    /// [`Self::advance_durable`], leaving the wake-ups to `wake`, which the caller
+    /// runs once it has released the lock: the woken threads then do not pile up on
+    /// a lock still held while the others are woken.
+    fn advance_durable_deferred(&self, st: &mut State, lsn: u64, wake: &mut Unpark) {
         st.synced_lsn = st.synced_lsn.max(lsn);
         let synced = st.synced_lsn;
         self.durable.store(synced, Ordering::Release);
         let mut lead = !st.syncing && st.closing.is_empty();
         st.waiters.retain(|(target, thread)| {
             if *target <= synced || std::mem::take(&mut lead) {
-                thread.unpark();
+                wake.0.push(thread.clone());
                 false
             } else {
                 true
@@ -591,7 +614,11 @@ impl Shared {
     /// waiter that finds no sync running becomes the leader: it writes every queued
     /// frame and fsyncs, outside the lock. The others park (no lock held, no
     /// thundering herd) until a leader's sync covers them, or until woken to lead.
-    fn wait_durable<'a>(&'a self, mut st: MutexGuard<'a, State>, target: u64) -> Result<()> {
+    fn wait_durable<'a>(&'a self, st: MutexGuard<'a, State>, target: u64) -> Result<()> {
+        // threads a finished sync covers, woken once the lock is released (declared
+        // before the guard, so it runs after the guard is dropped on return)
+        let mut wake = Unpark(Vec::new());
+        let mut st = st;
         // A leader whose own entries are durable commits the frames queued meanwhile
         // once more before returning: the next group starts without waiting for a
         // parked thread to be scheduled.
@@ -615,6 +642,7 @@ impl Shared {
             if st.syncing || !st.closing.is_empty() {
                 st.waiters.push((target, std::thread::current()));
                 drop(st);
+                wake.run();
                 loop {
                     if self.durable.load(Ordering::Acquire) >= target {
                         return Ok(());
@@ -644,6 +672,7 @@ impl Shared {
                 return Err(self.poison(&mut st, cause));
             }
             drop(st);
+            wake.run();
             let started = Instant::now();
             let result = if buf.is_empty() {
                 Ok(())
@@ -670,7 +699,7 @@ impl Shared {
                         st.queued = buf;
                         st.queued.clear();
                     }
-                    self.advance_durable(&mut st, upto);
+                    self.advance_durable_deferred(&mut st, upto, &mut wake);
                 }
                 Err(e) => {
                     let cause = format!(
