@@ -278,11 +278,10 @@ impl PersistingBackend {
         })?;
         let total = lance.total_count();
         let buffered = lance.buffered_count();
-        let flush_due = lance.buffered_count() >= inner.opts.flush_threshold as u64
-            || inner
-                .wal
-                .as_ref()
-                .is_some_and(|w| w.stats().total_bytes >= inner.opts.max_wal_size);
+        // one look at the WAL's size per put, for the flush decision and the gauge
+        let wal_bytes = inner.wal.as_ref().map(|w| w.stats().total_bytes);
+        let flush_due = buffered >= inner.opts.flush_threshold as u64
+            || wal_bytes.is_some_and(|b| b >= inner.opts.max_wal_size);
         drop(lance);
         if let (Some(end), Some(wal)) = (wait_for, inner.wal.clone()) {
             blocking(move || Ok(wal.wait_durable(end)?)).await?;
@@ -291,7 +290,6 @@ impl PersistingBackend {
             self.publish(total);
         }
         if let Some(m) = &inner.metrics {
-            let wal_bytes = inner.wal.as_ref().map(|w| w.stats().total_bytes);
             m.put(count, buffered, wal_bytes);
         }
         if flush_due {
