@@ -276,7 +276,9 @@ impl Opened {
 }
 
 /// `persisting compact PATH`.
-pub async fn verify(path: &Path) -> CliResult {
+/// Opens, as its writer, a bucket that must already hold a Lance dataset (with its WAL
+/// when it has one).
+async fn open_dataset(path: &Path) -> Result<PersistingBackend, String> {
     if !path.join(DATASET_DIR).exists() {
         return Err(format!(
             "no Lance dataset at {}",
@@ -287,9 +289,13 @@ pub async fn verify(path: &Path) -> CliResult {
         enable_wal: path.join(WAL_DIR).is_dir(),
         ..PersistingOptions::default()
     };
-    let b = PersistingBackend::open(bucket_id_of(path), path, opts)
+    PersistingBackend::open(bucket_id_of(path), path, opts)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+pub async fn verify(path: &Path) -> CliResult {
+    let b = open_dataset(path).await?;
     let checked = b.verify_files().await;
     b.close().await.map_err(|e| e.to_string())?;
     let check = checked.map_err(|e| e.to_string())?;
@@ -304,19 +310,7 @@ pub async fn verify(path: &Path) -> CliResult {
 }
 
 pub async fn compact(path: &Path) -> CliResult {
-    if !path.join(DATASET_DIR).exists() {
-        return Err(format!(
-            "no Lance dataset at {}",
-            path.join(DATASET_DIR).display()
-        ));
-    }
-    let opts = PersistingOptions {
-        enable_wal: path.join(WAL_DIR).is_dir(),
-        ..PersistingOptions::default()
-    };
-    let b = PersistingBackend::open(bucket_id_of(path), path, opts)
-        .await
-        .map_err(|e| e.to_string())?;
+    let b = open_dataset(path).await?;
     let before = b.stats().await.map_err(|e| e.to_string())?;
     b.compact().await.map_err(|e| e.to_string())?;
     let after = b.stats().await.map_err(|e| e.to_string())?;

@@ -53,13 +53,7 @@ fn flushes_past_the_fragment_limit_compact_automatically() {
         }
         assert!(compacted >= 1);
         assert!(b.stats().fragments <= 5);
-        let got: Vec<i64> = b
-            .read(0, 100)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r["i"].as_i64().unwrap())
-            .collect();
+        let got = ints(&b).await;
         assert_eq!(got, (0..9).collect::<Vec<_>>());
     });
 }
@@ -87,13 +81,17 @@ fn fragments_of_a_sixteenth_of_the_target_or_more_are_not_compacted_on_their_own
             compacted |= b.flush().await.unwrap().compacted;
         }
         assert!(compacted);
-        let got: Vec<i64> = b
-            .read(0, 100)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r["i"].as_i64().unwrap())
-            .collect();
+        let got = ints(&b).await;
         assert_eq!(got, (0..53).collect::<Vec<_>>());
     });
+}
+
+/// The `i` field of every record (at most 100).
+async fn ints(b: &LanceBucket) -> Vec<i64> {
+    b.read(0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r["i"].as_i64().unwrap())
+        .collect()
 }
