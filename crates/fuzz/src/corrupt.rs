@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::channel;
 use std::time::Duration;
 
+use persisting::PersistingBackend;
 use persisting::wal::SimRng;
-use persisting::{PersistingBackend, Record, StorageBackend};
 
 use crate::check::{Totals, Verdict, verify};
 use crate::runtime;
-use crate::workload::{Op, RunConfig, next_op, record_at};
+use crate::workload::{Applied, RunConfig, apply, next_op};
 
 /// Longest an open and full read of a damaged bucket may take.
 const HANG_TIMEOUT: Duration = Duration::from_secs(120);
@@ -45,20 +45,9 @@ fn build(dir: &Path, cfg: &RunConfig, rng: &mut SimRng) -> Result<u64, String> {
             .map_err(|e| e.to_string())?;
         let mut next = 0;
         for _ in 0..(30 + rng.below(120)) {
-            match next_op(rng) {
-                Op::Put => {
-                    b.put(record_at(cfg, next))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    next += 1;
-                }
-                Op::PutBatch(n) => {
-                    let batch: Vec<Record> = (next..next + n).map(|i| record_at(cfg, i)).collect();
-                    b.put_batch(batch).await.map_err(|e| e.to_string())?;
-                    next += n;
-                }
-                Op::Flush => b.flush().await.map_err(|e| e.to_string())?,
-                Op::Read => {}
+            match apply(&b, cfg, next_op(rng), next).await? {
+                Applied::Acked(n) => next = n,
+                Applied::Flushed | Applied::Read => {}
             }
         }
         Ok(next)

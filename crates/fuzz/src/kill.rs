@@ -12,10 +12,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 use persisting::wal::SimRng;
-use persisting::{PersistingBackend, Record, StorageBackend};
+use persisting::{PersistingBackend, StorageBackend};
 
 use crate::check::{Totals, verify};
-use crate::workload::{Op, RunConfig, matches, next_op, record_at};
+use crate::workload::{Applied, RunConfig, apply, matches, next_op};
 use crate::{Args, runtime};
 
 /// Longest a worker may take to open its bucket.
@@ -36,27 +36,13 @@ pub fn worker(args: &Args) -> Result<(), String> {
         let mut done = 0;
         while args.ops.is_none_or(|n| done < n) {
             done += 1;
-            match next_op(&mut rng) {
-                Op::Put => {
-                    b.put(record_at(&cfg, next))
-                        .await
-                        .map_err(|e| format!("put {next}: {e}"))?;
-                    next += 1;
+            match apply(&b, &cfg, next_op(&mut rng), next).await? {
+                Applied::Acked(n) => {
+                    next = n;
                     println!("ACK {next}");
                 }
-                Op::PutBatch(n) => {
-                    let batch: Vec<Record> = (next..next + n).map(|i| record_at(&cfg, i)).collect();
-                    b.put_batch(batch)
-                        .await
-                        .map_err(|e| format!("put_batch {next}+{n}: {e}"))?;
-                    next += n;
-                    println!("ACK {next}");
-                }
-                Op::Flush => {
-                    b.flush().await.map_err(|e| format!("flush: {e}"))?;
-                    println!("FLUSHED {next}");
-                }
-                Op::Read => {
+                Applied::Flushed => println!("FLUSHED {next}"),
+                Applied::Read => {
                     let from = rng.below(next.max(1));
                     let got = b
                         .get(from, Some(1 + rng.below(300) as usize))

@@ -9,11 +9,11 @@
 use std::sync::Arc;
 
 use persisting::wal::{CrashMode, SimFs, SimRng};
-use persisting::{PersistingBackend, Record, StorageBackend};
+use persisting::{PersistingBackend, StorageBackend};
 
 use crate::check::{Totals, verify};
 use crate::runtime;
-use crate::workload::{Op, RunConfig, next_op, record_at};
+use crate::workload::{Applied, RunConfig, apply, next_op};
 
 /// Crashes per run.
 const CRASHES: u64 = 3;
@@ -55,22 +55,10 @@ pub fn iteration(seed: u64) -> Result<Totals, String> {
             let mut flushed = next;
             if round < CRASHES {
                 for _ in 0..(20 + rng.below(150)) {
-                    match next_op(&mut rng) {
-                        Op::Put => {
-                            b.put(record_at(&cfg, next)).await.map_err(|e| e.to_string())?;
-                            next += 1;
-                        }
-                        Op::PutBatch(n) => {
-                            let batch: Vec<Record> =
-                                (next..next + n).map(|i| record_at(&cfg, i)).collect();
-                            b.put_batch(batch).await.map_err(|e| e.to_string())?;
-                            next += n;
-                        }
-                        Op::Flush => {
-                            b.flush().await.map_err(|e| e.to_string())?;
-                            flushed = next;
-                        }
-                        Op::Read => {}
+                    match apply(&b, &cfg, next_op(&mut rng), next).await? {
+                        Applied::Acked(n) => next = n,
+                        Applied::Flushed => flushed = next,
+                        Applied::Read => {}
                     }
                 }
             }

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use persisting::wal::SimRng;
-use persisting::{Codec, PersistingOptions, Record, Value};
+use persisting::{Codec, PersistingBackend, PersistingOptions, Record, StorageBackend, Value};
 
 /// Options of one run, derived from its seed.
 #[derive(Debug, Clone, PartialEq)]
@@ -164,5 +164,45 @@ pub fn next_op(rng: &mut SimRng) -> Op {
         }
         85..=91 => Op::Flush,
         _ => Op::Read,
+    }
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Records were acknowledged: the next offset is now this.
+    Acked(u64),
+    /// A flush returned.
+    Flushed,
+    /// A read: left to the caller (which checks what it returns, or skips it).
+    Read,
+}
+
+/// Runs one write step of the workload (`next`: the next offset to write).
+pub async fn apply(
+    b: &PersistingBackend,
+    cfg: &RunConfig,
+    op: Op,
+    next: u64,
+) -> Result<Applied, String> {
+    match op {
+        Op::Put => {
+            b.put(record_at(cfg, next))
+                .await
+                .map_err(|e| format!("put {next}: {e}"))?;
+            Ok(Applied::Acked(next + 1))
+        }
+        Op::PutBatch(n) => {
+            let batch: Vec<Record> = (next..next + n).map(|i| record_at(cfg, i)).collect();
+            b.put_batch(batch)
+                .await
+                .map_err(|e| format!("put_batch {next}+{n}: {e}"))?;
+            Ok(Applied::Acked(next + n))
+        }
+        Op::Flush => {
+            b.flush().await.map_err(|e| format!("flush: {e}"))?;
+            Ok(Applied::Flushed)
+        }
+        Op::Read => Ok(Applied::Read),
     }
 }
