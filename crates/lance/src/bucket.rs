@@ -809,6 +809,11 @@ impl LanceBucket {
         match Dataset::open(&self.uri).await {
             Ok(ds) => {
                 let buffer = std::mem::take(&mut self.buffer);
+                if self.sums.is_some() {
+                    // the writer has sealed the files of its later commits
+                    let dataset = PathBuf::from(&self.uri);
+                    self.sums = Some(Arc::new(FileSums::load(&self.root, &dataset)?));
+                }
                 self.adopt(ds).await?;
                 self.schema.admit(&buffer)?;
                 self.buffer = buffer;

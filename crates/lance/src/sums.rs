@@ -18,7 +18,9 @@
 //!   against their row checksums, but a damage that derails Lance's decoder is not
 //!   caught before it; `LanceBucket::verify_files` reports how many files are unsealed;
 //! - a torn or damaged entry ends the list (the entries after it are ignored, their
-//!   files read unverified); it never makes the bucket unopenable.
+//!   files read unverified); it never makes the bucket unopenable. Loading never
+//!   writes (readers in other processes load the file while the writer appends); the
+//!   writer's next seal cuts the file back to its valid prefix before appending.
 //!
 //! Format (little-endian): the magic `PSUMS001`, then entries
 //! `name_len u16 | name | size u64 | crc u32 | entry_crc u32`, `entry_crc` being the
@@ -26,9 +28,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use crate::error::{Error, Result};
 
@@ -115,6 +117,8 @@ fn decode(bytes: &[u8]) -> (HashMap<String, Seal>, usize) {
 pub(crate) struct FileSums {
     path: PathBuf,
     data_dir: PathBuf,
+    /// Length of the file's valid prefix: where the next entries go.
+    valid_len: Mutex<u64>,
     known: RwLock<HashMap<String, Seal>>,
     verified: Mutex<HashSet<String>>,
 }
@@ -123,28 +127,17 @@ impl FileSums {
     /// Loads `{root}/data.lance.sums` (absent: no seals) for the dataset at `dataset`.
     pub(crate) fn load(root: &Path, dataset: &Path) -> Result<Self> {
         let path = root.join(SUMS_FILE);
-        let known = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let (known, valid) = decode(&bytes);
-                if valid < bytes.len() {
-                    // a torn or damaged tail (a crash while sealing): cut it, so that
-                    // the entries appended from now on are read back
-                    let file = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(io("open", &path))?;
-                    file.set_len(valid as u64)
-                        .and_then(|()| file.sync_all())
-                        .map_err(io("truncate", &path))?;
-                }
-                known
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+        // read only: a reader process loads this file too, while the writer may be
+        // appending to it; a torn tail is cut by the writer's next seal
+        let (known, valid) = match std::fs::read(&path) {
+            Ok(bytes) => decode(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (HashMap::new(), 0),
             Err(e) => return Err(io("read", &path)(e)),
         };
         Ok(Self {
             path,
             data_dir: dataset.join("data"),
+            valid_len: Mutex::new(valid as u64),
             known: RwLock::new(known),
             verified: Mutex::new(HashSet::new()),
         })
@@ -183,16 +176,30 @@ impl FileSums {
             return Ok(0);
         }
         let fresh = !self.path.exists();
+        let mut valid = self
+            .valid_len
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .truncate(false)
+            .write(true)
             .open(&self.path)
             .map_err(io("open", &self.path))?;
-        if file.metadata().map_err(io("stat", &self.path))?.len() == 0 {
-            file.write_all(MAGIC).map_err(io("write", &self.path))?;
+        let mut bytes = Vec::with_capacity(MAGIC.len() + entries.len());
+        if *valid == 0 {
+            bytes.extend_from_slice(MAGIC);
         }
-        file.write_all(&entries).map_err(io("write", &self.path))?;
-        file.sync_all().map_err(io("fsync", &self.path))?;
+        bytes.extend_from_slice(&entries);
+        // after the valid prefix: a torn entry a crash left (or a damaged tail) is
+        // cut first, so the entries written now are read back
+        file.set_len(*valid)
+            .and_then(|()| file.seek(SeekFrom::Start(*valid)))
+            .and_then(|_| file.write_all(&bytes))
+            .and_then(|()| file.sync_all())
+            .map_err(io("write", &self.path))?;
+        *valid += bytes.len() as u64;
+        drop(valid);
         if fresh && let Some(dir) = self.path.parent() {
             File::open(dir)
                 .and_then(|d| d.sync_all())
@@ -233,6 +240,10 @@ impl FileSums {
                 .and_then(|d| d.sync_all())
                 .map_err(io("fsync directory", dir))?;
         }
+        *self
+            .valid_len
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = bytes.len() as u64;
         if let Ok(mut known) = self.known.write() {
             *known = kept.into_iter().collect();
         }
@@ -298,7 +309,7 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_tail_is_cut_at_load_so_later_seals_are_read_back() {
+    fn a_torn_tail_is_cut_by_the_next_seal_so_later_seals_are_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let ds = dir.path().join("data.lance");
         std::fs::create_dir_all(ds.join("data")).unwrap();
@@ -312,6 +323,8 @@ mod tests {
         bytes.extend_from_slice(&[7, 0, b'x']); // a torn entry
         std::fs::write(&path, &bytes).unwrap();
         let sums = FileSums::load(dir.path(), &ds).unwrap();
+        // loading never writes (a reader process loads it too)
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
         sums.seal_new(std::slice::from_ref(&b)).unwrap();
         let again = FileSums::load(dir.path(), &ds).unwrap();
         assert!(again.is_sealed("a.lance") && again.is_sealed("b.lance"));
