@@ -594,8 +594,15 @@ async fn facade_rows(root: &Path) {
     let lb = LanceBackend::open(0, root.join("lance-backend"), 100, INGEST_FLUSH as usize)
         .await
         .unwrap();
-    let backend = ingest_backend(&lb, n).await;
-    let layer = ingest_ours(&root.join("lance-layer"), n).await;
+    // alternated, best of two each: neither side runs only on a machine still
+    // writing back the other's data
+    let mut backend = ingest_backend(&lb, n).await;
+    let mut layer = ingest_ours(&root.join("lance-layer"), n).await;
+    let lb2 = LanceBackend::open(0, root.join("lance-backend-2"), 100, INGEST_FLUSH as usize)
+        .await
+        .unwrap();
+    backend = backend.max(ingest_backend(&lb2, n).await);
+    layer = layer.max(ingest_ours(&root.join("lance-layer-2"), n).await);
     row(
         "facade",
         &format!("LanceBackend put_batch ingest vs persisting-lance ({n} records)"),

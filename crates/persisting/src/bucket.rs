@@ -4,7 +4,8 @@
 //! - a record's offset is its WAL LSN: the WAL and the Lance buffer are appended in the
 //!   same order under one lock, and the WAL never runs ahead of or behind Lance's count;
 //! - `put` writes the WAL first; with `wal_sync_interval = 0` it returns only once the
-//!   WAL is fsynced, waiting outside the lock so concurrent puts share one fsync;
+//!   WAL is fsynced, waiting outside the lock (on the bucket's sync thread, see
+//!   `syncer`) so concurrent puts share one fsync;
 //! - readers see a record only once it is acknowledged (the visible count);
 //! - `flush` checkpoints the WAL only after the Lance commit is durable, and at open
 //!   the WAL entries at or above Lance's count are replayed with their offsets, so a
@@ -26,6 +27,7 @@ use crate::backend::{BackendStats, StorageBackend};
 use crate::error::{Result, StorageError};
 use crate::metrics::BucketMetrics;
 use crate::options::PersistingOptions;
+use crate::syncer::Syncer;
 
 /// Directory of the WAL inside a bucket's storage path.
 pub const WAL_DIR: &str = "wal";
@@ -65,6 +67,8 @@ struct Inner {
     opts: PersistingOptions,
     lance: RwLock<LanceBucket>,
     wal: Option<Arc<Wal>>,
+    /// The group-commit leader puts wait on when they wait for durability.
+    syncer: Option<Syncer>,
     compressor: Mutex<Compressor>,
     /// Acknowledged records: what readers may see.
     visible: AtomicU64,
@@ -181,6 +185,12 @@ impl PersistingBackend {
         } else {
             None
         };
+        let syncer = match &wal {
+            Some(w) if w.options().sync == SyncPolicy::Always => {
+                Some(Syncer::start(w.clone(), bucket_id)?)
+            }
+            _ => None,
+        };
         let compressor = Compressor::new(opts.compression)?;
         let count = lance.total_count();
         let metrics = opts
@@ -201,6 +211,7 @@ impl PersistingBackend {
                 opts,
                 lance: RwLock::new(lance),
                 wal,
+                syncer,
                 compressor: Mutex::new(compressor),
                 visible: AtomicU64::new(count),
                 notify: SyncRwLock::new(Some(notify)),
@@ -283,8 +294,12 @@ impl PersistingBackend {
         let flush_due = buffered >= inner.opts.flush_threshold as u64
             || wal_bytes.is_some_and(|b| b >= inner.opts.max_wal_size);
         drop(lance);
-        if let (Some(end), Some(wal)) = (wait_for, inner.wal.clone()) {
-            blocking(move || Ok(wal.wait_durable(end)?)).await?;
+        if let Some(end) = wait_for {
+            match (&inner.syncer, inner.wal.clone()) {
+                (Some(syncer), _) => syncer.wait(end).await?,
+                (None, Some(wal)) => blocking(move || Ok(wal.wait_durable(end)?)).await?,
+                (None, None) => {}
+            }
             self.publish(end);
         } else {
             self.publish(total);
