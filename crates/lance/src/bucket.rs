@@ -630,7 +630,7 @@ impl LanceBucket {
             return Ok(0);
         };
         let sums = self.sums.clone().filter(|_| seal);
-        let (durability, result) = tokio::task::spawn_blocking(move || {
+        let (durability, result) = blocking("fsync the files of", &self.uri, move || {
             let result = durability.sync_new().and_then(|fresh| {
                 if let Some(sums) = sums {
                     sums.seal_new(&fresh)?;
@@ -639,12 +639,7 @@ impl LanceBucket {
             });
             (durability, result)
         })
-        .await
-        .map_err(|e| Error::Io {
-            op: "fsync the files of",
-            path: PathBuf::from(&self.uri),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        .await?;
         self.durability = Some(durability);
         result
     }
@@ -693,13 +688,7 @@ impl LanceBucket {
         self.compactions += 1;
         self.sync_files(true).await?;
         if let Some(sums) = self.sums.clone() {
-            tokio::task::spawn_blocking(move || sums.prune())
-                .await
-                .map_err(|e| Error::Io {
-                    op: "rewrite the sums of",
-                    path: PathBuf::from(&self.uri),
-                    source: std::io::Error::other(e.to_string()),
-                })??;
+            blocking("rewrite the sums of", &self.uri, move || sums.prune()).await??;
         }
         Ok(())
     }
@@ -772,18 +761,20 @@ impl LanceBucket {
     }
 
     /// Checks the sealed data files among `names` not checked yet by this handle, off
-    /// the async threads.
+    /// the async threads (and without leaving them at all once every file of `names`
+    /// is checked: the steady state of reads).
     async fn verify_names(&self, names: Vec<String>, offset: u64) -> Result<()> {
         let Some(sums) = self.sums.clone() else {
             return Ok(());
         };
-        tokio::task::spawn_blocking(move || sums.verify(names.iter().map(String::as_str), offset))
-            .await
-            .map_err(|e| Error::Io {
-                op: "check the data files of",
-                path: PathBuf::from(&self.uri),
-                source: std::io::Error::other(e.to_string()),
-            })?
+        let unchecked = sums.unchecked(names);
+        if unchecked.is_empty() {
+            return Ok(());
+        }
+        blocking("check the data files of", &self.uri, move || {
+            sums.verify(unchecked.iter().map(String::as_str), offset)
+        })
+        .await?
     }
 
     /// Checks every sealed data file of the dataset against its seal now, rather than
@@ -809,10 +800,10 @@ impl LanceBucket {
         match Dataset::open(&self.uri).await {
             Ok(ds) => {
                 let buffer = std::mem::take(&mut self.buffer);
-                if self.sums.is_some() {
-                    // the writer has sealed the files of its later commits
-                    let dataset = PathBuf::from(&self.uri);
-                    self.sums = Some(Arc::new(FileSums::load(&self.root, &dataset)?));
+                if let Some(sums) = &self.sums {
+                    // the writer has sealed the files of its later commits (files
+                    // already checked stay checked: a file's seal never changes)
+                    sums.reload()?;
                 }
                 self.adopt(ds).await?;
                 self.schema.admit(&buffer)?;
@@ -838,6 +829,20 @@ impl LanceBucket {
             dataset_uri: self.uri.clone(),
         }
     }
+}
+
+/// Runs blocking file work off the async threads; a failure of the task itself (a
+/// panic) is an I/O error of `op` on the dataset at `uri`.
+async fn blocking<T: Send + 'static>(
+    op: &'static str,
+    uri: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Io {
+        op,
+        path: PathBuf::from(uri),
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 /// The data file names (in `data/`) of the fragments holding offsets in `range` whose

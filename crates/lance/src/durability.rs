@@ -8,23 +8,15 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, sync_dir};
 
 /// Tracks which files of a local dataset are known durable.
 #[derive(Debug, Default)]
 pub(crate) struct Durability {
     root: PathBuf,
     synced: HashSet<PathBuf>,
-}
-
-fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 impl Durability {
@@ -47,10 +39,10 @@ impl Durability {
         let mut fresh = Vec::new();
         while let Some(dir) = dirs.pop() {
             let mut new_here = false;
-            for entry in std::fs::read_dir(&dir).map_err(io("list", &dir))? {
-                let entry = entry.map_err(io("list", &dir))?;
+            for entry in std::fs::read_dir(&dir).map_err(Error::io("list", &dir))? {
+                let entry = entry.map_err(Error::io("list", &dir))?;
                 let path = entry.path();
-                let kind = entry.file_type().map_err(io("stat", &path))?;
+                let kind = entry.file_type().map_err(Error::io("stat", &path))?;
                 if kind.is_dir() {
                     if !self.synced.contains(&path) {
                         new_here = true;
@@ -61,7 +53,7 @@ impl Durability {
                     if !self.synced.contains(&path) {
                         File::open(&path)
                             .and_then(|f| f.sync_all())
-                            .map_err(io("fsync", &path))?;
+                            .map_err(Error::io("fsync", &path))?;
                         self.synced.insert(path.clone());
                         new_here = true;
                         fresh.push(path.clone());
@@ -74,16 +66,12 @@ impl Durability {
             }
         }
         for dir in &dirty_dirs {
-            File::open(dir)
-                .and_then(|f| f.sync_all())
-                .map_err(io("fsync directory", dir))?;
+            sync_dir(dir)?;
         }
         if dirty_dirs.contains(&self.root)
             && let Some(parent) = self.root.parent()
         {
-            File::open(parent)
-                .and_then(|f| f.sync_all())
-                .map_err(io("fsync directory", parent))?;
+            sync_dir(parent)?;
         }
         // forget files removed since (cleanup), so the set does not grow forever
         self.synced.retain(|p| present.contains(p) || p.is_dir());

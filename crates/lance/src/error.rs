@@ -145,4 +145,22 @@ impl Error {
     pub(crate) fn arrow(op: &'static str) -> impl FnOnce(arrow::error::ArrowError) -> Error {
         move |source| Error::Arrow { op, source }
     }
+
+    pub(crate) fn io<'a>(
+        op: &'static str,
+        path: &'a std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> Error + 'a {
+        move |source| Error::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// fsyncs the directory `dir` (making the entries created or renamed in it durable).
+pub(crate) fn sync_dir(dir: &std::path::Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io("fsync directory", dir))
 }

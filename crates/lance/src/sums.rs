@@ -32,7 +32,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError, RwLock};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, sync_dir};
 
 /// Name of the sums file inside a bucket's storage path.
 pub const SUMS_FILE: &str = "data.lance.sums";
@@ -45,22 +45,14 @@ pub(crate) struct Seal {
     pub crc: u32,
 }
 
-fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Reads `path` whole and returns its seal.
 pub(crate) fn seal_of(path: &Path) -> Result<Seal> {
-    let mut file = File::open(path).map_err(io("open", path))?;
+    let mut file = File::open(path).map_err(Error::io("open", path))?;
     let mut hasher = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = file.read(&mut buf).map_err(io("read", path))?;
+        let n = file.read(&mut buf).map_err(Error::io("read", path))?;
         if n == 0 {
             break;
         }
@@ -112,6 +104,17 @@ fn decode(bytes: &[u8]) -> (HashMap<String, Seal>, usize) {
     (out, bytes.len() - rest.len())
 }
 
+/// The entries of the sums file at `path` (none when it is absent) and the length of
+/// its valid prefix. Read only: a reader process reads this file too, while the writer
+/// may be appending to it; a torn tail is cut by the writer's next seal.
+fn read_entries(path: &Path) -> Result<(HashMap<String, Seal>, usize)> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(decode(&bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((HashMap::new(), 0)),
+        Err(e) => Err(Error::io("read", path)(e)),
+    }
+}
+
 /// The seals of one dataset's data files, and which of them this handle has checked.
 #[derive(Debug)]
 pub(crate) struct FileSums {
@@ -127,13 +130,7 @@ impl FileSums {
     /// Loads `{root}/data.lance.sums` (absent: no seals) for the dataset at `dataset`.
     pub(crate) fn load(root: &Path, dataset: &Path) -> Result<Self> {
         let path = root.join(SUMS_FILE);
-        // read only: a reader process loads this file too, while the writer may be
-        // appending to it; a torn tail is cut by the writer's next seal
-        let (known, valid) = match std::fs::read(&path) {
-            Ok(bytes) => decode(&bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (HashMap::new(), 0),
-            Err(e) => return Err(io("read", &path)(e)),
-        };
+        let (known, valid) = read_entries(&path)?;
         Ok(Self {
             path,
             data_dir: dataset.join("data"),
@@ -141,6 +138,27 @@ impl FileSums {
             known: RwLock::new(known),
             verified: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// Reads the file again (the seals another handle, the writer, added since), and
+    /// keeps what this handle has checked: a file's seal never changes.
+    pub(crate) fn reload(&self) -> Result<()> {
+        let (known, valid) = read_entries(&self.path)?;
+        *self
+            .valid_len
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = valid as u64;
+        if let Ok(mut k) = self.known.write() {
+            *k = known;
+        }
+        Ok(())
+    }
+
+    /// The names among `names` that are sealed and not checked yet by this handle.
+    pub(crate) fn unchecked(&self, mut names: Vec<String>) -> Vec<String> {
+        let verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        names.retain(|n| !verified.contains(n) && self.is_sealed(n));
+        names
     }
 
     /// Number of sealed files.
@@ -185,7 +203,7 @@ impl FileSums {
             .truncate(false)
             .write(true)
             .open(&self.path)
-            .map_err(io("open", &self.path))?;
+            .map_err(Error::io("open", &self.path))?;
         let mut bytes = Vec::with_capacity(MAGIC.len() + entries.len());
         if *valid == 0 {
             bytes.extend_from_slice(MAGIC);
@@ -197,13 +215,11 @@ impl FileSums {
             .and_then(|()| file.seek(SeekFrom::Start(*valid)))
             .and_then(|_| file.write_all(&bytes))
             .and_then(|()| file.sync_all())
-            .map_err(io("write", &self.path))?;
+            .map_err(Error::io("write", &self.path))?;
         *valid += bytes.len() as u64;
         drop(valid);
         if fresh && let Some(dir) = self.path.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("fsync directory", dir))?;
+            sync_dir(dir)?;
         }
         let n = sealed.len();
         if let Ok(mut known) = self.known.write() {
@@ -231,14 +247,12 @@ impl FileSums {
             encode_entry(name, *seal, &mut bytes);
         }
         let tmp = self.path.with_extension("sums.tmp");
-        let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
-        file.write_all(&bytes).map_err(io("write", &tmp))?;
-        file.sync_all().map_err(io("fsync", &tmp))?;
-        std::fs::rename(&tmp, &self.path).map_err(io("rename", &tmp))?;
+        let mut file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
+        file.write_all(&bytes).map_err(Error::io("write", &tmp))?;
+        file.sync_all().map_err(Error::io("fsync", &tmp))?;
+        std::fs::rename(&tmp, &self.path).map_err(Error::io("rename", &tmp))?;
         if let Some(dir) = self.path.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("fsync directory", dir))?;
+            sync_dir(dir)?;
         }
         *self
             .valid_len
@@ -306,6 +320,26 @@ mod tests {
         flipped[last] ^= 1;
         assert_eq!(decode(&flipped).0.len(), 1);
         assert!(decode(b"garbage").0.is_empty());
+    }
+
+    #[test]
+    fn a_reload_sees_later_seals_and_keeps_what_was_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = dir.path().join("data.lance");
+        std::fs::create_dir_all(ds.join("data")).unwrap();
+        let (a, b) = (ds.join("data/a.lance"), ds.join("data/b.lance"));
+        std::fs::write(&a, b"aaaa").unwrap();
+        std::fs::write(&b, b"bbbb").unwrap();
+        let writer = FileSums::load(dir.path(), &ds).unwrap();
+        writer.seal_new(std::slice::from_ref(&a)).unwrap();
+        let reader = FileSums::load(dir.path(), &ds).unwrap();
+        let both = || vec!["a.lance".to_owned(), "b.lance".to_owned()];
+        assert_eq!(reader.unchecked(both()), ["a.lance"]);
+        reader.verify(["a.lance"], 0).unwrap();
+        assert!(reader.unchecked(both()).is_empty());
+        writer.seal_new(std::slice::from_ref(&b)).unwrap();
+        reader.reload().unwrap();
+        assert_eq!(reader.unchecked(both()), ["b.lance"]);
     }
 
     #[test]
