@@ -378,6 +378,19 @@ impl Drop for Wal {
     }
 }
 
+/// Writes zeros over `range` of `file`, a bounded buffer at a time (a frame to undo
+/// can be as large as `frame_bytes_max`).
+fn write_zeros(file: &dyn FsFile, range: Range<u64>) -> std::io::Result<()> {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let mut at = range.start;
+    while at < range.end {
+        let n = (range.end - at).min(ZEROS.len() as u64);
+        file.write_at(&ZEROS[..n as usize], at)?;
+        at += n;
+    }
+    Ok(())
+}
+
 /// Threads to wake, woken when this is run or dropped (after the lock is released).
 struct Unpark(Vec<std::thread::Thread>);
 
@@ -487,15 +500,9 @@ impl Shared {
         // allocation). Written zeros are allocated once per step, with the next
         // fdatasync, and later commits in the step flush their data only. Recovery
         // reads the zeros as the end of the log, as it reads a hole.
-        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let step = PREALLOCATE_BYTES_MAX.min(self.opts.segment_bytes_max);
         let target = end.div_ceil(step) * step;
-        let mut at = st.allocated.max(st.written);
-        while at < target {
-            let n = (target - at).min(ZEROS.len() as u64);
-            st.active.write_at(&ZEROS[..n as usize], at)?;
-            at += n;
-        }
+        write_zeros(&*st.active, st.allocated.max(st.written)..target)?;
         st.allocated = target;
         Ok(())
     }
@@ -567,8 +574,7 @@ impl Shared {
         st.scratch = buf;
         if let Err(e) = result {
             let path = self.active_path(st);
-            let zeros = vec![0u8; frame_len as usize];
-            if let Err(undo) = st.active.write_at(&zeros, at) {
+            if let Err(undo) = write_zeros(&*st.active, at..at + frame_len) {
                 let cause = format!(
                     "a failed write to {} ({e}) could not be undone ({undo})",
                     path.display()
