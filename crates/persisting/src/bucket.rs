@@ -285,7 +285,8 @@ impl PersistingBackend {
                     range.start
                 )));
             }
-            Ok((wal.options().sync == SyncPolicy::Always).then_some(range.end))
+            // under `Always` the put waits for the sync thread to cover its entries
+            Ok(inner.syncer.as_ref().map(|_| range.end))
         })?;
         let total = lance.total_count();
         let buffered = lance.buffered_count();
@@ -294,12 +295,8 @@ impl PersistingBackend {
         let flush_due = buffered >= inner.opts.flush_threshold as u64
             || wal_bytes.is_some_and(|b| b >= inner.opts.max_wal_size);
         drop(lance);
-        if let Some(end) = wait_for {
-            match (&inner.syncer, inner.wal.clone()) {
-                (Some(syncer), _) => syncer.wait(end).await?,
-                (None, Some(wal)) => blocking(move || Ok(wal.wait_durable(end)?)).await?,
-                (None, None) => {}
-            }
+        if let (Some(end), Some(syncer)) = (wait_for, &inner.syncer) {
+            syncer.wait(end).await?;
             self.publish(end);
         } else {
             self.publish(total);
