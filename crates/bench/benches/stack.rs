@@ -591,18 +591,21 @@ async fn facade_rows(root: &Path) {
     );
 
     let n = rows_big().min(1_000_000);
-    let lb = LanceBackend::open(0, root.join("lance-backend"), 100, INGEST_FLUSH as usize)
-        .await
-        .unwrap();
     // alternated, best of two each: neither side runs only on a machine still
     // writing back the other's data
-    let mut backend = ingest_backend(&lb, n).await;
-    let mut layer = ingest_ours(&root.join("lance-layer"), n).await;
-    let lb2 = LanceBackend::open(0, root.join("lance-backend-2"), 100, INGEST_FLUSH as usize)
+    let (mut backend, mut layer) = (0.0f64, 0.0f64);
+    for round in 0..2 {
+        let lb = LanceBackend::open(
+            0,
+            root.join(format!("lance-backend-{round}")),
+            100,
+            INGEST_FLUSH as usize,
+        )
         .await
         .unwrap();
-    backend = backend.max(ingest_backend(&lb2, n).await);
-    layer = layer.max(ingest_ours(&root.join("lance-layer-2"), n).await);
+        backend = backend.max(ingest_backend(&lb, n).await);
+        layer = layer.max(ingest_ours(&root.join(format!("lance-layer-{round}")), n).await);
+    }
     row(
         "facade",
         &format!("LanceBackend put_batch ingest vs persisting-lance ({n} records)"),
