@@ -322,14 +322,21 @@ mod tests {
         assert!(decode(b"garbage").0.is_empty());
     }
 
-    #[test]
-    fn a_reload_sees_later_seals_and_keeps_what_was_checked() {
+    /// A bucket directory whose dataset holds the data files `a.lance` and `b.lance`:
+    /// (the directory, the dataset, a, b).
+    fn two_data_files() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let ds = dir.path().join("data.lance");
         std::fs::create_dir_all(ds.join("data")).unwrap();
         let (a, b) = (ds.join("data/a.lance"), ds.join("data/b.lance"));
         std::fs::write(&a, b"aaaa").unwrap();
         std::fs::write(&b, b"bbbb").unwrap();
+        (dir, ds, a, b)
+    }
+
+    #[test]
+    fn a_reload_sees_later_seals_and_keeps_what_was_checked() {
+        let (dir, ds, a, b) = two_data_files();
         let writer = FileSums::load(dir.path(), &ds).unwrap();
         writer.seal_new(std::slice::from_ref(&a)).unwrap();
         let reader = FileSums::load(dir.path(), &ds).unwrap();
@@ -344,12 +351,7 @@ mod tests {
 
     #[test]
     fn a_torn_tail_is_cut_by_the_next_seal_so_later_seals_are_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let ds = dir.path().join("data.lance");
-        std::fs::create_dir_all(ds.join("data")).unwrap();
-        let (a, b) = (ds.join("data/a.lance"), ds.join("data/b.lance"));
-        std::fs::write(&a, b"aaaa").unwrap();
-        std::fs::write(&b, b"bbbb").unwrap();
+        let (dir, ds, a, b) = two_data_files();
         let sums = FileSums::load(dir.path(), &ds).unwrap();
         sums.seal_new(std::slice::from_ref(&a)).unwrap();
         let path = dir.path().join(SUMS_FILE);
