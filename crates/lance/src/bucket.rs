@@ -34,8 +34,8 @@ use crate::convert::{from_batch, to_batch};
 use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::schema::{
-    CHECKSUM_COLUMN, ColType, ENCODING_CODEC_V1, ENCODING_KEY, FieldState, LAYOUT_COLUMN,
-    REGISTRY_KEY, SchemaState, arrow_type, col_type, is_internal_column,
+    CHECKSUM_COLUMN, ColType, FieldState, LAYOUT_COLUMN, REGISTRY_KEY, SchemaState, arrow_field,
+    cast_to, col_type, is_internal_column, materialized, missing_children, needs_rewrite,
 };
 use crate::sums::FileSums;
 
@@ -318,8 +318,6 @@ impl LanceBucket {
             let field = arrow.field_with_name(&name).ok();
             state.push(FieldState {
                 ty: field.map(col_type),
-                in_lance: field.is_some(),
-                widen: false,
                 name,
             });
         }
@@ -447,17 +445,13 @@ impl LanceBucket {
             None => {
                 let schema = self.create_schema();
                 let batch = to_batch(&schema, &self.schema, &self.buffer)?;
-                let ds = Dataset::write(
+                Dataset::write(
                     reader(batch),
                     self.uri.as_str(),
                     Some(self.write_params(WriteMode::Create)),
                 )
                 .await
-                .map_err(Error::lance("create", &self.uri))?;
-                for f in &mut self.schema.fields {
-                    f.in_lance = f.ty.is_some();
-                }
-                ds
+                .map_err(Error::lance("create", &self.uri))?
             }
         };
         let records = self.buffer.len();
@@ -492,9 +486,6 @@ impl LanceBucket {
 
     fn field_for(&self, name: &str, ty: &ColType) -> Field {
         let mut meta = std::collections::HashMap::new();
-        if *ty == ColType::Encoded {
-            meta.insert(ENCODING_KEY.to_owned(), ENCODING_CODEC_V1.to_owned());
-        }
         match self.opts.column_compression {
             ColumnCompression::Default => {}
             ColumnCompression::Zstd(level) => {
@@ -510,7 +501,7 @@ impl LanceBucket {
                 meta.insert("lance-encoding:compression".to_owned(), "lz4".to_owned());
             }
         }
-        Field::new(name, arrow_type(ty), true).with_metadata(meta)
+        arrow_field(name, ty, &meta)
     }
 
     fn create_schema(&self) -> Arc<ArrowSchema> {
@@ -518,7 +509,10 @@ impl LanceBucket {
             .schema
             .fields
             .iter()
-            .filter_map(|f| f.ty.as_ref().map(|ty| self.field_for(&f.name, ty)))
+            .filter_map(|f| {
+                let ty = f.ty.as_ref().filter(|t| materialized(t))?;
+                Some(self.field_for(&f.name, ty))
+            })
             .collect();
         fields.push(Field::new(LAYOUT_COLUMN, DataType::Binary, true));
         fields.push(Field::new(CHECKSUM_COLUMN, DataType::UInt32, true));
@@ -527,32 +521,34 @@ impl LanceBucket {
     }
 
     /// Brings the dataset's columns up to the admitted schema: widenings, new columns,
-    /// the layout column, the registry. Each step is its own commit, recorded in the
-    /// schema state as soon as it succeeds, so a failed flush resumes where it stopped.
+    /// new struct children, the layout column, the registry. Each step is its own
+    /// commit, and what is to do is found by comparing the admitted schema with the
+    /// dataset's, so a failed flush resumes where it stopped.
     async fn evolve(&mut self, ds: &mut Dataset) -> Result<()> {
         // a rewrite a failed flush left half done is finished (or undone) first
         self.finish_interrupted_widening(ds).await?;
-        let widen: Vec<String> = self
-            .schema
-            .fields
-            .iter()
-            .filter(|f| f.widen)
-            .map(|f| f.name.clone())
-            .collect();
-        for name in widen {
-            self.widen(ds, &name).await?;
-            if let Some(i) = self.schema.position(&name) {
-                self.schema.fields[i].widen = false;
+        let mut new_fields = Vec::new();
+        for f in &self.schema.fields {
+            let Some(ty) = f.ty.as_ref().filter(|t| materialized(t)) else {
+                continue;
+            };
+            if matches!(ty, ColType::Foreign(_)) {
+                continue;
+            }
+            let want = self.field_for(&f.name, ty);
+            let have = ArrowSchema::from(ds.schema())
+                .field_with_name(&f.name)
+                .ok()
+                .cloned();
+            match have {
+                None => new_fields.push(want),
+                Some(have) if needs_rewrite(have.data_type(), want.data_type()) => {
+                    self.rewrite(ds, want).await?;
+                }
+                Some(have) => new_fields.extend(missing_children(&have, &want)),
             }
         }
         let arrow = ArrowSchema::from(ds.schema());
-        let mut new_fields: Vec<Field> = self
-            .schema
-            .fields
-            .iter()
-            .filter(|f| !f.in_lance)
-            .filter_map(|f| f.ty.as_ref().map(|ty| self.field_for(&f.name, ty)))
-            .collect();
         if arrow.field_with_name(LAYOUT_COLUMN).is_err() {
             new_fields.push(Field::new(LAYOUT_COLUMN, DataType::Binary, true));
         }
@@ -561,7 +557,6 @@ impl LanceBucket {
             new_fields.push(Field::new(CHECKSUM_COLUMN, DataType::UInt32, true));
         }
         if !new_fields.is_empty() {
-            let names: Vec<String> = new_fields.iter().map(|f| f.name().clone()).collect();
             ds.add_columns(
                 NewColumnTransform::AllNulls(Arc::new(ArrowSchema::new(new_fields))),
                 None,
@@ -569,11 +564,6 @@ impl LanceBucket {
             )
             .await
             .map_err(Error::lance("add columns to", &self.uri))?;
-            for name in names {
-                if let Some(i) = self.schema.position(&name) {
-                    self.schema.fields[i].in_lance = true;
-                }
-            }
         }
         let registry = self.schema.registry_json();
         if arrow.metadata().get(REGISTRY_KEY) != Some(&registry) {
@@ -584,19 +574,22 @@ impl LanceBucket {
         Ok(())
     }
 
-    /// Rewrites one int64 column as float64 through Lance's column operations: a new
-    /// column computed from the old one, the old one dropped, the new one renamed.
-    /// An interruption between these commits is finished at the next open.
-    async fn widen(&self, ds: &mut Dataset, name: &str) -> Result<()> {
+    /// Rewrites one column as the type of `want` (int64 leaves become float64) through
+    /// Lance's column operations: a new column computed from the old one, the old one
+    /// dropped, the new one renamed. An interruption between these commits is finished
+    /// at the next open.
+    async fn rewrite(&self, ds: &mut Dataset, want: Field) -> Result<()> {
         // the rewrite reads the column from every fragment: check their files first
         self.verify_names(fragment_files(ds, |_| true, 0..u64::MAX), 0)
             .await?;
+        let name = want.name().clone();
         let tmp = format!("{WIDEN_PREFIX}{name}");
-        let field = self.field_for(&tmp, &ColType::Float);
+        let field = want.with_name(tmp.clone());
+        let target = field.data_type().clone();
         let out = Arc::new(ArrowSchema::new(vec![field]));
         let out_schema = out.clone();
         let mapper = move |batch: &RecordBatch| -> lance::Result<RecordBatch> {
-            let cast = arrow::compute::cast(batch.column(0), &DataType::Float64)?;
+            let cast = cast_to(batch.column(0), &target)?;
             Ok(RecordBatch::try_new(out_schema.clone(), vec![cast])?)
         };
         ds.add_columns(
@@ -605,18 +598,21 @@ impl LanceBucket {
                 output_schema: out,
                 result_checkpoint: None,
             }),
-            Some(vec![name.to_owned()]),
+            Some(vec![name.clone()]),
             None,
         )
         .await
         .map_err(Error::lance(
-            "add the float64 copy of a column to",
+            "add the widened copy of a column to",
             &self.uri,
         ))?;
-        ds.drop_columns(&[name])
+        ds.drop_columns(&[name.as_str()])
             .await
-            .map_err(Error::lance("drop an int64 column of", &self.uri))?;
-        ds.alter_columns(&[ColumnAlteration::new(tmp).rename(name.to_owned())])
+            .map_err(Error::lance(
+                "drop a column before its rewrite of",
+                &self.uri,
+            ))?;
+        ds.alter_columns(&[ColumnAlteration::new(tmp).rename(name)])
             .await
             .map_err(Error::lance("rename a rewritten column of", &self.uri))?;
         Ok(())

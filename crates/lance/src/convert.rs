@@ -9,11 +9,13 @@
 
 use std::sync::Arc;
 
+use arrow::array::StructArray;
 use arrow::array::{
     Array, ArrayRef, BinaryBuilder, BooleanArray, BooleanBuilder, Float64Builder, Int64Builder,
     ListBuilder, StringBuilder, UInt32Builder,
 };
-use arrow::datatypes::{DataType, Schema as ArrowSchema};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
 use arrow::record_batch::RecordBatch;
 use persisting_codec::{Record, Value, decode_record, decode_value, encode_record, encode_value};
 
@@ -99,13 +101,19 @@ pub(crate) fn to_batch(
     records: &[Record],
 ) -> Result<RecordBatch> {
     let n = records.len();
+    // canonical means: the typed columns of this batch reproduce the record
+    let types: Vec<Option<ColType>> = state
+        .fields
+        .iter()
+        .map(|f| schema.field_with_name(&f.name).ok().map(col_type))
+        .collect();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
         let name = field.name();
         let column: ArrayRef = if name == LAYOUT_COLUMN {
             let mut b = BinaryBuilder::with_capacity(n, 0);
             for r in records {
-                if state.is_canonical(r) {
+                if state.is_canonical(&types, r) {
                     b.append_null();
                 } else {
                     b.append_value(encode_record(r));
@@ -117,9 +125,8 @@ pub(crate) fn to_batch(
             records.iter().for_each(|r| b.append_value(row_checksum(r)));
             Arc::new(b.finish())
         } else {
-            let ty = col_type(field);
             let values = records.iter().map(|r| r.get(name).filter(|v| !v.is_null()));
-            build_column(&ty, values, n)
+            build_column(field, values, n)?
         };
         columns.push(column);
     }
@@ -127,11 +134,11 @@ pub(crate) fn to_batch(
 }
 
 fn build_column<'a>(
-    ty: &ColType,
+    field: &Field,
     values: impl Iterator<Item = Option<&'a Value>>,
     n: usize,
-) -> ArrayRef {
-    match ty {
+) -> Result<ArrayRef> {
+    Ok(match &col_type(field) {
         ColType::Bool => {
             let mut b = BooleanBuilder::with_capacity(n);
             values.for_each(|v| b.append_option(v.and_then(Value::as_bool)));
@@ -187,7 +194,30 @@ fn build_column<'a>(
                 Scalar::Str => list!(StringBuilder::new(), Value::as_str),
             }
         }
-    }
+        ColType::Struct(_) => {
+            let DataType::Struct(children) = field.data_type() else {
+                unreachable!("col_type gives Struct for struct fields only")
+            };
+            let maps: Vec<Option<&Record>> = values.map(|v| v.and_then(Value::as_map)).collect();
+            let arrays = children
+                .iter()
+                .map(|child| {
+                    let name = child.name().as_str();
+                    // collected: one iterator type for every depth of nesting
+                    let values: Vec<Option<&Value>> = maps
+                        .iter()
+                        .map(|m| m.and_then(|m| m.get(name)).filter(|v| !v.is_null()))
+                        .collect();
+                    build_column(child, values.into_iter(), n)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let valid = NullBuffer::from_iter(maps.iter().map(Option::is_some));
+            Arc::new(
+                StructArray::try_new(children.clone(), arrays, Some(valid))
+                    .map_err(Error::arrow("build a struct column"))?,
+            )
+        }
+    })
 }
 
 /// Appends the records of `batch` to `out`. `order` is the field registry (the order
@@ -275,15 +305,11 @@ pub(crate) fn from_batch(
                     .is_valid(row)
                     .then(|| Value::String(a.value(row).to_owned())),
                 Typed::Bool(a) => a.is_valid(row).then(|| Value::Bool(a.value(row))),
-                Typed::Other => col
-                    .is_valid(row)
-                    .then(|| value_at(ty, col, row))
-                    .transpose()
-                    .map_err(|source| Error::Corrupt {
-                        column: name.to_string(),
-                        offset,
-                        source,
-                    })?,
+                Typed::Other => value_at(ty, col, row).map_err(|source| Error::Corrupt {
+                    column: name.to_string(),
+                    offset,
+                    source,
+                })?,
             };
             if let Some(value) = value {
                 record.insert(Arc::clone(name), value);
@@ -359,9 +385,18 @@ fn scalar_at(col: &ArrayRef, row: usize) -> Value {
     }
 }
 
-fn value_at(ty: &ColType, col: &ArrayRef, row: usize) -> Result<Value, persisting_codec::Error> {
+/// The value of row `row` of a column of type `ty`; `None` when the row is null (a
+/// struct row whose children are all null included).
+fn value_at(
+    ty: &ColType,
+    col: &ArrayRef,
+    row: usize,
+) -> Result<Option<Value>, persisting_codec::Error> {
     use arrow::array::AsArray;
-    Ok(match ty {
+    if !col.is_valid(row) {
+        return Ok(None);
+    }
+    Ok(Some(match ty {
         ColType::Encoded => decode_value(binary_at(col, row))?,
         ColType::Bytes => Value::Bytes(binary_at(col, row).to_vec()),
         ColType::List(_) => {
@@ -372,6 +407,20 @@ fn value_at(ty: &ColType, col: &ArrayRef, row: usize) -> Result<Value, persistin
             };
             Value::List((0..items.len()).map(|i| scalar_at(&items, i)).collect())
         }
+        ColType::Struct(children) => {
+            let s = col.as_struct();
+            let mut map = Record::with_capacity(children.len());
+            for (child, array) in children.iter().zip(s.columns()) {
+                let Some(ty) = &child.ty else { continue };
+                if let Some(v) = value_at(ty, array, row)? {
+                    map.insert(child.name.as_str(), v);
+                }
+            }
+            if map.is_empty() {
+                return Ok(None);
+            }
+            Value::Map(map)
+        }
         _ => scalar_at(col, row),
-    })
+    }))
 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use persisting_codec::record;
+use persisting_codec::{Value, record};
 
 use crate::{open, rt};
 
@@ -46,8 +46,8 @@ fn pylance_reads_what_rust_wrote() {
         ])
         .unwrap();
         b.flush().await.unwrap();
-        // evolve: a new column and a widened one
-        b.put_batch(vec![record! {"id" => "c", "n" => 3.5, "score" => 2.5, "ok" => true, "vec" => vec![3.0f64], "tag" => "new"}])
+        // evolve: a new column, a widened one, a struct column
+        b.put_batch(vec![record! {"id" => "c", "n" => 3.5, "score" => 2.5, "ok" => true, "vec" => vec![3.0f64], "tag" => "new", "meta" => Value::Map(record! {"user" => "ann", "geo" => Value::Map(record! {"lat" => 1.5})})}])
             .unwrap();
         b.flush().await.unwrap();
     });
@@ -55,7 +55,7 @@ fn pylance_reads_what_rust_wrote() {
 import json, sys
 import lance
 ds = lance.dataset(sys.argv[1])
-rows = ds.to_table(columns=["id", "n", "score", "ok", "vec", "tag"]).to_pylist()
+rows = ds.to_table(columns=["id", "n", "score", "ok", "vec", "tag", "meta"]).to_pylist()
 print(json.dumps({"count": ds.count_rows(), "rows": rows}))
 "#;
     let out = Command::new(&python)
@@ -75,9 +75,9 @@ print(json.dumps({"count": ds.count_rows(), "rows": rows}))
     let expected = serde_json::json!({
         "count": 3,
         "rows": [
-            {"id": "a", "n": 1.0, "score": 0.5, "ok": true, "vec": [0.25, -1.0], "tag": null},
-            {"id": "b", "n": 2.0, "score": 1.5, "ok": false, "vec": [1.0, 2.0], "tag": null},
-            {"id": "c", "n": 3.5, "score": 2.5, "ok": true, "vec": [3.0], "tag": "new"},
+            {"id": "a", "n": 1.0, "score": 0.5, "ok": true, "vec": [0.25, -1.0], "tag": null, "meta": null},
+            {"id": "b", "n": 2.0, "score": 1.5, "ok": false, "vec": [1.0, 2.0], "tag": null, "meta": null},
+            {"id": "c", "n": 3.5, "score": 2.5, "ok": true, "vec": [3.0], "tag": "new", "meta": {"user": "ann", "geo": {"lat": 1.5}}},
         ]
     });
     assert_eq!(got, expected);

@@ -130,3 +130,131 @@ fn null_only_fields_get_no_column_until_typed() {
         );
     });
 }
+
+fn map(r: persisting_codec::Record) -> Value {
+    Value::Map(r)
+}
+
+/// The Arrow type of column `name` of the dataset in `dir`.
+async fn column_type(dir: &std::path::Path, name: &str) -> arrow::datatypes::DataType {
+    let ds = lance::Dataset::open(dir.join("data.lance").to_str().unwrap())
+        .await
+        .unwrap();
+    let schema = arrow::datatypes::Schema::from(ds.schema());
+    schema.field_with_name(name).unwrap().data_type().clone()
+}
+
+#[test]
+fn nested_maps_are_struct_columns_and_read_back_exactly() {
+    use arrow::datatypes::DataType;
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = open(dir.path()).await;
+        let written = vec![
+            record! {"id" => "1", "meta" => map(record! {"user" => "ann", "score" => 1.5, "geo" => map(record! {"lat" => 1.0, "tags" => vec!["x"]})})},
+            record! {"id" => "2"},
+            record! {"id" => "3", "meta" => Value::Null},
+            record! {"id" => "4", "meta" => map(record! {})},
+            record! {"id" => "5", "meta" => map(record! {"user" => Value::Null})},
+            record! {"id" => "6", "meta" => map(record! {"score" => 2.5, "user" => "bob"})},
+            record! {"id" => "7", "meta" => map(record! {"geo" => map(record! {})})},
+            record! {"id" => "8", "meta" => map(record! {"a.b" => 1, "" => 2})},
+            record! {"id" => "9", "meta" => map(record! {"score" => 3.0})},
+        ];
+        b.put_batch(written.clone()).unwrap();
+        assert_eq!(b.read(0, 100).await.unwrap(), written, "from the buffer");
+        b.flush().await.unwrap();
+        assert_eq!(b.read(0, 100).await.unwrap(), written, "after the flush");
+        drop(b);
+        let b = open(dir.path()).await;
+        assert_eq!(b.read(0, 100).await.unwrap(), written, "after a restart");
+        let DataType::Struct(children) = column_type(dir.path(), "meta").await else {
+            panic!("meta is not a struct column");
+        };
+        let names: Vec<&str> = children.iter().map(|c| c.name().as_str()).collect();
+        assert_eq!(names, ["user", "score", "geo"], "children in order of first appearance");
+        assert!(matches!(children[2].data_type(), DataType::Struct(_)));
+    });
+}
+
+#[test]
+fn a_struct_gains_children_and_widens_a_child_in_place() {
+    use arrow::datatypes::DataType;
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = open(dir.path()).await;
+        b.put_batch(vec![record! {"m" => map(record! {"n" => 1})}])
+            .unwrap();
+        b.flush().await.unwrap();
+        b.put_batch(vec![
+            record! {"m" => map(record! {"n" => 2, "s" => "new"})},
+            record! {"m" => map(record! {"n" => 3, "deep" => map(record! {"k" => true})})},
+        ])
+        .unwrap();
+        b.flush().await.unwrap();
+        let DataType::Struct(children) = column_type(dir.path(), "m").await else {
+            panic!("m is not a struct column");
+        };
+        assert_eq!(children.len(), 3, "{children:?}");
+        assert_eq!(children[0].data_type(), &DataType::Int64);
+        b.put_batch(vec![record! {"m" => map(record! {"n" => 4.5})}])
+            .unwrap();
+        b.flush().await.unwrap();
+        let DataType::Struct(children) = column_type(dir.path(), "m").await else {
+            panic!("m is not a struct column");
+        };
+        assert_eq!(children[0].data_type(), &DataType::Float64, "widened");
+        assert_eq!(children.len(), 3, "children kept by the rewrite");
+        drop(b);
+        let b = open(dir.path()).await;
+        assert_eq!(
+            b.read(0, 10).await.unwrap(),
+            vec![
+                record! {"m" => map(record! {"n" => 1.0})},
+                record! {"m" => map(record! {"n" => 2.0, "s" => "new"})},
+                record! {"m" => map(record! {"n" => 3.0, "deep" => map(record! {"k" => true})})},
+                record! {"m" => map(record! {"n" => 4.5})},
+            ]
+        );
+    });
+}
+
+#[test]
+fn a_nested_conflict_names_the_path_and_refuses_the_batch() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = open(dir.path()).await;
+        b.put_batch(vec![
+            record! {"m" => map(record! {"k" => map(record! {"v" => "text"})})},
+        ])
+        .unwrap();
+        let err = b
+            .put_batch(vec![
+                record! {"m" => map(record! {"fresh" => 1})},
+                record! {"m" => map(record! {"k" => map(record! {"v" => 7})})},
+            ])
+            .unwrap_err();
+        match &err {
+            Error::SchemaConflict {
+                field,
+                existing,
+                found,
+            } => assert_eq!(
+                (field.as_str(), existing.as_str(), found.as_str()),
+                ("m.k.v", "utf8", "int64")
+            ),
+            other => panic!("{other}"),
+        }
+        let err = b.put_batch(vec![record! {"m" => 1}]).unwrap_err();
+        assert!(
+            err.to_string().contains("struct<k: struct<v: utf8>>"),
+            "{err}"
+        );
+        assert_eq!(b.total_count(), 1);
+        b.flush().await.unwrap();
+        assert_eq!(
+            b.read(0, 10).await.unwrap(),
+            vec![record! {"m" => map(record! {"k" => map(record! {"v" => "text"})})}]
+        );
+    });
+}
