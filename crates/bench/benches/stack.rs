@@ -628,6 +628,19 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
+        // `PERSISTING_BENCH_TAIL=N`: only the put-to-reader latency, N times
+        if let Some(n) = std::env::var("PERSISTING_BENCH_TAIL")
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            for i in 0..n {
+                let (p99, p50) = tail_p99_us(&tmp.path().join(format!("tail-{i}")), 5000).await;
+                println!(
+                    "put-to-reader latency, 8 blocked readers: p50 {p50:.0} us, p99 {p99:.0} us"
+                );
+            }
+            return;
+        }
         facade_rows(tmp.path()).await;
         lance_rows(tmp.path()).await;
     });
