@@ -148,36 +148,6 @@ pub(crate) fn encode<P: AsRef<[u8]>>(first_lsn: u64, payloads: &[P], out: &mut V
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// The header of a frame of `payloads`, with each payload's length prefix put in
-/// `prefixes`: the frame is `header`, then `prefixes[i]` and `payloads[i]` for each
-/// entry, the same bytes [`encode`] writes, for a gathered write that does not copy
-/// the payloads. Same preconditions as [`encode`].
-pub(crate) fn encode_parts<P: AsRef<[u8]>>(
-    first_lsn: u64,
-    payloads: &[P],
-    prefixes: &mut Vec<[u8; ENTRY_HEADER_BYTES]>,
-) -> [u8; FRAME_HEADER_BYTES] {
-    prefixes.clear();
-    let mut body_len = 0usize;
-    for p in payloads {
-        let len = p.as_ref().len();
-        prefixes.push((len as u32).to_le_bytes());
-        body_len += ENTRY_HEADER_BYTES + len;
-    }
-    let mut header = [0u8; FRAME_HEADER_BYTES];
-    header[4..8].copy_from_slice(&(body_len as u32).to_le_bytes());
-    header[8..16].copy_from_slice(&first_lsn.to_le_bytes());
-    header[16..20].copy_from_slice(&(payloads.len() as u32).to_le_bytes());
-    let mut h = crc32fast::Hasher::new();
-    h.update(&header[4..]);
-    for (prefix, p) in prefixes.iter().zip(payloads) {
-        h.update(prefix);
-        h.update(p.as_ref());
-    }
-    header[0..4].copy_from_slice(&h.finalize().to_le_bytes());
-    header
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,21 +169,6 @@ mod tests {
         header.check(1 << 20).unwrap();
         header.verify(&h, body).unwrap();
         assert_eq!(entries(body).collect::<Vec<_>>(), [&b"ab"[..], b"", b"cde"]);
-    }
-
-    #[test]
-    fn parts_are_the_bytes_of_the_encoded_frame() {
-        let payloads = [&b"ab"[..], b"", &[9u8; 5000][..]];
-        let mut out = Vec::new();
-        encode(11, &payloads, &mut out);
-        let mut prefixes = Vec::new();
-        let header = encode_parts(11, &payloads, &mut prefixes);
-        let mut parts = header.to_vec();
-        for (prefix, p) in prefixes.iter().zip(payloads) {
-            parts.extend_from_slice(prefix);
-            parts.extend_from_slice(p);
-        }
-        assert_eq!(parts, out);
     }
 
     #[test]

@@ -23,11 +23,6 @@ pub trait FsFile: Send + Sync + Debug {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
     /// Writes all of `buf` at `offset`.
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
-    /// Writes all of `bufs`, one after the other, at `offset`: the same bytes as
-    /// one [`FsFile::write_at`] of their concatenation, without building it.
-    fn write_gathered_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
-        self.write_at(&bufs.concat(), offset)
-    }
     /// Makes every byte written so far durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
     /// Cuts the file to `len` bytes, or extends it with zeros.
@@ -57,7 +52,7 @@ pub trait Fs: Send + Sync + Debug {
 pub struct RealFs;
 
 #[derive(Debug)]
-struct RealFile(File, std::sync::Mutex<()>);
+struct RealFile(File);
 
 impl FsFile for RealFile {
     fn len(&self) -> io::Result<u64> {
@@ -77,29 +72,6 @@ impl FsFile for RealFile {
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.0.write_all_at(buf, offset)
-    }
-    /// A seek and `writev` calls: std has no positional vectored write, and this crate
-    /// has no unsafe code. Only gathered writes use the file cursor; the lock keeps
-    /// two of them from interleaving.
-    fn write_gathered_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
-        use std::io::{IoSlice, Seek, SeekFrom, Write};
-        let _one_at_a_time = self
-            .1
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut file = &self.0;
-        file.seek(SeekFrom::Start(offset))?;
-        let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
-        let mut rest = &mut slices[..];
-        while !rest.is_empty() {
-            match file.write_vectored(rest) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => IoSlice::advance_slices(&mut rest, n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
     }
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
@@ -129,11 +101,11 @@ impl Fs for RealFs {
             .create(true)
             .truncate(true)
             .open(path)?;
-        Ok(Arc::new(RealFile(file, std::sync::Mutex::new(()))))
+        Ok(Arc::new(RealFile(file)))
     }
     fn open(&self, path: &Path) -> io::Result<Arc<dyn FsFile>> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
-        Ok(Arc::new(RealFile(file, std::sync::Mutex::new(()))))
+        Ok(Arc::new(RealFile(file)))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)

@@ -42,12 +42,6 @@ use crate::segment::{
 
 /// Largest step in which a segment file is extended ahead of its frames.
 pub const PREALLOCATE_BYTES_MAX: u64 = 1 << 20;
-/// Frames of at least this many bytes (and at most [`GATHER_ENTRIES_MAX`] entries) are
-/// written gathered from the payloads rather than copied into one buffer first.
-const GATHER_BYTES_MIN: u64 = 4096;
-/// See [`GATHER_BYTES_MIN`]: a gathered write of many small entries costs more than
-/// their copy.
-const GATHER_ENTRIES_MAX: usize = 64;
 
 /// Counters and sizes of an open log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,8 +83,6 @@ struct State {
     poisoned: Option<String>,
     closed: bool,
     scratch: Vec<u8>,
-    /// Entry length prefixes of a gathered write.
-    prefixes: Vec<[u8; frame::ENTRY_HEADER_BYTES]>,
     fsyncs: u64,
     entries_appended: u64,
     /// Segments waiting for the closer, oldest first.
@@ -194,7 +186,6 @@ impl Wal {
             poisoned: None,
             closed: false,
             scratch: Vec::new(),
-            prefixes: Vec::new(),
             fsyncs: 0,
             entries_appended: 0,
             closing: VecDeque::new(),
@@ -573,34 +564,14 @@ impl Shared {
         payloads: &[P],
         frame_len: u64,
     ) -> Result<()> {
+        let mut buf = std::mem::take(&mut st.scratch);
+        buf.clear();
+        frame::encode(first, payloads, &mut buf);
         let at = st.written;
-        let result = if frame_len >= GATHER_BYTES_MIN && payloads.len() <= GATHER_ENTRIES_MAX {
-            // large payloads are written from where they are: a copy of them costs
-            // about as much as the write itself
-            let mut prefixes = std::mem::take(&mut st.prefixes);
-            let header = frame::encode_parts(first, payloads, &mut prefixes);
-            let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + 2 * payloads.len());
-            parts.push(&header);
-            for (prefix, p) in prefixes.iter().zip(payloads) {
-                parts.push(prefix);
-                parts.push(p.as_ref());
-            }
-            let result = self
-                .ensure_allocated(st, at + frame_len)
-                .and_then(|()| st.active.write_gathered_at(&parts, at));
-            drop(parts);
-            st.prefixes = prefixes;
-            result
-        } else {
-            let mut buf = std::mem::take(&mut st.scratch);
-            buf.clear();
-            frame::encode(first, payloads, &mut buf);
-            let result = self
-                .ensure_allocated(st, at + frame_len)
-                .and_then(|()| st.active.write_at(&buf, at));
-            st.scratch = buf;
-            result
-        };
+        let result = self
+            .ensure_allocated(st, at + frame_len)
+            .and_then(|()| st.active.write_at(&buf, at));
+        st.scratch = buf;
         if let Err(e) = result {
             let path = self.active_path(st);
             if let Err(undo) = write_zeros(&*st.active, at..at + frame_len) {

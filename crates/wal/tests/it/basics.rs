@@ -273,9 +273,9 @@ fn appends_during_an_interval_sync_are_not_overwritten() {
 }
 
 #[test]
-fn large_entries_and_batches_written_in_place_read_back_exactly() {
-    // frames of 4 KiB and more are written gathered from the payloads (no copy);
-    // smaller ones, and batches of many entries, through one buffer
+fn large_entries_and_batches_read_back_exactly() {
+    // entries of every size class around a page and above the default frame
+    // buffer, alone and in batches, under both write paths
     both(|p| {
         for sync in [SyncPolicy::Os, SyncPolicy::Always] {
             let dir = p.dir.join(format!("{sync:?}"));
