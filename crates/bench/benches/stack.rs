@@ -194,6 +194,16 @@ async fn sequential_ours(b: &LanceBucket, n: u64) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+async fn sequential_ours_arrow(b: &LanceBucket, n: u64) -> f64 {
+    let t = Instant::now();
+    let mut at = 0;
+    while at < n {
+        let got = b.read_arrow(at, BATCH as usize).await.unwrap();
+        at += got.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
 async fn sequential_raw(ds: &Dataset) -> f64 {
     let t = Instant::now();
     let mut scan = ds.scan();
@@ -374,6 +384,7 @@ async fn lance_rows(root: &Path) {
         "<=1.5",
     );
     let seq = sequential_ours(&b, n).await;
+    let seq_arrow = sequential_ours_arrow(&b, n).await;
     let scan = sequential_raw(&ds).await;
     row(
         "lance",
@@ -391,6 +402,15 @@ async fn lance_rows(root: &Path) {
         scan,
         "records/s",
         seq / scan,
+        ">=0.7",
+    );
+    row(
+        "lance",
+        &format!("sequential read_arrow of {n} records in reads of 10^4 vs raw scan"),
+        seq_arrow,
+        scan,
+        "records/s",
+        seq_arrow / scan,
         ">=0.7",
     );
 
@@ -514,45 +534,68 @@ async fn ingest_backend(b: &dyn StorageBackend, n: u64) -> f64 {
     n as f64 / spent.as_secs_f64()
 }
 
-/// p99 of the time from `put` returning to each of 8 blocked readers receiving.
-async fn tail_p99_us(dir: &Path, puts: u64) -> (f64, f64) {
+/// p99 (and p50) of the time from `put` returning to each of 8 blocked readers
+/// receiving the record. The puts are made by a task of the runtime, as application
+/// code makes them (`on_main`: by the thread blocked in `Runtime::block_on` instead).
+async fn tail_p99_us(dir: &Path, puts: u64, on_main: bool) -> (f64, f64) {
     let b = Arc::new(LanceBackend::open(0, dir, 100, 1_000_000).await.unwrap());
     let acked: Arc<Vec<AtomicU64>> = Arc::new((0..puts).map(|_| AtomicU64::new(0)).collect());
     let origin = Instant::now();
     let mut readers = Vec::new();
     for _ in 0..8 {
-        let (b, acked) = (b.clone(), acked.clone());
+        let b = b.clone();
         readers.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(puts as usize);
+            let mut received = Vec::with_capacity(puts as usize);
             let mut s = b.get_stream(0, Some(puts as usize), true);
-            let mut i = 0;
             while let Some(r) = s.next().await {
                 r.unwrap();
-                let now = origin.elapsed().as_nanos() as u64;
-                lat.push((i, now));
-                i += 1;
+                received.push(origin.elapsed().as_nanos() as u64);
             }
-            lat.into_iter()
-                .map(|(i, at)| {
-                    let put = acked[i as usize].load(Ordering::Acquire);
-                    // received before put returned: no wait at all
-                    at.saturating_sub(put)
-                })
-                .collect::<Vec<u64>>()
+            received
         }));
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
-    for i in 0..puts {
-        b.put(durable_record(i)).await.unwrap();
-        acked[i as usize].store(origin.elapsed().as_nanos() as u64, Ordering::Release);
-        tokio::time::sleep(Duration::from_micros(200)).await;
+    let writer = {
+        let (b, acked) = (b.clone(), acked.clone());
+        async move {
+            for i in 0..puts {
+                b.put(durable_record(i)).await.unwrap();
+                acked[i as usize].store(origin.elapsed().as_nanos() as u64, Ordering::Release);
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+    };
+    if on_main {
+        writer.await;
+    } else {
+        tokio::spawn(writer).await.unwrap();
     }
     let mut all = Vec::new();
     for r in readers {
-        all.extend(r.await.unwrap());
+        let received = r.await.unwrap();
+        // every put has returned by now: received before put returned is no wait
+        all.extend(
+            received
+                .iter()
+                .enumerate()
+                .map(|(i, &at)| at.saturating_sub(acked[i].load(Ordering::Acquire))),
+        );
     }
     all.sort_unstable();
     let p = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)] as f64 / 1e3;
+    let over_1ms = all.iter().filter(|&&l| l > 1_000_000).count();
+    println!(
+        "  latency of {} receipts (puts {}): p90 {:.0} us, p99.9 {:.0} us, max {:.0} us, {over_1ms} over 1 ms",
+        all.len(),
+        if on_main {
+            "on the block_on thread"
+        } else {
+            "by a runtime task"
+        },
+        p(0.9),
+        p(0.999),
+        p(1.0)
+    );
     (p(0.99), p(0.5))
 }
 
@@ -560,7 +603,7 @@ async fn facade_rows(root: &Path) {
     // latency first, on a settled machine: no writeback of earlier runs' dirty pages,
     // no background work of earlier backends
     let _ = std::process::Command::new("sync").status();
-    let (p99, p50) = tail_p99_us(&root.join("tail"), 5000).await;
+    let (p99, p50) = tail_p99_us(&root.join("tail"), 5000, false).await;
     println!("put-to-reader latency, 8 blocked readers: p50 {p50:.0} us, p99 {p99:.0} us");
     row(
         "facade",
@@ -634,14 +677,20 @@ fn main() {
             .and_then(|n| n.parse::<usize>().ok())
         {
             for i in 0..n {
-                let (p99, p50) = tail_p99_us(&tmp.path().join(format!("tail-{i}")), 5000).await;
-                println!(
-                    "put-to-reader latency, 8 blocked readers: p50 {p50:.0} us, p99 {p99:.0} us"
-                );
+                for on_main in [false, true] {
+                    let dir = tmp.path().join(format!("tail-{i}-{on_main}"));
+                    let (p99, p50) = tail_p99_us(&dir, 5000, on_main).await;
+                    println!(
+                        "put-to-reader latency, 8 blocked readers: p50 {p50:.0} us, p99 {p99:.0} us"
+                    );
+                }
             }
             return;
         }
-        facade_rows(tmp.path()).await;
+        // `PERSISTING_BENCH_ONLY=lance`: only the Lance layer's rows (for profiling)
+        if std::env::var("PERSISTING_BENCH_ONLY").as_deref() != Ok("lance") {
+            facade_rows(tmp.path()).await;
+        }
         lance_rows(tmp.path()).await;
     });
 }

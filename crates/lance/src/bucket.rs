@@ -30,7 +30,7 @@ use lance::dataset::optimize::{CompactionOptions, compact_files};
 use lance::dataset::{BatchUDF, ColumnAlteration, NewColumnTransform, WriteMode, WriteParams};
 use persisting_codec::Record;
 
-use crate::convert::{from_batch, to_batch};
+use crate::convert::{from_batch, to_batch, verified_batch};
 use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::schema::{
@@ -702,58 +702,115 @@ impl LanceBucket {
         if offset >= end {
             return Ok(out);
         }
-        if offset < self.persisted
-            && let Some(ds) = self.dataset.clone()
-        {
-            let n = end.min(self.persisted) - offset;
-            let files = fragment_files(&ds, |_| true, offset..offset + n);
-            self.verify_names(files, offset).await?;
-            let names = self.schema.names();
-            // one reader at a time uses the read-ahead; others read on their own
-            let mut slot = self.readahead.try_lock().ok();
-            let state = slot
-                .as_mut()
-                .map_or(ReadAhead::None, |s| std::mem::take(&mut **s));
-            let persisted = self.persisted;
-            // Lance's decoders assert on damaged pages (a panic, not an error): read on
-            // a task of its own so that damage becomes an error of this read
-            let task = tokio::spawn(async move {
-                let mut part = Vec::with_capacity(n as usize);
-                let state =
-                    read_dataset(ds, &names, offset, n, persisted, state, &mut part).await?;
-                Ok::<_, Error>((part, state))
-            });
-            match task.await {
-                Ok(result) => {
-                    let (part, state) = result?;
-                    if let Some(slot) = slot.as_mut() {
-                        **slot = state;
-                    }
-                    out.extend(part);
-                }
-                Err(e) => {
-                    let message = if e.is_panic() {
-                        let p = e.into_panic();
-                        p.downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                            .unwrap_or_else(|| "a panic".to_owned())
-                    } else {
-                        e.to_string()
-                    };
-                    return Err(Error::Panicked {
-                        dataset: self.uri.clone(),
-                        offset,
-                        message,
-                    });
-                }
-            }
-        }
+        let names = self.schema.names();
+        let part = self
+            .read_persisted(offset, end, Vec::new(), move |records, batch, at, uri| {
+                from_batch(batch, &names, at, uri, records)
+            })
+            .await?;
+        out.extend(part);
         let from = offset.max(self.persisted);
         for i in from..end {
             out.push(self.buffer[(i - self.persisted) as usize].clone());
         }
         Ok(out)
+    }
+
+    /// Records `[offset, offset + limit)`, clipped to what exists, as Arrow record
+    /// batches: the columnar, copy-free way to consume a range in order. Every row is
+    /// checked against its checksum, as [`LanceBucket::read`] does; batches hold the
+    /// record fields in field order (not this crate's own columns), each with its own
+    /// schema (a later batch may have columns an earlier one lacks). A column view
+    /// cannot tell an explicit null from an absent field, nor keep a record's own
+    /// field order: [`LanceBucket::read`] returns records exactly.
+    pub async fn read_arrow(&self, offset: u64, limit: usize) -> Result<Vec<RecordBatch>> {
+        let end = offset.saturating_add(limit as u64).min(self.total_count());
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let names = self.schema.names();
+        let mut out = self
+            .read_persisted(offset, end, Vec::new(), move |batches, batch, at, uri| {
+                batches.push(verified_batch(batch, &names, at, uri)?);
+                Ok(())
+            })
+            .await?;
+        let from = offset.max(self.persisted);
+        if from < end {
+            let records =
+                &self.buffer[(from - self.persisted) as usize..(end - self.persisted) as usize];
+            let batch = to_batch(&self.create_schema(), &self.schema, records)?;
+            let keep: Vec<usize> = (0..batch.num_columns())
+                .filter(|&i| !is_internal_column(batch.schema_ref().field(i).name()))
+                .collect();
+            out.push(
+                batch
+                    .project(&keep)
+                    .map_err(Error::arrow("project a record batch"))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Feeds the dataset's rows `[offset, end.min(persisted))` to `sink` batch by
+    /// batch (with each batch's first offset), after checking their data files, on a
+    /// task of its own: Lance's decoders assert on damaged pages (a panic, not an
+    /// error), which becomes an error of this read.
+    async fn read_persisted<T, S>(
+        &self,
+        offset: u64,
+        end: u64,
+        mut out: T,
+        mut sink: S,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        S: FnMut(&mut T, &RecordBatch, u64, &str) -> Result<()> + Send + 'static,
+    {
+        let Some(ds) = self.dataset.clone().filter(|_| offset < self.persisted) else {
+            return Ok(out);
+        };
+        let n = end.min(self.persisted) - offset;
+        let files = fragment_files(&ds, |_| true, offset..offset + n);
+        self.verify_names(files, offset).await?;
+        // one reader at a time uses the read-ahead; others read on their own
+        let mut slot = self.readahead.try_lock().ok();
+        let state = slot
+            .as_mut()
+            .map_or(ReadAhead::None, |s| std::mem::take(&mut **s));
+        let persisted = self.persisted;
+        let task = tokio::spawn(async move {
+            let state = read_dataset(ds, offset, n, persisted, state, |batch, at, uri| {
+                sink(&mut out, batch, at, uri)
+            })
+            .await?;
+            Ok::<_, Error>((out, state))
+        });
+        match task.await {
+            Ok(result) => {
+                let (out, state) = result?;
+                if let Some(slot) = slot.as_mut() {
+                    **slot = state;
+                }
+                Ok(out)
+            }
+            Err(e) => {
+                let message = if e.is_panic() {
+                    let p = e.into_panic();
+                    p.downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                        .unwrap_or_else(|| "a panic".to_owned())
+                } else {
+                    e.to_string()
+                };
+                Err(Error::Panicked {
+                    dataset: self.uri.clone(),
+                    offset,
+                    message,
+                })
+            }
+        }
     }
 
     /// Checks the sealed data files among `names` not checked yet by this handle, off
@@ -936,12 +993,11 @@ async fn open_scan(ds: &Dataset, offset: u64, rows: u64) -> Result<Cursor> {
 /// the read-ahead state.
 async fn read_dataset(
     ds: Arc<Dataset>,
-    order: &[String],
     offset: u64,
     n: u64,
     persisted: u64,
     state: ReadAhead,
-    out: &mut Vec<Record>,
+    mut sink: impl FnMut(&RecordBatch, u64, &str) -> Result<()>,
 ) -> Result<ReadAhead> {
     let version = ds.version().version;
     let end = offset + n;
@@ -958,7 +1014,7 @@ async fn read_dataset(
                 .take(&rows, ds.schema().clone())
                 .await
                 .map_err(Error::lance("read", ds.uri()))?;
-            from_batch(&batch, order, offset, ds.uri(), out)?;
+            sink(&batch, offset, ds.uri())?;
             return Ok(ReadAhead::After { version, next: end });
         }
         // a read elsewhere scans exactly its range; the next one, if it continues this
@@ -994,7 +1050,7 @@ async fn read_dataset(
         };
         let want = (end - at) as usize;
         let take = batch.num_rows().min(want);
-        from_batch(&batch.slice(0, take), order, at, ds.uri(), out)?;
+        sink(&batch.slice(0, take), at, ds.uri())?;
         at += take as u64;
         c.next = at;
         if take < batch.num_rows() {

@@ -24,17 +24,18 @@ use crate::schema::{
     CHECKSUM_COLUMN, ColType, LAYOUT_COLUMN, Scalar, SchemaState, col_type, is_internal_column,
 };
 
+thread_local! {
+    // the walk is written to a buffer and hashed once: one CRC call per row instead
+    // of one per field part
+    static WALK: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The checksum of a record as stored in [`CHECKSUM_COLUMN`]: CRC-32 (crc32fast)
 /// over a canonical walk of the fields in order, where every number is
 /// hashed as its `f64` bits so that the int-to-float widening of a column keeps the
 /// checksums of the rows written before it valid. (Integers above 2^53 that differ only
 /// in bits an `f64` cannot hold hash alike: damage confined to those bits is missed.)
 pub fn row_checksum(record: &Record) -> u32 {
-    // the walk is written to a buffer and hashed once: one CRC call per row instead
-    // of one per field part
-    thread_local! {
-        static WALK: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
     WALK.with(|walk| {
         let mut buf = walk.borrow_mut();
         buf.clear();
@@ -220,6 +221,160 @@ fn build_column<'a>(
     })
 }
 
+/// The columns of a batch read from the dataset, prepared once per batch: record
+/// fields in registry order (then any column the registry does not name), the layout
+/// column and the row checksums.
+struct Columns<'a> {
+    /// one shared name per column: the records of the batch point at it
+    fields: Vec<(Arc<str>, ColType, &'a ArrayRef)>,
+    typed: Vec<Typed<'a>>,
+    layout: Option<&'a ArrayRef>,
+    checksums: Option<&'a arrow::array::UInt32Array>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(batch: &'a RecordBatch, order: &[String]) -> Result<Self> {
+        use arrow::array::AsArray;
+        let schema = batch.schema_ref();
+        let checksums = schema.index_of(CHECKSUM_COLUMN).ok().and_then(|i| {
+            batch
+                .column(i)
+                .as_primitive_opt::<arrow::datatypes::UInt32Type>()
+        });
+        let layout = schema.index_of(LAYOUT_COLUMN).ok().map(|i| batch.column(i));
+        let mut fields: Vec<(Arc<str>, ColType, &ArrayRef)> = Vec::new();
+        let mut push = |name: &str| {
+            if let Ok(i) = schema.index_of(name)
+                && !is_internal_column(name)
+                && !fields.iter().any(|(n, _, _)| &**n == name)
+            {
+                fields.push((Arc::from(name), col_type(schema.field(i)), batch.column(i)));
+            }
+        };
+        order.iter().for_each(|n| push(n));
+        schema.fields().iter().for_each(|f| push(f.name()));
+        if let Some((name, ColType::Foreign(t), _)) = fields
+            .iter()
+            .find(|(_, ty, _)| matches!(ty, ColType::Foreign(_)))
+        {
+            return Err(Error::UnsupportedColumn {
+                column: name.to_string(),
+                data_type: t.clone(),
+            });
+        }
+        let typed = fields
+            .iter()
+            .map(|(_, ty, col)| Typed::of(ty, col))
+            .collect();
+        Ok(Self {
+            fields,
+            typed,
+            layout: layout.filter(|l| l.null_count() < l.len()),
+            checksums,
+        })
+    }
+
+    /// The record of row `row` when it is kept whole in the layout column.
+    fn layout_record(&self, row: usize, offset: u64) -> Result<Option<Record>> {
+        let Some(layout) = self.layout.filter(|l| l.is_valid(row)) else {
+            return Ok(None);
+        };
+        decode_record(binary_at(layout, row))
+            .map(Some)
+            .map_err(|source| Error::Corrupt {
+                column: LAYOUT_COLUMN.to_owned(),
+                offset,
+                source,
+            })
+    }
+
+    /// The value of field `i` in row `row`; `None` when the row lacks it.
+    fn value(&self, i: usize, row: usize, offset: u64) -> Result<Option<Value>> {
+        let (name, ty, col) = &self.fields[i];
+        Ok(match &self.typed[i] {
+            Typed::Int(a) => a.is_valid(row).then(|| Value::Int(a.value(row))),
+            Typed::Float(a) => a.is_valid(row).then(|| Value::Float(a.value(row))),
+            Typed::Str(a) => a
+                .is_valid(row)
+                .then(|| Value::String(a.value(row).to_owned())),
+            Typed::Bool(a) => a.is_valid(row).then(|| Value::Bool(a.value(row))),
+            Typed::Other => value_at(ty, col, row).map_err(|source| Error::Corrupt {
+                column: name.to_string(),
+                offset,
+                source,
+            })?,
+        })
+    }
+
+    /// The stored checksum of row `row`, if it has one.
+    fn checksum(&self, row: usize) -> Option<u32> {
+        self.checksums
+            .filter(|c| c.is_valid(row))
+            .map(|c| c.value(row))
+    }
+
+    /// Checks row `row` against its stored checksum without building its record
+    /// (scalar columns are walked in place; other values are built, then walked).
+    fn verify_in_place(&self, row: usize, offset: u64, dataset: &str) -> Result<()> {
+        let Some(expected) = self.checksum(row) else {
+            return Ok(());
+        };
+        let found = match self.layout_record(row, offset)? {
+            Some(record) => row_checksum(&record),
+            None => WALK.with(|walk| -> Result<u32> {
+                let mut buf = walk.borrow_mut();
+                buf.clear();
+                for (i, (name, _, _)) in self.fields.iter().enumerate() {
+                    let field = |buf: &mut Vec<u8>| {
+                        buf.extend_from_slice(&(name.len() as u32).to_le_bytes());
+                        buf.extend_from_slice(name.as_bytes());
+                    };
+                    match &self.typed[i] {
+                        Typed::Int(a) if a.is_valid(row) => {
+                            field(&mut buf);
+                            buf.push(2);
+                            buf.extend_from_slice(&(a.value(row) as f64).to_bits().to_le_bytes());
+                        }
+                        Typed::Float(a) if a.is_valid(row) => {
+                            field(&mut buf);
+                            buf.push(2);
+                            buf.extend_from_slice(&a.value(row).to_bits().to_le_bytes());
+                        }
+                        Typed::Str(a) if a.is_valid(row) => {
+                            field(&mut buf);
+                            let s = a.value(row).as_bytes();
+                            buf.push(3);
+                            buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
+                            buf.extend_from_slice(s);
+                        }
+                        Typed::Bool(a) if a.is_valid(row) => {
+                            field(&mut buf);
+                            buf.extend_from_slice(&[1, u8::from(a.value(row))]);
+                        }
+                        Typed::Int(_) | Typed::Float(_) | Typed::Str(_) | Typed::Bool(_) => {}
+                        Typed::Other => {
+                            if let Some(v) = self.value(i, row, offset)? {
+                                field(&mut buf);
+                                walk_value(&mut buf, &v);
+                            }
+                        }
+                    }
+                }
+                Ok(crc32fast::hash(&buf))
+            })?,
+        };
+        if expected != found {
+            return Err(Error::ChecksumMismatch {
+                dataset: dataset.to_owned(),
+                offset,
+                expected,
+                found,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Appends the records of `batch` to `out`. `order` is the field registry (the order
 /// fields are put back in); `first_offset` is the offset of the batch's first row.
 pub(crate) fn from_batch(
@@ -229,17 +384,23 @@ pub(crate) fn from_batch(
     dataset: &str,
     out: &mut Vec<Record>,
 ) -> Result<()> {
-    use arrow::array::AsArray;
-    let schema = batch.schema();
-    let checksums = schema.index_of(CHECKSUM_COLUMN).ok().and_then(|i| {
-        batch
-            .column(i)
-            .as_primitive_opt::<arrow::datatypes::UInt32Type>()
-            .cloned()
-    });
-    let verify = |record: Record, row: usize, offset: u64| -> Result<Record> {
-        if let Some(sums) = checksums.as_ref().filter(|c| c.is_valid(row)) {
-            let expected = sums.value(row);
+    let cols = Columns::of(batch, order)?;
+    out.reserve(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let offset = first_offset + row as u64;
+        let record = match cols.layout_record(row, offset)? {
+            Some(record) => record,
+            None => {
+                let mut record = Record::with_capacity(cols.fields.len());
+                for (i, (name, _, _)) in cols.fields.iter().enumerate() {
+                    if let Some(value) = cols.value(i, row, offset)? {
+                        record.insert(Arc::clone(name), value);
+                    }
+                }
+                record
+            }
+        };
+        if let Some(expected) = cols.checksum(row) {
             let found = row_checksum(&record);
             if expected != found {
                 return Err(Error::ChecksumMismatch {
@@ -250,74 +411,32 @@ pub(crate) fn from_batch(
                 });
             }
         }
-        Ok(record)
-    };
-    let layout = schema
-        .index_of(LAYOUT_COLUMN)
-        .ok()
-        .map(|i| batch.column(i).clone());
-    // columns in registry order, then any column the registry does not name
-    // one shared name per column: the records of the batch point at it
-    let mut cols: Vec<(Arc<str>, ColType, ArrayRef)> = Vec::new();
-    let mut push = |name: &str| {
-        if let Ok(i) = schema.index_of(name)
-            && !is_internal_column(name)
-            && !cols.iter().any(|(n, _, _)| &**n == name)
-        {
-            cols.push((
-                Arc::from(name),
-                col_type(schema.field(i)),
-                batch.column(i).clone(),
-            ));
-        }
-    };
-    order.iter().for_each(|n| push(n));
-    schema.fields().iter().for_each(|f| push(f.name()));
-    if let Some((name, ColType::Foreign(t), _)) = cols
-        .iter()
-        .find(|(_, ty, _)| matches!(ty, ColType::Foreign(_)))
-    {
-        return Err(Error::UnsupportedColumn {
-            column: name.to_string(),
-            data_type: t.clone(),
-        });
-    }
-    let typed: Vec<Typed<'_>> = cols.iter().map(|(_, ty, col)| Typed::of(ty, col)).collect();
-    out.reserve(batch.num_rows());
-    for row in 0..batch.num_rows() {
-        let offset = first_offset + row as u64;
-        if let Some(layout) = layout.as_ref().filter(|l| l.is_valid(row)) {
-            let bytes = binary_at(layout, row);
-            let record = decode_record(bytes).map_err(|source| Error::Corrupt {
-                column: LAYOUT_COLUMN.to_owned(),
-                offset,
-                source,
-            })?;
-            out.push(verify(record, row, offset)?);
-            continue;
-        }
-        let mut record = Record::with_capacity(cols.len());
-        for ((name, ty, col), fast) in cols.iter().zip(&typed) {
-            let value = match fast {
-                Typed::Int(a) => a.is_valid(row).then(|| Value::Int(a.value(row))),
-                Typed::Float(a) => a.is_valid(row).then(|| Value::Float(a.value(row))),
-                Typed::Str(a) => a
-                    .is_valid(row)
-                    .then(|| Value::String(a.value(row).to_owned())),
-                Typed::Bool(a) => a.is_valid(row).then(|| Value::Bool(a.value(row))),
-                Typed::Other => value_at(ty, col, row).map_err(|source| Error::Corrupt {
-                    column: name.to_string(),
-                    offset,
-                    source,
-                })?,
-            };
-            if let Some(value) = value {
-                record.insert(Arc::clone(name), value);
-            }
-        }
-        out.push(verify(record, row, offset)?);
+        out.push(record);
     }
     Ok(())
+}
+
+/// Checks every row of `batch` against its checksum and returns the batch as the
+/// caller sees it: record fields in registry order, this crate's own columns removed.
+pub(crate) fn verified_batch(
+    batch: &RecordBatch,
+    order: &[String],
+    first_offset: u64,
+    dataset: &str,
+) -> Result<RecordBatch> {
+    let cols = Columns::of(batch, order)?;
+    for row in 0..batch.num_rows() {
+        cols.verify_in_place(row, first_offset + row as u64, dataset)?;
+    }
+    let schema = batch.schema_ref();
+    let indices: Vec<usize> = cols
+        .fields
+        .iter()
+        .filter_map(|(name, _, _)| schema.index_of(name).ok())
+        .collect();
+    batch
+        .project(&indices)
+        .map_err(Error::arrow("project a record batch"))
 }
 
 /// A column downcast once per batch for the common scalar types, so that rows are

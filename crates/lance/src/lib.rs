@@ -1,12 +1,14 @@
 //! Records stored as a Lance dataset: one bucket of a Persisting queue.
 //!
 //! [`LanceBucket`] infers an Arrow schema from records (bool, int64, float64, utf8,
-//! binary, lists of scalars; nested maps and mixed lists as codec-encoded values),
+//! binary, lists of scalars, nested maps as structs; mixed lists as codec-encoded
+//! values),
 //! evolves it at put time (new fields become all-null columns; an int64 field that
 //! receives a float is rewritten as float64), buffers records, appends the buffer to
 //! `{storage_path}/data.lance` as one commit per flush and fsyncs what the commit wrote
 //! (Lance's local store does not), and reads any offset range back across the dataset
-//! and the buffer.
+//! and the buffer: as records ([`LanceBucket::read`]) or, copy-free, as Arrow record
+//! batches ([`LanceBucket::read_arrow`]), both checked row by row.
 //!
 //! Records read back equal the records written: field order, absent fields and explicit
 //! nulls included (rows the typed columns cannot reproduce exactly carry their codec

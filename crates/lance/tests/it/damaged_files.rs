@@ -71,8 +71,22 @@ fn a_value_changed_on_disk_is_refused_with_its_offset() {
             other => panic!("expected a checksum mismatch, got {other}"),
         }
         assert!(err.to_string().contains("offset 17"), "{err}");
+        // the columnar read checks the same checksums, without building records
+        let err = b.read_arrow(0, 50).await.unwrap_err();
+        match &err {
+            Error::ChecksumMismatch { offset, .. } => assert_eq!(*offset, 17),
+            other => panic!("expected a checksum mismatch, got {other}"),
+        }
         // the rows before it are intact and readable
         assert_eq!(b.read(0, 17).await.unwrap(), records[..17]);
+        let rows: usize = b
+            .read_arrow(0, 17)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(rows, 17);
     });
 }
 

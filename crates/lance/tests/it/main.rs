@@ -2,6 +2,7 @@
 //! a real Lance dataset in a temporary directory.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod arrow_reads;
 mod compaction;
 mod damaged_files;
 mod foreign_datasets;
