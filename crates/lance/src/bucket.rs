@@ -436,17 +436,20 @@ impl LanceBucket {
                 self.dataset = Some(Arc::new(ds.clone()));
                 evolved?;
                 let schema = Arc::new(ArrowSchema::from(ds.schema()));
-                let batch = to_batch(&schema, &self.schema, &self.buffer)?;
-                ds.append(reader(batch), Some(self.write_params(WriteMode::Append)))
-                    .await
-                    .map_err(Error::lance("append to", &self.uri))?;
+                let batches = vec![to_batch(&schema, &self.schema, &self.buffer)?];
+                ds.append(
+                    reader(schema, batches),
+                    Some(self.write_params(WriteMode::Append)),
+                )
+                .await
+                .map_err(Error::lance("append to", &self.uri))?;
                 ds
             }
             None => {
                 let schema = self.create_schema();
-                let batch = to_batch(&schema, &self.schema, &self.buffer)?;
+                let batches = vec![to_batch(&schema, &self.schema, &self.buffer)?];
                 Dataset::write(
-                    reader(batch),
+                    reader(schema, batches),
                     self.uri.as_str(),
                     Some(self.write_params(WriteMode::Create)),
                 )
@@ -921,12 +924,13 @@ fn fragment_files(ds: &Dataset, keep: impl Fn(u64) -> bool, range: Range<u64>) -
 }
 
 fn reader(
-    batch: RecordBatch,
+    schema: Arc<ArrowSchema>,
+    batches: Vec<RecordBatch>,
 ) -> RecordBatchIterator<
     std::vec::IntoIter<std::result::Result<RecordBatch, arrow::error::ArrowError>>,
 > {
-    let schema = batch.schema();
-    RecordBatchIterator::new(vec![Ok(batch)].into_iter(), schema)
+    let batches: Vec<_> = batches.into_iter().map(Ok).collect();
+    RecordBatchIterator::new(batches.into_iter(), schema)
 }
 
 /// Reads of at most this many rows not continuing the previous read take their rows by

@@ -108,8 +108,27 @@ pub(crate) fn to_batch(
         .iter()
         .map(|f| schema.field_with_name(&f.name).ok().map(col_type))
         .collect();
+    // each record's values, placed in their columns in one pass over its fields
+    let column_of: Vec<Option<usize>> = state
+        .fields
+        .iter()
+        .map(|f| schema.index_of(&f.name).ok())
+        .collect();
+    let mut values: Vec<Vec<Option<&Value>>> = vec![vec![None; n]; schema.fields().len()];
+    for (row, r) in records.iter().enumerate() {
+        let mut hint = 0;
+        for (name, value) in r.iter() {
+            let Some(pos) = state.position_after(name, hint) else {
+                continue;
+            };
+            hint = pos + 1;
+            if let Some(c) = column_of[pos].filter(|_| !value.is_null()) {
+                values[c][row] = Some(value);
+            }
+        }
+    }
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    for field in schema.fields() {
+    for (field, values) in schema.fields().iter().zip(values) {
         let name = field.name();
         let column: ArrayRef = if name == LAYOUT_COLUMN {
             let mut b = BinaryBuilder::with_capacity(n, 0);
@@ -126,8 +145,7 @@ pub(crate) fn to_batch(
             records.iter().for_each(|r| b.append_value(row_checksum(r)));
             Arc::new(b.finish())
         } else {
-            let values = records.iter().map(|r| r.get(name).filter(|v| !v.is_null()));
-            build_column(field, values, n)?
+            build_column(field, values.into_iter(), n)?
         };
         columns.push(column);
     }

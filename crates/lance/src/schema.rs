@@ -258,6 +258,15 @@ impl SchemaState {
         self.index.get(name).copied()
     }
 
+    /// [`SchemaState::position`], trying `hint` first: records mostly hold their fields
+    /// in registry order, so the next field is usually the one after the last.
+    pub(crate) fn position_after(&self, name: &str, hint: usize) -> Option<usize> {
+        match self.fields.get(hint) {
+            Some(f) if f.name == name => Some(hint),
+            _ => self.position(name),
+        }
+    }
+
     pub(crate) fn push(&mut self, field: FieldState) {
         self.index.insert(field.name.clone(), self.fields.len());
         self.fields.push(field);
@@ -274,15 +283,17 @@ impl SchemaState {
     pub(crate) fn admitted(&self, records: &[Record]) -> Result<SchemaState> {
         let mut next = self.clone();
         for record in records {
+            let mut hint = 0;
             for (name, value) in record.iter() {
-                next.admit_value(name, value)?;
+                hint = next.admit_value(name, value, hint)? + 1;
             }
         }
         Ok(next)
     }
 
-    fn admit_value(&mut self, name: &str, value: &Value) -> Result<()> {
-        let i = match self.position(name) {
+    /// Admits one value; returns the field's position.
+    fn admit_value(&mut self, name: &str, value: &Value, hint: usize) -> Result<usize> {
+        let i = match self.position_after(name, hint) {
             Some(i) => i,
             None => {
                 self.push(FieldState {
@@ -293,8 +304,17 @@ impl SchemaState {
             }
         };
         let field = &mut self.fields[i];
-        field.ty = merge(name, &field.ty, infer(value))?;
-        Ok(())
+        match (&field.ty, value) {
+            // the common case, without building the inferred type
+            (Some(ColType::Int), Value::Int(_))
+            | (Some(ColType::Float), Value::Float(_) | Value::Int(_))
+            | (Some(ColType::Str), Value::String(_))
+            | (Some(ColType::Bool), Value::Bool(_))
+            | (Some(ColType::Bytes), Value::Bytes(_))
+            | (_, Value::Null) => {}
+            _ => field.ty = merge(name, &field.ty, infer(value))?,
+        }
+        Ok(i)
     }
 
     /// True when columns of the types `columns` (by registry position; `None`: no
@@ -303,7 +323,7 @@ impl SchemaState {
     pub(crate) fn is_canonical(&self, columns: &[Option<ColType>], record: &Record) -> bool {
         let mut last = None;
         for (name, value) in record.iter() {
-            let Some(i) = self.position(name) else {
+            let Some(i) = self.position_after(name, last.map_or(0, |l| l + 1)) else {
                 return false;
             };
             if last.is_some_and(|l| l >= i) {

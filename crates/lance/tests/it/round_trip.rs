@@ -200,3 +200,54 @@ fn a_second_handle_reads_committed_records_and_refreshes() {
         );
     });
 }
+
+#[test]
+fn a_large_flush_keeps_every_offset_and_checksum() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bucket = LanceBucket::open(
+            dir.path(),
+            LanceOptions {
+                flush_threshold: 0,
+                ..LanceOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let n = 70_000i64;
+        let records: Vec<Record> = (0..n)
+            .map(|i| {
+                if i % 1000 == 7 {
+                    record! {"s" => format!("odd {i}"), "i" => i} // an unusual field order
+                } else {
+                    record! {"i" => i, "s" => format!("s{i}")}
+                }
+            })
+            .collect();
+        bucket.put_batch(records.clone()).unwrap();
+        bucket.flush().await.unwrap();
+        drop(bucket);
+        let bucket = open(dir.path()).await;
+        assert_eq!(bucket.persisted_count(), n as u64);
+        // every row is checked against its checksum on the way
+        let mut seen = 0i64;
+        for batch in bucket.read_arrow(0, n as usize).await.unwrap() {
+            use arrow::array::AsArray;
+            let col = batch
+                .column_by_name("i")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Int64Type>();
+            for v in col.iter() {
+                assert_eq!(v, Some(seen));
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, n);
+        for at in [0, 7, 34_999, 35_000, 35_007, 69_999] {
+            assert_eq!(
+                bucket.read(at, 1).await.unwrap(),
+                vec![records[at as usize].clone()]
+            );
+        }
+    });
+}
