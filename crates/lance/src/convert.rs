@@ -333,53 +333,56 @@ impl<'a> Columns<'a> {
 
     /// Checks row `row` against its stored checksum without building its record
     /// (scalar columns are walked in place; other values are built, then walked).
-    fn verify_in_place(&self, row: usize, offset: u64, dataset: &str) -> Result<()> {
+    /// `prefixes[i]` is field `i`'s name as the walk writes it; `buf` is scratch.
+    fn verify_in_place(
+        &self,
+        row: usize,
+        offset: u64,
+        dataset: &str,
+        prefixes: &[Vec<u8>],
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
         let Some(expected) = self.checksum(row) else {
             return Ok(());
         };
         let found = match self.layout_record(row, offset)? {
             Some(record) => row_checksum(&record),
-            None => WALK.with(|walk| -> Result<u32> {
-                let mut buf = walk.borrow_mut();
+            None => {
                 buf.clear();
-                for (i, (name, _, _)) in self.fields.iter().enumerate() {
-                    let field = |buf: &mut Vec<u8>| {
-                        buf.extend_from_slice(&(name.len() as u32).to_le_bytes());
-                        buf.extend_from_slice(name.as_bytes());
-                    };
+                for (i, prefix) in prefixes.iter().enumerate() {
                     match &self.typed[i] {
                         Typed::Int(a) if a.is_valid(row) => {
-                            field(&mut buf);
+                            buf.extend_from_slice(prefix);
                             buf.push(2);
                             buf.extend_from_slice(&(a.value(row) as f64).to_bits().to_le_bytes());
                         }
                         Typed::Float(a) if a.is_valid(row) => {
-                            field(&mut buf);
+                            buf.extend_from_slice(prefix);
                             buf.push(2);
                             buf.extend_from_slice(&a.value(row).to_bits().to_le_bytes());
                         }
                         Typed::Str(a) if a.is_valid(row) => {
-                            field(&mut buf);
+                            buf.extend_from_slice(prefix);
                             let s = a.value(row).as_bytes();
                             buf.push(3);
                             buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
                             buf.extend_from_slice(s);
                         }
                         Typed::Bool(a) if a.is_valid(row) => {
-                            field(&mut buf);
+                            buf.extend_from_slice(prefix);
                             buf.extend_from_slice(&[1, u8::from(a.value(row))]);
                         }
                         Typed::Int(_) | Typed::Float(_) | Typed::Str(_) | Typed::Bool(_) => {}
                         Typed::Other => {
                             if let Some(v) = self.value(i, row, offset)? {
-                                field(&mut buf);
-                                walk_value(&mut buf, &v);
+                                buf.extend_from_slice(prefix);
+                                walk_value(buf, &v);
                             }
                         }
                     }
                 }
-                Ok(crc32fast::hash(&buf))
-            })?,
+                crc32fast::hash(buf)
+            }
         };
         if expected != found {
             return Err(Error::ChecksumMismatch {
@@ -443,8 +446,21 @@ pub(crate) fn verified_batch(
     dataset: &str,
 ) -> Result<RecordBatch> {
     let cols = Columns::of(batch, order)?;
-    for row in 0..batch.num_rows() {
-        cols.verify_in_place(row, first_offset + row as u64, dataset)?;
+    if cols.checksums.is_some() {
+        let prefixes: Vec<Vec<u8>> = cols
+            .fields
+            .iter()
+            .map(|(name, _, _)| {
+                let mut p = (name.len() as u32).to_le_bytes().to_vec();
+                p.extend_from_slice(name.as_bytes());
+                p
+            })
+            .collect();
+        let mut buf = Vec::new();
+        for row in 0..batch.num_rows() {
+            let offset = first_offset + row as u64;
+            cols.verify_in_place(row, offset, dataset, &prefixes, &mut buf)?;
+        }
     }
     let schema = batch.schema_ref();
     let indices: Vec<usize> = cols
