@@ -277,6 +277,11 @@ fn pylance(args: &[&str]) -> Option<f64> {
     }
 }
 
+/// Writes back the dirty pages of earlier runs, so they do not slow the next one.
+fn settle() {
+    let _ = std::process::Command::new("sync").status();
+}
+
 fn row(group: &str, m: &str, ours: f64, base: f64, unit: &str, ratio: f64, floor: &str) {
     println!("{group}: {m}: {ours:.1} vs {base:.1} {unit} = {ratio:.2}x (floor {floor})");
     row_bench(group, m, ours, base, unit, ratio, floor);
@@ -286,11 +291,13 @@ async fn lance_rows(root: &Path) {
     let n = rows_big();
     // ingest (ours), with its peak memory
     let big = root.join("big");
+    settle();
     reset_peak_rss();
     let before = peak_rss_mib();
     let ours = ingest_ours(&big, n).await;
     let peak = peak_rss_mib();
     println!("ingest of {n} records: peak RSS {peak:.0} MiB (process start {before:.0} MiB)");
+    settle();
     let raw = ingest_raw(&root.join("raw"), n).await;
     row(
         "lance",
@@ -305,6 +312,7 @@ async fn lance_rows(root: &Path) {
     );
     let py_rows = n.min(1_000_000);
     let py_dir = root.join("py.lance");
+    settle();
     if let Some(py) = pylance(&["ingest", &py_dir.to_string_lossy(), &py_rows.to_string()]) {
         row(
             "lance",
@@ -602,7 +610,7 @@ async fn tail_p99_us(dir: &Path, puts: u64, on_main: bool) -> (f64, f64) {
 async fn facade_rows(root: &Path) {
     // latency first, on a settled machine: no writeback of earlier runs' dirty pages,
     // no background work of earlier backends
-    let _ = std::process::Command::new("sync").status();
+    settle();
     let (p99, p50) = tail_p99_us(&root.join("tail"), 5000, false).await;
     println!("put-to-reader latency, 8 blocked readers: p50 {p50:.0} us, p99 {p99:.0} us");
     row(
@@ -658,7 +666,9 @@ async fn facade_rows(root: &Path) {
         )
         .await
         .unwrap();
+        settle();
         backend = backend.max(ingest_backend(&lb, n).await);
+        settle();
         layer = layer.max(ingest_ours(&root.join(format!("lance-layer-{round}")), n).await);
     }
     row(
