@@ -222,6 +222,13 @@ pub struct LanceBucket {
     persisted: u64,
     durability: Option<Durability>,
     sums: Option<Arc<FileSums>>,
+    /// The data commit of a flush, on a task of its own: a caller who stops waiting
+    /// (a timeout, a cancelled task) cannot leave it half known. The next flush waits
+    /// for it and applies its outcome.
+    commit: Option<PendingCommit>,
+    /// A flush stopped part way or failed after Lance may have committed (schema
+    /// changes, or records): the next flush reloads the dataset and counts what landed.
+    unsure: bool,
     flushes: u64,
     compactions: u64,
     last_flush: Option<Duration>,
@@ -270,6 +277,8 @@ impl LanceBucket {
             persisted: 0,
             durability,
             sums,
+            commit: None,
+            unsure: false,
             flushes: 0,
             compactions: 0,
             last_flush: None,
@@ -418,52 +427,96 @@ impl LanceBucket {
     }
 
     /// Appends the buffer to the dataset as one commit and makes it durable. On error
-    /// the buffer is kept whole and the flush can be retried.
+    /// the buffer is kept whole and the flush can be retried. Cancel-safe: if the
+    /// future is dropped part way, the commit finishes on its own task and the next
+    /// flush takes its outcome (records committed then are never appended twice).
     pub async fn flush(&mut self) -> Result<FlushReport> {
         let start = Instant::now();
+        // a commit a cancelled flush left running, then anything it left unknown
+        let earlier = self.settle_commit().await?;
+        if self.unsure {
+            self.reconcile().await?;
+        }
         if self.buffer.is_empty() {
+            let (records, files_synced) = earlier.unwrap_or_default();
             return Ok(FlushReport {
+                records,
                 persisted_count: self.persisted,
+                files_synced,
                 ..FlushReport::default()
             });
         }
-        let ds = match self.dataset.as_deref() {
-            Some(ds) => {
-                let mut ds = ds.clone();
-                let evolved = self.evolve(&mut ds).await;
-                // schema commits that succeeded are part of the dataset now, whatever
-                // happens next: keep the handle that has them
-                self.dataset = Some(Arc::new(ds.clone()));
-                evolved?;
-                let schema = Arc::new(ArrowSchema::from(ds.schema()));
-                let batches = vec![to_batch(&schema, &self.schema, &self.buffer)?];
-                ds.append(
-                    reader(schema, batches),
-                    Some(self.write_params(WriteMode::Append)),
-                )
-                .await
-                .map_err(Error::lance("append to", &self.uri))?;
-                ds
+        // from here until the commit is applied, an interruption leaves Lance's state
+        // unknown to this handle
+        self.unsure = true;
+        let mut base = None;
+        for attempt in 0..2 {
+            let Some(ds) = self.dataset.as_deref() else {
+                break;
+            };
+            let mut ds = ds.clone();
+            let evolved = self.evolve(&mut ds).await;
+            // schema commits that succeeded are part of the dataset now, whatever
+            // happens next: keep the handle that has them
+            self.dataset = Some(Arc::new(ds.clone()));
+            match evolved {
+                // a schema commit of a cancelled flush landed after this handle last
+                // looked (its file operations outlive the cancelled future): look again
+                Err(Error::Lance { source, .. }) if attempt == 0 && is_conflict(&source) => {
+                    self.reconcile().await?;
+                    self.unsure = true;
+                    if self.buffer.is_empty() {
+                        return Ok(FlushReport {
+                            persisted_count: self.persisted,
+                            ..FlushReport::default()
+                        });
+                    }
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    base = Some(ds);
+                    break;
+                }
             }
-            None => {
-                let schema = self.create_schema();
-                let batches = vec![to_batch(&schema, &self.schema, &self.buffer)?];
-                Dataset::write(
-                    reader(schema, batches),
-                    self.uri.as_str(),
-                    Some(self.write_params(WriteMode::Create)),
-                )
-                .await
-                .map_err(Error::lance("create", &self.uri))?
-            }
+        }
+        let schema = match &base {
+            Some(ds) => Arc::new(ArrowSchema::from(ds.schema())),
+            None => self.create_schema(),
         };
+        let batch = to_batch(&schema, &self.schema, &self.buffer)?;
         let records = self.buffer.len();
-        self.dataset = Some(Arc::new(ds));
-        let files_synced = self.sync_files(true).await?;
-        // durable: only now is the buffer released
-        self.persisted += records as u64;
-        self.buffer.clear();
-        self.flushes += 1;
+        let uri = self.uri.clone();
+        let mode = if base.is_some() {
+            WriteMode::Append
+        } else {
+            WriteMode::Create
+        };
+        let params = self.write_params(mode);
+        let mut durability = self.durability.take();
+        let sums = self.sums.clone();
+        let handle = tokio::spawn(async move {
+            let committed = match base {
+                Some(mut ds) => ds
+                    .append(reader(schema, vec![batch]), Some(params))
+                    .await
+                    .map(|()| ds)
+                    .map_err(Error::lance("append to", &uri)),
+                None => Dataset::write(reader(schema, vec![batch]), uri.as_str(), Some(params))
+                    .await
+                    .map_err(Error::lance("create", &uri)),
+            };
+            let result = match committed {
+                Ok(ds) => {
+                    let (back, synced) = sync_files(durability, sums, &uri).await;
+                    durability = back;
+                    synced.map(|files| (ds, files))
+                }
+                Err(e) => Err(e),
+            };
+            (durability, result)
+        });
+        self.commit = Some(PendingCommit { records, handle });
+        let (records, files_synced) = self.settle_commit().await?.unwrap_or_default();
         let compacted = self.opts.compact_fragments_max > 0
             && self.small_fragments() > self.opts.compact_fragments_max;
         if compacted {
@@ -478,6 +531,90 @@ impl LanceBucket {
             compacted,
             duration,
         })
+    }
+
+    /// Waits for the running data commit, if any, and applies its outcome: on success
+    /// the buffer's flushed prefix is released (records and files synced are
+    /// returned); on failure the buffer stays whole and the next flush first finds out
+    /// what Lance kept. Cancel-safe: the commit stays here until it is applied.
+    async fn settle_commit(&mut self) -> Result<Option<(usize, usize)>> {
+        let Some(pending) = self.commit.as_mut() else {
+            return Ok(None);
+        };
+        let joined = (&mut pending.handle).await;
+        let records = pending.records;
+        self.commit = None;
+        let (durability, result) = match joined {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // the task is gone, and with it what it knew of synced files: start
+                // over (the next sync fsyncs every file once)
+                self.durability =
+                    (!is_remote(&self.uri)).then(|| Durability::new(PathBuf::from(&self.uri)));
+                self.unsure = true;
+                return Err(Error::Io {
+                    op: "commit a flush to",
+                    path: PathBuf::from(&self.uri),
+                    source: std::io::Error::other(e.to_string()),
+                });
+            }
+        };
+        self.durability = durability;
+        match result {
+            Ok((ds, files_synced)) => {
+                // durable: only now is the buffer released
+                self.dataset = Some(Arc::new(ds));
+                self.persisted += records as u64;
+                self.buffer.drain(..records);
+                self.flushes += 1;
+                self.unsure = false;
+                Ok(Some((records, files_synced)))
+            }
+            Err(e) => {
+                self.unsure = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// After a flush that stopped part way or failed: reloads the latest dataset and
+    /// takes the records a commit of this handle made there off the buffer, once
+    /// their files are fsynced and sealed.
+    async fn reconcile(&mut self) -> Result<()> {
+        let latest = match Dataset::open(&self.uri).await {
+            Ok(ds) => ds,
+            Err(lance::Error::DatasetNotFound { .. }) if !has_manifest(&self.uri) => {
+                self.unsure = false;
+                return Ok(());
+            }
+            Err(e) => return Err(Error::lance("reload", &self.uri)(e)),
+        };
+        let rows = latest
+            .count_rows(None)
+            .await
+            .map_err(Error::lance("count the rows of", &self.uri))? as u64;
+        let buffered = self.buffer.len() as u64;
+        if rows < self.persisted || rows > self.persisted + buffered {
+            return Err(Error::Io {
+                op: "reconcile a flush with",
+                path: PathBuf::from(&self.uri),
+                source: std::io::Error::other(format!(
+                    "the dataset holds {rows} rows; this handle has {} persisted and {buffered} \
+                     buffered: another writer changed it",
+                    self.persisted
+                )),
+            });
+        }
+        self.dataset = Some(Arc::new(latest));
+        self.sync_files(true).await?;
+        let landed = (rows - self.persisted) as usize;
+        self.buffer.drain(..landed);
+        self.persisted = rows;
+        if landed > 0 {
+            self.flushes += 1;
+        }
+        self.unsure = false;
+        Ok(())
     }
 
     fn write_params(&self, mode: WriteMode) -> WriteParams {
@@ -625,21 +762,9 @@ impl LanceBucket {
     /// new data files among them (files this handle wrote). Returns how many files
     /// were fsynced.
     async fn sync_files(&mut self, seal: bool) -> Result<usize> {
-        let Some(mut durability) = self.durability.take() else {
-            return Ok(0);
-        };
         let sums = self.sums.clone().filter(|_| seal);
-        let (durability, result) = blocking("fsync the files of", &self.uri, move || {
-            let result = durability.sync_new().and_then(|fresh| {
-                if let Some(sums) = sums {
-                    sums.seal_new(&fresh)?;
-                }
-                Ok(fresh.len())
-            });
-            (durability, result)
-        })
-        .await?;
-        self.durability = Some(durability);
+        let (durability, result) = sync_files(self.durability.take(), sums, &self.uri).await;
+        self.durability = durability;
         result
     }
 
@@ -663,6 +788,11 @@ impl LanceBucket {
     /// Merges small fragments (row order, and so every offset, is kept), then removes
     /// dataset versions older than the retention, and fsyncs the result.
     pub async fn compact(&mut self) -> Result<()> {
+        // the dataset this handle knows must be the latest
+        self.settle_commit().await?;
+        if self.unsure {
+            self.reconcile().await?;
+        }
         let Some(ds) = self.dataset.as_deref() else {
             return Ok(());
         };
@@ -853,6 +983,7 @@ impl LanceBucket {
     /// Sees commits made since open by another process (for a reader; a bucket has a
     /// single writer). Buffered records of this handle are kept.
     pub async fn refresh(&mut self) -> Result<()> {
+        self.settle_commit().await?;
         match Dataset::open(&self.uri).await {
             Ok(ds) => {
                 let buffer = std::mem::take(&mut self.buffer);
@@ -889,6 +1020,58 @@ impl LanceBucket {
 
 /// Runs blocking file work off the async threads; a failure of the task itself (a
 /// panic) is an I/O error of `op` on the dataset at `uri`.
+/// A commit refused because another one landed first: for a bucket's only writer,
+/// one its own cancelled flush left running.
+fn is_conflict(e: &lance::Error) -> bool {
+    matches!(
+        e,
+        lance::Error::CommitConflict { .. }
+            | lance::Error::RetryableCommitConflict { .. }
+            | lance::Error::IncompatibleTransaction { .. }
+    )
+}
+
+/// A flush's data commit running on its own task: the records it takes from the
+/// front of the buffer, and the task's outcome (the durability tracker it borrowed,
+/// then the committed dataset and the number of files it fsynced).
+#[derive(Debug)]
+struct PendingCommit {
+    records: usize,
+    handle: tokio::task::JoinHandle<CommitOutcome>,
+}
+
+/// What a commit task returns: the durability tracker it borrowed, then the committed
+/// dataset and the number of files it fsynced.
+type CommitOutcome = (Option<Durability>, Result<(Dataset, usize)>);
+
+/// fsyncs the files of a local dataset not fsynced yet (`durability` tracks them;
+/// `None`: a remote dataset, nothing to do) and seals the new data files among them
+/// into `sums`. Returns the tracker and how many files were fsynced.
+async fn sync_files(
+    durability: Option<Durability>,
+    sums: Option<Arc<FileSums>>,
+    uri: &str,
+) -> (Option<Durability>, Result<usize>) {
+    let Some(mut durability) = durability else {
+        return (None, Ok(0));
+    };
+    let done = blocking("fsync the files of", uri, move || {
+        let result = durability.sync_new().and_then(|fresh| {
+            if let Some(sums) = sums {
+                sums.seal_new(&fresh)?;
+            }
+            Ok(fresh.len())
+        });
+        (durability, result)
+    })
+    .await;
+    match done {
+        Ok((durability, result)) => (Some(durability), result),
+        // the blocking task died: nothing is known synced any more
+        Err(e) => (Some(Durability::new(PathBuf::from(uri))), Err(e)),
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     op: &'static str,
     uri: &str,

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod arrow_reads;
+mod cancellation;
 mod compaction;
 mod damaged_files;
 mod foreign_datasets;
