@@ -384,16 +384,21 @@ impl<'a> Columns<'a> {
                 crc32fast::hash(buf)
             }
         };
-        if expected != found {
-            return Err(Error::ChecksumMismatch {
-                dataset: dataset.to_owned(),
-                offset,
-                expected,
-                found,
-            });
-        }
-        Ok(())
+        check_sum(dataset, offset, expected, found)
     }
+}
+
+/// A row whose checksum does not match is an error naming the dataset and offset.
+fn check_sum(dataset: &str, offset: u64, expected: u32, found: u32) -> Result<()> {
+    if expected != found {
+        return Err(Error::ChecksumMismatch {
+            dataset: dataset.to_owned(),
+            offset,
+            expected,
+            found,
+        });
+    }
+    Ok(())
 }
 
 /// Appends the records of `batch` to `out`. `order` is the field registry (the order
@@ -422,15 +427,7 @@ pub(crate) fn from_batch(
             }
         };
         if let Some(expected) = cols.checksum(row) {
-            let found = row_checksum(&record);
-            if expected != found {
-                return Err(Error::ChecksumMismatch {
-                    dataset: dataset.to_owned(),
-                    offset,
-                    expected,
-                    found,
-                });
-            }
+            check_sum(dataset, offset, expected, row_checksum(&record))?;
         }
         out.push(record);
     }
