@@ -41,6 +41,7 @@ mod error;
 mod schema;
 mod sums;
 
+pub use arrow::record_batch::RecordBatch;
 pub use bucket::{
     ColumnCompression, DATASET_DIR, FileCheck, FlushReport, LanceBucket, LanceOptions, LanceStats,
 };

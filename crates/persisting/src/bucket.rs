@@ -319,6 +319,27 @@ impl PersistingBackend {
         Ok(lance.compact().await?)
     }
 
+    /// Records `[offset, offset + limit)` of the acknowledged ones as Arrow record
+    /// batches, checked row by row like [`StorageBackend::get`] but without building
+    /// records: the fast way to consume a bucket in order. See
+    /// [`persisting_lance::LanceBucket::read_arrow`] for what a column view leaves out
+    /// (explicit nulls read as absent, field order is column order).
+    pub async fn get_arrow(
+        &self,
+        offset: u64,
+        limit: Option<usize>,
+    ) -> Result<Vec<persisting_lance::RecordBatch>> {
+        let visible = self.inner.visible.load(Ordering::Acquire);
+        if offset >= visible {
+            return Ok(Vec::new());
+        }
+        let limit = limit
+            .unwrap_or(usize::MAX)
+            .min(usize::try_from(visible - offset).unwrap_or(usize::MAX));
+        let lance = self.inner.lance.read().await;
+        Ok(lance.read_arrow(offset, limit).await?)
+    }
+
     /// Checks every sealed Lance data file of the bucket against its seal now (each is
     /// otherwise checked before its first read). Returns the number of data files and
     /// how many carry no seal. A damaged file is `StorageError` naming it.
@@ -517,6 +538,15 @@ impl LanceBackend {
         Ok(Self {
             inner: PersistingBackend::open(bucket_id, storage_path, opts).await?,
         })
+    }
+
+    /// See [`PersistingBackend::get_arrow`].
+    pub async fn get_arrow(
+        &self,
+        offset: u64,
+        limit: Option<usize>,
+    ) -> Result<Vec<persisting_lance::RecordBatch>> {
+        self.inner.get_arrow(offset, limit).await
     }
 }
 

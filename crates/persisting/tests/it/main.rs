@@ -2,6 +2,7 @@
 //! datasets and WALs are real files in temporary directories.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod arrow_reads;
 mod concurrency;
 mod crash_recovery;
 mod metrics;
