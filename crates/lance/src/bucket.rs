@@ -226,6 +226,8 @@ pub struct LanceBucket {
     /// (a timeout, a cancelled task) cannot leave it half known. The next flush waits
     /// for it and applies its outcome.
     commit: Option<PendingCommit>,
+    /// Kept alive by every commit task until it ends ([`LanceBucket::hold_during_commits`]).
+    keep_alive: Option<Arc<dyn std::any::Any + Send + Sync>>,
     /// A flush stopped part way or failed after Lance may have committed (schema
     /// changes, or records): the next flush reloads the dataset and counts what landed.
     unsure: bool,
@@ -278,6 +280,7 @@ impl LanceBucket {
             durability,
             sums,
             commit: None,
+            keep_alive: None,
             unsure: false,
             flushes: 0,
             compactions: 0,
@@ -360,6 +363,16 @@ impl LanceBucket {
             }
         }
         Ok(())
+    }
+
+    /// Gives every later flush's commit task `token` to hold until the commit ends. A
+    /// commit runs on its own task so that a cancelled flush cannot leave it half known
+    /// (see [`LanceBucket::flush`]); if the handle is dropped meanwhile, the commit
+    /// still lands. An owner that guards the bucket with a lock hands the lock here, so
+    /// that the bucket cannot be reopened (and its records replayed from elsewhere)
+    /// before that commit lands.
+    pub fn hold_during_commits(&mut self, token: Arc<dyn std::any::Any + Send + Sync>) {
+        self.keep_alive = Some(token);
     }
 
     /// The storage path.
@@ -494,7 +507,9 @@ impl LanceBucket {
         let params = self.write_params(mode);
         let mut durability = self.durability.take();
         let sums = self.sums.clone();
+        let keep_alive = self.keep_alive.clone();
         let handle = tokio::spawn(async move {
+            let _keep_alive = keep_alive;
             let committed = match base {
                 Some(mut ds) => ds
                     .append(reader(schema, vec![batch]), Some(params))

@@ -76,8 +76,8 @@ struct Inner {
     notify: SyncRwLock<Option<watch::Sender<u64>>>,
     closed: AtomicBool,
     metrics: Option<BucketMetrics>,
-    /// Held for the life of the handle.
-    _lock: std::fs::File,
+    /// Held for the life of the handle (and of a flush commit it left running).
+    _lock: Arc<std::fs::File>,
 }
 
 /// The enhanced backend: WAL, compression, metrics over a Lance bucket.
@@ -177,7 +177,11 @@ impl PersistingBackend {
             column_compression: column_compression(opts.compression),
             ..LanceOptions::default()
         };
+        let lock = Arc::new(lock);
         let mut lance = LanceBucket::open(&storage_path, lance_opts).await?;
+        // a flush commit left running by a dropped handle keeps the bucket locked until
+        // it lands: a reopen in this process cannot replay the WAL under it
+        lance.hold_during_commits(lock.clone());
         let wal = if opts.enable_wal {
             Some(Arc::new(
                 open_wal(bucket_id, &storage_path, &opts, &mut lance, wal_fs).await?,
