@@ -333,15 +333,22 @@ impl PersistingBackend {
         offset: u64,
         limit: Option<usize>,
     ) -> Result<Vec<persisting_lance::RecordBatch>> {
-        let visible = self.inner.visible.load(Ordering::Acquire);
-        if offset >= visible {
+        let Some(limit) = self.acknowledged(offset, limit) else {
             return Ok(Vec::new());
-        }
-        let limit = limit
-            .unwrap_or(usize::MAX)
-            .min(usize::try_from(visible - offset).unwrap_or(usize::MAX));
+        };
         let lance = self.inner.lance.read().await;
         Ok(lance.read_arrow(offset, limit).await?)
+    }
+
+    /// `limit` clipped to the acknowledged records from `offset`; `None` when there
+    /// are none.
+    fn acknowledged(&self, offset: u64, limit: Option<usize>) -> Option<usize> {
+        let visible = self.inner.visible.load(Ordering::Acquire);
+        (offset < visible).then(|| {
+            limit
+                .unwrap_or(usize::MAX)
+                .min(usize::try_from(visible - offset).unwrap_or(usize::MAX))
+        })
     }
 
     /// Checks every sealed Lance data file of the bucket against its seal now (each is
@@ -433,13 +440,9 @@ impl StorageBackend for PersistingBackend {
 
     fn get(&self, offset: u64, limit: Option<usize>) -> BoxFuture<'_, Result<Vec<Record>>> {
         async move {
-            let visible = self.inner.visible.load(Ordering::Acquire);
-            if offset >= visible {
+            let Some(limit) = self.acknowledged(offset, limit) else {
                 return Ok(Vec::new());
-            }
-            let limit = limit
-                .unwrap_or(usize::MAX)
-                .min(usize::try_from(visible - offset).unwrap_or(usize::MAX));
+            };
             let lance = self.inner.lance.read().await;
             Ok(lance.read(offset, limit).await?)
         }
