@@ -40,8 +40,7 @@ pub fn row_checksum(record: &Record) -> u32 {
         let mut buf = walk.borrow_mut();
         buf.clear();
         for (name, value) in record.iter() {
-            buf.extend_from_slice(&(name.len() as u32).to_le_bytes());
-            buf.extend_from_slice(name.as_bytes());
+            walk_name(&mut buf, name);
             walk_value(&mut buf, value);
         }
         let sum = crc32fast::hash(&buf);
@@ -52,25 +51,41 @@ pub fn row_checksum(record: &Record) -> u32 {
     })
 }
 
+// The pieces of the checksum walk, shared by `walk_value` and by the in-place walk of
+// `Columns::verify_in_place`, which must write the same bytes.
+
+/// A field name: its length (u32 LE), then its bytes.
+fn walk_name(buf: &mut Vec<u8>, name: &str) {
+    buf.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    buf.extend_from_slice(name.as_bytes());
+}
+
+/// A number, int or float alike: tag 2, then its `f64` bits (LE).
+fn walk_number(buf: &mut Vec<u8>, f: f64) {
+    buf.push(2);
+    buf.extend_from_slice(&f.to_bits().to_le_bytes());
+}
+
+/// A bool: tag 1, then 0 or 1.
+fn walk_bool(buf: &mut Vec<u8>, b: bool) {
+    buf.extend_from_slice(&[1, u8::from(b)]);
+}
+
+/// Bytes of a string (tag 3) or a byte value (tag 4): tag, length (u64 LE), bytes.
+fn walk_bytes(buf: &mut Vec<u8>, tag: u8, b: &[u8]) {
+    buf.push(tag);
+    buf.extend_from_slice(&(b.len() as u64).to_le_bytes());
+    buf.extend_from_slice(b);
+}
+
 fn walk_value(buf: &mut Vec<u8>, v: &Value) {
-    let bytes = |buf: &mut Vec<u8>, tag: u8, b: &[u8]| {
-        buf.push(tag);
-        buf.extend_from_slice(&(b.len() as u64).to_le_bytes());
-        buf.extend_from_slice(b);
-    };
     match v {
         Value::Null => buf.push(0),
-        Value::Bool(b) => buf.extend_from_slice(&[1, u8::from(*b)]),
-        Value::Int(i) => {
-            buf.push(2);
-            buf.extend_from_slice(&(*i as f64).to_bits().to_le_bytes());
-        }
-        Value::Float(f) => {
-            buf.push(2);
-            buf.extend_from_slice(&f.to_bits().to_le_bytes());
-        }
-        Value::String(s) => bytes(buf, 3, s.as_bytes()),
-        Value::Bytes(b) => bytes(buf, 4, b),
+        Value::Bool(b) => walk_bool(buf, *b),
+        Value::Int(i) => walk_number(buf, *i as f64),
+        Value::Float(f) => walk_number(buf, *f),
+        Value::String(s) => walk_bytes(buf, 3, s.as_bytes()),
+        Value::Bytes(b) => walk_bytes(buf, 4, b),
         Value::List(items) => {
             buf.push(5);
             buf.extend_from_slice(&(items.len() as u64).to_le_bytes());
@@ -80,7 +95,7 @@ fn walk_value(buf: &mut Vec<u8>, v: &Value) {
             buf.push(6);
             buf.extend_from_slice(&(m.len() as u64).to_le_bytes());
             for (k, v) in m.iter() {
-                bytes(buf, 3, k.as_bytes());
+                walk_bytes(buf, 3, k.as_bytes());
                 walk_value(buf, v);
             }
         }
@@ -102,17 +117,16 @@ pub(crate) fn to_batch(
     records: &[Record],
 ) -> Result<RecordBatch> {
     let n = records.len();
-    // canonical means: the typed columns of this batch reproduce the record
-    let types: Vec<Option<ColType>> = state
-        .fields
-        .iter()
-        .map(|f| schema.field_with_name(&f.name).ok().map(col_type))
-        .collect();
     // each record's values, placed in their columns in one pass over its fields
     let column_of: Vec<Option<usize>> = state
         .fields
         .iter()
         .map(|f| schema.index_of(&f.name).ok())
+        .collect();
+    // canonical means: the typed columns of this batch reproduce the record
+    let types: Vec<Option<ColType>> = column_of
+        .iter()
+        .map(|c| c.map(|c| col_type(schema.field(c))))
         .collect();
     let mut values: Vec<Vec<Option<&Value>>> = vec![vec![None; n]; schema.fields().len()];
     for (row, r) in records.iter().enumerate() {
@@ -353,24 +367,19 @@ impl<'a> Columns<'a> {
                     match &self.typed[i] {
                         Typed::Int(a) if a.is_valid(row) => {
                             buf.extend_from_slice(prefix);
-                            buf.push(2);
-                            buf.extend_from_slice(&(a.value(row) as f64).to_bits().to_le_bytes());
+                            walk_number(buf, a.value(row) as f64);
                         }
                         Typed::Float(a) if a.is_valid(row) => {
                             buf.extend_from_slice(prefix);
-                            buf.push(2);
-                            buf.extend_from_slice(&a.value(row).to_bits().to_le_bytes());
+                            walk_number(buf, a.value(row));
                         }
                         Typed::Str(a) if a.is_valid(row) => {
                             buf.extend_from_slice(prefix);
-                            let s = a.value(row).as_bytes();
-                            buf.push(3);
-                            buf.extend_from_slice(&(s.len() as u64).to_le_bytes());
-                            buf.extend_from_slice(s);
+                            walk_bytes(buf, 3, a.value(row).as_bytes());
                         }
                         Typed::Bool(a) if a.is_valid(row) => {
                             buf.extend_from_slice(prefix);
-                            buf.extend_from_slice(&[1, u8::from(a.value(row))]);
+                            walk_bool(buf, a.value(row));
                         }
                         Typed::Int(_) | Typed::Float(_) | Typed::Str(_) | Typed::Bool(_) => {}
                         Typed::Other => {
@@ -448,8 +457,8 @@ pub(crate) fn verified_batch(
             .fields
             .iter()
             .map(|(name, _, _)| {
-                let mut p = (name.len() as u32).to_le_bytes().to_vec();
-                p.extend_from_slice(name.as_bytes());
+                let mut p = Vec::new();
+                walk_name(&mut p, name);
                 p
             })
             .collect();
