@@ -209,20 +209,12 @@ pub(crate) fn reads_back_exactly(ty: &ColType, value: &Value) -> bool {
         // a struct row whose children are all null reads back as absent: an empty map
         // (or one with a null child) keeps its exact form in the layout column
         (ColType::Struct(children), Value::Map(m)) => {
-            let mut last = None;
             !m.is_empty()
-                && m.iter().all(|(key, v)| {
-                    let Some(i) = children.iter().position(|c| c.name == key) else {
-                        return false;
-                    };
-                    let in_order = last.is_none_or(|l| l < i);
-                    last = Some(i);
-                    in_order
-                        && children[i]
-                            .ty
-                            .as_ref()
-                            .is_some_and(|t| materialized(t) && reads_back_exactly(t, v))
-                })
+                && fields_read_back(
+                    m,
+                    |key, _| children.iter().position(|c| c.name == key),
+                    |i| children[i].ty.as_ref(),
+                )
         }
         (ColType::Bool, Value::Bool(_))
         | (ColType::Int, Value::Int(_))
@@ -236,6 +228,26 @@ pub(crate) fn reads_back_exactly(ty: &ColType, value: &Value) -> bool {
         }),
         _ => false,
     }
+}
+
+/// True when columns reproduce the fields of `map` exactly, for a record or a struct
+/// alike: every field has a position (`position(name, hint)`, `hint` being the one
+/// after the previous field's), the positions increase, and the column type at each
+/// (`type_at`) exists and reads its value back exactly.
+fn fields_read_back<'t>(
+    map: &Record,
+    mut position: impl FnMut(&str, usize) -> Option<usize>,
+    type_at: impl Fn(usize) -> Option<&'t ColType>,
+) -> bool {
+    let mut last: Option<usize> = None;
+    map.iter().all(|(name, value)| {
+        let Some(i) = position(name, last.map_or(0, |l| l + 1)) else {
+            return false;
+        };
+        let in_order = last.is_none_or(|l| l < i);
+        last = Some(i);
+        in_order && type_at(i).is_some_and(|t| materialized(t) && reads_back_exactly(t, value))
+    })
 }
 
 /// One field of the registry.
@@ -321,21 +333,11 @@ impl SchemaState {
     /// column) reproduce `record` exactly (up to widening): every field has a column,
     /// appears in registry order, and holds no explicit null.
     pub(crate) fn is_canonical(&self, columns: &[Option<ColType>], record: &Record) -> bool {
-        let mut last = None;
-        for (name, value) in record.iter() {
-            let Some(i) = self.position_after(name, last.map_or(0, |l| l + 1)) else {
-                return false;
-            };
-            if last.is_some_and(|l| l >= i) {
-                return false;
-            }
-            last = Some(i);
-            match columns.get(i).and_then(Option::as_ref) {
-                Some(ty) if materialized(ty) && reads_back_exactly(ty, value) => {}
-                _ => return false,
-            }
-        }
-        true
+        fields_read_back(
+            record,
+            |name, hint| self.position_after(name, hint),
+            |i| columns.get(i).and_then(Option::as_ref),
+        )
     }
 
     /// The column types of the registry's fields as they stand in this state.
