@@ -659,18 +659,29 @@ impl LanceBucket {
         arrow_field(name, ty, &meta)
     }
 
-    fn create_schema(&self) -> Arc<ArrowSchema> {
-        let mut fields: Vec<Field> = self
-            .schema
+    /// The columns of the admitted schema's record fields, in field order.
+    fn record_fields(&self) -> Vec<Field> {
+        self.schema
             .fields
             .iter()
             .filter_map(|f| {
                 let ty = f.ty.as_ref().filter(|t| materialized(t))?;
                 Some(self.field_for(&f.name, ty))
             })
-            .collect();
+            .collect()
+    }
+
+    /// The schema a new dataset is created with: the record fields, then this crate's
+    /// own columns, and the field registry.
+    fn create_schema(&self) -> Arc<ArrowSchema> {
+        let mut fields = self.record_fields();
         fields.push(Field::new(LAYOUT_COLUMN, DataType::Binary, true));
         fields.push(Field::new(CHECKSUM_COLUMN, DataType::UInt32, true));
+        self.with_registry(fields)
+    }
+
+    /// A schema of `fields` carrying the field registry.
+    fn with_registry(&self, fields: Vec<Field>) -> Arc<ArrowSchema> {
         let meta = [(REGISTRY_KEY.to_owned(), self.schema.registry_json())].into();
         Arc::new(ArrowSchema::new_with_metadata(fields, meta))
     }
@@ -683,6 +694,8 @@ impl LanceBucket {
         // a rewrite a failed flush left half done is finished (or undone) first
         self.finish_interrupted_widening(ds).await?;
         let mut new_fields = Vec::new();
+        // a rewrite below replaces only its own column: the others stand as they are
+        let before = ArrowSchema::from(ds.schema());
         for f in &self.schema.fields {
             let Some(ty) = f.ty.as_ref().filter(|t| materialized(t)) else {
                 continue;
@@ -691,16 +704,12 @@ impl LanceBucket {
                 continue;
             }
             let want = self.field_for(&f.name, ty);
-            let have = ArrowSchema::from(ds.schema())
-                .field_with_name(&f.name)
-                .ok()
-                .cloned();
-            match have {
+            match before.field_with_name(&f.name).ok() {
                 None => new_fields.push(want),
                 Some(have) if needs_rewrite(have.data_type(), want.data_type()) => {
                     self.rewrite(ds, want).await?;
                 }
-                Some(have) => new_fields.extend(missing_children(&have, &want)),
+                Some(have) => new_fields.extend(missing_children(have, &want)),
             }
         }
         let arrow = ArrowSchema::from(ds.schema());
@@ -887,15 +896,9 @@ impl LanceBucket {
         if from < end {
             let records =
                 &self.buffer[(from - self.persisted) as usize..(end - self.persisted) as usize];
-            let batch = to_batch(&self.create_schema(), &self.schema, records)?;
-            let keep: Vec<usize> = (0..batch.num_columns())
-                .filter(|&i| !is_internal_column(batch.schema_ref().field(i).name()))
-                .collect();
-            out.push(
-                batch
-                    .project(&keep)
-                    .map_err(Error::arrow("project a record batch"))?,
-            );
+            // the record fields only: no layout encoding or checksums to build
+            let schema = self.with_registry(self.record_fields());
+            out.push(to_batch(&schema, &self.schema, records)?);
         }
         Ok(out)
     }
@@ -1033,8 +1036,6 @@ impl LanceBucket {
     }
 }
 
-/// Runs blocking file work off the async threads; a failure of the task itself (a
-/// panic) is an I/O error of `op` on the dataset at `uri`.
 /// A commit refused because another one landed first: for a bucket's only writer,
 /// one its own cancelled flush left running.
 fn is_conflict(e: &lance::Error) -> bool {
@@ -1087,6 +1088,8 @@ async fn sync_files(
     }
 }
 
+/// Runs blocking file work off the async threads; a failure of the task itself (a
+/// panic) is an I/O error of `op` on the dataset at `uri`.
 async fn blocking<T: Send + 'static>(
     op: &'static str,
     uri: &str,
