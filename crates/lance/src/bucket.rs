@@ -235,6 +235,8 @@ pub struct LanceBucket {
     compactions: u64,
     last_flush: Option<Duration>,
     readahead: tokio::sync::Mutex<ReadAhead>,
+    /// This dataset's entry in the process's running commits (see `running_commits`).
+    running: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// Whether a local dataset directory holds a committed version. A first commit
@@ -269,6 +271,7 @@ impl LanceBucket {
             Some(_) => Some(Arc::new(FileSums::load(&root, Path::new(&uri))?)),
             None => None,
         };
+        let running = running_commits(&uri);
         let mut bucket = Self {
             root,
             uri,
@@ -286,7 +289,10 @@ impl LanceBucket {
             compactions: 0,
             last_flush: None,
             readahead: tokio::sync::Mutex::new(ReadAhead::None),
+            running,
         };
+        // commits of an earlier handle of this dataset still running land first
+        drop(bucket.running.write().await);
         let exists = if bucket.durability.is_some() {
             Path::new(&bucket.uri).exists()
         } else {
@@ -429,14 +435,17 @@ impl LanceBucket {
         Ok((start..self.total_count(), logged))
     }
 
-    /// Buffers a batch (see [`LanceBucket::put_batch`]) and flushes once the buffer
-    /// reaches `flush_threshold`.
+    /// Buffers a batch (see [`LanceBucket::put_batch`]), first flushing the records
+    /// already buffered once `flush_threshold` of them wait. The flush comes first so
+    /// that an error (of the flush, or of the schema check) is returned with nothing of
+    /// this batch buffered: a caller may retry the batch without duplicating it, and a
+    /// bucket that cannot flush refuses more records instead of growing.
     pub async fn append(&mut self, records: Vec<Record>) -> Result<Range<u64>> {
-        let range = self.put_batch(records)?;
-        if self.opts.flush_threshold > 0 && self.buffer.len() >= self.opts.flush_threshold {
+        let threshold = self.opts.flush_threshold;
+        if threshold > 0 && self.buffer.len() >= threshold {
             self.flush().await?;
         }
-        Ok(range)
+        self.put_batch(records)
     }
 
     /// Appends the buffer to the dataset as one commit and makes it durable. On error
@@ -459,6 +468,9 @@ impl LanceBucket {
                 ..FlushReport::default()
             });
         }
+        // a handle opened on this dataset in this process waits until this flush's
+        // commits end (they outlive this future, and this handle)
+        let running = self.running.clone().read_owned().await;
         // from here until the commit is applied, an interruption leaves Lance's state
         // unknown to this handle
         self.unsure = true;
@@ -509,7 +521,7 @@ impl LanceBucket {
         let sums = self.sums.clone();
         let keep_alive = self.keep_alive.clone();
         let handle = tokio::spawn(async move {
-            let _keep_alive = keep_alive;
+            let _keep_alive = (keep_alive, running);
             let committed = match base {
                 Some(mut ds) => ds
                     .append(reader(schema, vec![batch]), Some(params))
@@ -1045,6 +1057,29 @@ fn is_conflict(e: &lance::Error) -> bool {
             | lance::Error::RetryableCommitConflict { .. }
             | lance::Error::IncompatibleTransaction { .. }
     )
+}
+
+/// Data commits running in this process, per dataset: a commit outlives the flush
+/// that started it, and its handle if that is dropped; a handle opened meanwhile on
+/// the same dataset must not count the rows without it, so `open` waits for every
+/// running commit of its dataset (commits hold the lock shared, `open` takes it
+/// exclusively for a moment).
+fn running_commits(uri: &str) -> Arc<tokio::sync::RwLock<()>> {
+    type Running = std::collections::HashMap<String, std::sync::Weak<tokio::sync::RwLock<()>>>;
+    static RUNNING: std::sync::LazyLock<std::sync::Mutex<Running>> =
+        std::sync::LazyLock::new(Default::default);
+    let key = std::path::absolute(uri)
+        .map_or_else(|_| uri.to_owned(), |p| p.to_string_lossy().into_owned());
+    let mut map = RUNNING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(lock) = map.get(&key).and_then(std::sync::Weak::upgrade) {
+        return lock;
+    }
+    map.retain(|_, w| w.strong_count() > 0);
+    let lock = Arc::new(tokio::sync::RwLock::new(()));
+    map.insert(key, Arc::downgrade(&lock));
+    lock
 }
 
 /// A flush's data commit running on its own task: the records it takes from the

@@ -277,6 +277,18 @@ impl PersistingBackend {
             None => Vec::new(),
         };
         let mut lance = inner.lance.write().await;
+        // a flush due from earlier puts comes first, so that an error of it refuses
+        // this batch whole (nothing logged, nothing buffered: a retry duplicates nothing)
+        let buffered = lance.buffered_count();
+        if buffered > 0
+            && (buffered >= inner.opts.flush_threshold as u64
+                || inner
+                    .wal
+                    .as_ref()
+                    .is_some_and(|w| w.stats().total_bytes >= inner.opts.max_wal_size))
+        {
+            self.flush_locked(&mut lance).await?;
+        }
         // schema check, then the WAL, then the buffer: all or nothing, in one order
         let (_, wait_for) = lance.put_batch_then(records, |start| -> Result<Option<u64>> {
             let Some(wal) = &inner.wal else {
@@ -294,10 +306,6 @@ impl PersistingBackend {
         })?;
         let total = lance.total_count();
         let buffered = lance.buffered_count();
-        // one look at the WAL's size per put, for the flush decision and the gauge
-        let wal_bytes = inner.wal.as_ref().map(|w| w.stats().total_bytes);
-        let flush_due = buffered >= inner.opts.flush_threshold as u64
-            || wal_bytes.is_some_and(|b| b >= inner.opts.max_wal_size);
         drop(lance);
         if let (Some(end), Some(syncer)) = (wait_for, &inner.syncer) {
             syncer.wait(end).await?;
@@ -306,10 +314,8 @@ impl PersistingBackend {
             self.publish(total);
         }
         if let Some(m) = &inner.metrics {
+            let wal_bytes = inner.wal.as_ref().map(|w| w.stats().total_bytes);
             m.put(count, buffered, wal_bytes);
-        }
-        if flush_due {
-            self.flush_now().await?;
         }
         Ok(())
     }
@@ -361,8 +367,14 @@ impl PersistingBackend {
     }
 
     async fn flush_now(&self) -> Result<()> {
-        let started = Instant::now();
         let mut lance = self.inner.lance.write().await;
+        self.flush_locked(&mut lance).await
+    }
+
+    /// Flushes the bucket (its lock held by the caller), then checkpoints the WAL to
+    /// what Lance holds durably.
+    async fn flush_locked(&self, lance: &mut LanceBucket) -> Result<()> {
+        let started = Instant::now();
         let report = lance.flush().await?;
         if let Some(wal) = self.inner.wal.clone() {
             let persisted = report.persisted_count;

@@ -54,3 +54,41 @@ fn a_flush_cancelled_at_any_point_neither_duplicates_nor_loses_records() {
         assert_eq!(b.read(0, usize::MAX).await.unwrap(), all);
     });
 }
+
+/// A flush cut after its commit started leaves the commit running: a handle opened
+/// meanwhile (the first one dropped) must count the rows it lands, or its offsets
+/// would be wrong and its first flush would append over them.
+#[test]
+fn a_handle_opened_after_a_cancelled_flush_waits_for_its_commit() {
+    rt().block_on(async {
+        let opts = LanceOptions {
+            flush_threshold: 0,
+            ..LanceOptions::default()
+        };
+        let mut running = 0;
+        for step in 0..30u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let mut b = LanceBucket::open(dir.path(), opts.clone()).await.unwrap();
+            b.put_batch((0..100).map(|i| record! {"n" => i}).collect())
+                .unwrap();
+            b.flush().await.unwrap();
+            b.put_batch((100..200).map(|i| record! {"n" => i}).collect())
+                .unwrap();
+            let cut = Duration::from_micros(step * step * 10);
+            if tokio::time::timeout(cut, b.flush()).await.is_ok() {
+                continue;
+            }
+            drop(b);
+            let again = LanceBucket::open(dir.path(), opts.clone()).await.unwrap();
+            let counted = again.persisted_count();
+            // whatever was running has landed by now
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let later = LanceBucket::open(dir.path(), opts.clone()).await.unwrap();
+            assert_eq!(counted, later.persisted_count(), "step {step}");
+            if counted == 200 {
+                running += 1;
+            }
+        }
+        assert!(running > 0, "no cut flush had started its commit");
+    });
+}

@@ -72,6 +72,43 @@ fn a_schema_conflict_refuses_the_batch_and_leaves_wal_and_buffer_unchanged() {
     });
 }
 
+/// A put that finds a flush due makes it first: if the flush fails, the put is refused
+/// whole (not logged, not buffered), so retrying it cannot duplicate the records.
+#[test]
+fn a_put_whose_flush_fails_is_refused_whole_and_a_retry_duplicates_nothing() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = PersistingOptions {
+            enable_wal: true,
+            wal_sync_interval: Duration::ZERO,
+            flush_threshold: 2,
+            ..PersistingOptions::default()
+        };
+        let b = PersistingBackend::open(0, dir.path(), opts.clone())
+            .await
+            .unwrap();
+        b.put_batch(vec![record! {"i" => 0}, record! {"i" => 1}])
+            .await
+            .unwrap();
+        let before = b.stats().await.unwrap();
+        // the dataset's place is taken by a file: the due flush fails
+        let blocker = dir.path().join("data.lance");
+        std::fs::write(&blocker, b"not a dataset").unwrap();
+        let err = b.put(record! {"i" => 2}).await.unwrap_err();
+        assert!(err.to_string().contains("data.lance"), "{err}");
+        let after = b.stats().await.unwrap();
+        assert_eq!(after.total_count, 2, "the refused put is not buffered");
+        assert_eq!(after.wal_size_bytes, before.wal_size_bytes, "nor logged");
+        std::fs::remove_file(&blocker).unwrap();
+        b.put(record! {"i" => 2}).await.unwrap();
+        let all: Vec<_> = (0..3).map(|i| record! {"i" => i}).collect();
+        assert_eq!(b.get(0, None).await.unwrap(), all);
+        drop(b);
+        let b = PersistingBackend::open(0, dir.path(), opts).await.unwrap();
+        assert_eq!(b.get(0, None).await.unwrap(), all);
+    });
+}
+
 #[test]
 fn a_bucket_has_one_writer_at_a_time() {
     rt().block_on(async {
