@@ -279,6 +279,20 @@ fn pylance(args: &[&str]) -> Option<f64> {
     }
 }
 
+/// CPU seconds (user + system) this process has used so far (Linux).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // the fields after the command name: utime and stime are the 12th and 13th
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: Vec<f64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    ticks.iter().sum::<f64>() / 100.0
+}
+
 /// Writes back the dirty pages of earlier runs, so they do not slow the next one.
 fn settle() {
     let _ = std::process::Command::new("sync").status();
@@ -723,6 +737,45 @@ fn main() {
                 "ingest of {n} records: {rate:.0} records/s, raw {raw:.0}: {:.2}x",
                 rate / raw
             );
+            return;
+        }
+        // `PERSISTING_BENCH_ONLY=read`: only the reads of PERSISTING_BENCH_ROWS records,
+        // twice (for profiling)
+        if std::env::var("PERSISTING_BENCH_ONLY").as_deref() == Ok("read") {
+            let n = rows_big();
+            let dir = tmp.path().join("read");
+            ingest_ours(&dir, n).await;
+            settle();
+            let b = LanceBucket::open(&dir, LanceOptions::default())
+                .await
+                .unwrap();
+            b.verify_files().await.unwrap();
+            let ds = Dataset::open(&dir.join("data.lance").to_string_lossy())
+                .await
+                .unwrap();
+            for _ in 0..2 {
+                let c0 = cpu_secs();
+                let t0 = Instant::now();
+                let arrow = sequential_ours_arrow(&b, n).await;
+                let c1 = cpu_secs();
+                let t1 = Instant::now();
+                let scan = sequential_raw(&ds).await;
+                println!(
+                    "cpu use: read_arrow {:.2} cores, scan {:.2} cores",
+                    (c1 - c0) / (t1 - t0).as_secs_f64(),
+                    (cpu_secs() - c1) / t1.elapsed().as_secs_f64()
+                );
+                let ours = random_reads_ours(&b, n).await;
+                let take = random_reads_take(&ds, n).await;
+                println!(
+                    "sequential read_arrow {arrow:.0} vs scan {scan:.0} rows/s: {:.2}x; \
+                     random read {:.3} vs take {:.3} ms: {:.2}x",
+                    arrow / scan,
+                    ours * 1e3,
+                    take * 1e3,
+                    take / ours
+                );
+            }
             return;
         }
         // `PERSISTING_BENCH_ONLY=lance`: only the Lance layer's rows (for profiling)

@@ -30,7 +30,7 @@ use lance::dataset::optimize::{CompactionOptions, compact_files};
 use lance::dataset::{BatchUDF, ColumnAlteration, NewColumnTransform, WriteMode, WriteParams};
 use persisting_codec::Record;
 
-use crate::convert::{from_batch, to_batch, verified_batch};
+use crate::convert::{from_batch, record_columns, to_batch, verify_rows};
 use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::schema::{
@@ -863,8 +863,9 @@ impl LanceBucket {
     /// cost does not grow with the offset.
     ///
     /// Reading pattern: a read that starts where the previous one ended continues one
-    /// scan of the dataset (read-ahead over a window of rows, kept between calls); a
-    /// read elsewhere takes its rows by offset (small reads) or scans exactly its range.
+    /// scan of the dataset, kept between calls, which decodes a few batches ahead of
+    /// the reader on a task of its own; a small read elsewhere takes its rows by
+    /// offset, a larger one starts such a scan at its offset.
     pub async fn read(&self, offset: u64, limit: usize) -> Result<Vec<Record>> {
         let end = offset.saturating_add(limit as u64).min(self.total_count());
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
@@ -873,9 +874,14 @@ impl LanceBucket {
         }
         let names = self.schema.names();
         let part = self
-            .read_persisted(offset, end, Vec::new(), move |records, batch, at, uri| {
-                from_batch(batch, &names, at, uri, records)
-            })
+            // each record is checked as it is built
+            .read_persisted(
+                offset,
+                end,
+                false,
+                Vec::new(),
+                move |records, batch, at, uri| from_batch(batch, &names, at, uri, records),
+            )
             .await?;
         out.extend(part);
         let from = offset.max(self.persisted);
@@ -899,10 +905,17 @@ impl LanceBucket {
         }
         let names = self.schema.names();
         let mut out = self
-            .read_persisted(offset, end, Vec::new(), move |batches, batch, at, uri| {
-                batches.push(verified_batch(batch, &names, at, uri)?);
-                Ok(())
-            })
+            // rows checked in place before the sink sees them
+            .read_persisted(
+                offset,
+                end,
+                true,
+                Vec::new(),
+                move |batches, batch, _, _| {
+                    batches.push(record_columns(batch, &names)?);
+                    Ok(())
+                },
+            )
             .await?;
         let from = offset.max(self.persisted);
         if from < end {
@@ -918,11 +931,13 @@ impl LanceBucket {
     /// Feeds the dataset's rows `[offset, end.min(persisted))` to `sink` batch by
     /// batch (with each batch's first offset), after checking their data files, on a
     /// task of its own: Lance's decoders assert on damaged pages (a panic, not an
-    /// error), which becomes an error of this read.
+    /// error), which becomes an error of this read. `check_rows`: every row is checked
+    /// against its checksum before `sink` sees it (otherwise `sink` must check).
     async fn read_persisted<T, S>(
         &self,
         offset: u64,
         end: u64,
+        check_rows: bool,
         mut out: T,
         mut sink: S,
     ) -> Result<T>
@@ -941,9 +956,15 @@ impl LanceBucket {
         let state = slot
             .as_mut()
             .map_or(ReadAhead::None, |s| std::mem::take(&mut **s));
-        let persisted = self.persisted;
+        let source = Source {
+            ds,
+            persisted: self.persisted,
+            order: self.schema.names().into(),
+            sums: self.sums.clone(),
+            check_rows,
+        };
         let task = tokio::spawn(async move {
-            let state = read_dataset(ds, offset, n, persisted, state, |batch, at, uri| {
+            let state = read_dataset(source, offset, n, state, |batch, at, uri| {
                 sink(&mut out, batch, at, uri)
             })
             .await?;
@@ -957,22 +978,11 @@ impl LanceBucket {
                 }
                 Ok(out)
             }
-            Err(e) => {
-                let message = if e.is_panic() {
-                    let p = e.into_panic();
-                    p.downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                        .unwrap_or_else(|| "a panic".to_owned())
-                } else {
-                    e.to_string()
-                };
-                Err(Error::Panicked {
-                    dataset: self.uri.clone(),
-                    offset,
-                    message,
-                })
-            }
+            Err(e) => Err(Error::Panicked {
+                dataset: self.uri.clone(),
+                offset,
+                message: panic_message(e),
+            }),
         }
     }
 
@@ -980,17 +990,7 @@ impl LanceBucket {
     /// the async threads (and without leaving them at all once every file of `names`
     /// is checked: the steady state of reads).
     async fn verify_names(&self, names: Vec<String>, offset: u64) -> Result<()> {
-        let Some(sums) = self.sums.clone() else {
-            return Ok(());
-        };
-        let unchecked = sums.unchecked(names);
-        if unchecked.is_empty() {
-            return Ok(());
-        }
-        blocking("check the data files of", &self.uri, move || {
-            sums.verify(unchecked.iter().map(String::as_str), offset)
-        })
-        .await?
+        check_files(self.sums.clone(), names, offset, &self.uri).await
     }
 
     /// Checks every sealed data file of the dataset against its seal now, rather than
@@ -1169,13 +1169,50 @@ fn reader(
     RecordBatchIterator::new(batches.into_iter(), schema)
 }
 
+/// Checks the sealed data files among `names` not checked yet (by this handle's
+/// `sums`), off the async threads, and without leaving them at all once every file of
+/// `names` is checked: the steady state of reads.
+async fn check_files(
+    sums: Option<Arc<FileSums>>,
+    names: Vec<String>,
+    offset: u64,
+    uri: &str,
+) -> Result<()> {
+    let Some(sums) = sums else {
+        return Ok(());
+    };
+    let unchecked = sums.unchecked(names);
+    if unchecked.is_empty() {
+        return Ok(());
+    }
+    blocking("check the data files of", uri, move || {
+        sums.verify(unchecked.iter().map(String::as_str), offset)
+    })
+    .await?
+}
+
+/// What a read panicked with, as text.
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let p = e.into_panic();
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
 /// Reads of at most this many rows not continuing the previous read take their rows by
-/// offset instead of planning a scan.
+/// offset instead of starting a scan.
 const TAKE_MAX: u64 = 1024;
-/// Rows a sequential scan reads ahead of the caller: at least this many ...
+/// Rows a scan plans at a time (and whose data files it checks first): at least this
+/// many ...
 const WINDOW_MIN: u64 = 1 << 16;
-/// ... and at most this many (bounds what a scan left behind holds).
+/// ... and at most this many.
 const WINDOW_MAX: u64 = 1 << 18;
+/// Checked batches a scan holds ready ahead of its reader.
+const AHEAD_BATCHES: usize = 4;
 
 /// What the last read left for the next one.
 #[derive(Default)]
@@ -1199,107 +1236,203 @@ impl std::fmt::Debug for ReadAhead {
     }
 }
 
-/// A scan of the dataset kept between reads.
+/// What a read of the dataset needs: the dataset version, its row count, the field
+/// registry (to check rows), the file seals (to check files before Lance reads them),
+/// and whether rows are checked here (`check_rows`) or by the reader's sink.
+struct Source {
+    ds: Arc<Dataset>,
+    persisted: u64,
+    order: Arc<[String]>,
+    sums: Option<Arc<FileSums>>,
+    check_rows: bool,
+}
+
+/// A scan of the dataset kept between reads. A task of its own reads from `next` to
+/// the end of the dataset, window after window (each window's data files checked
+/// against their seals before Lance reads them), and hands the decoded batches over
+/// through a bounded channel, at most [`AHEAD_BATCHES`] ahead; the reader checks each
+/// row against its checksum as it takes the batch. Decoding and checking so run on
+/// two cores at once. Dropping the cursor stops the task.
 struct Cursor {
     version: u64,
     /// Offset of the next row the cursor yields.
     next: u64,
     /// One past the last row the scan yields.
     end: u64,
-    /// Rows read from the scan and not yet returned (starting at `next`).
-    pending: Option<RecordBatch>,
-    stream: lance::dataset::scanner::DatasetRecordBatchStream,
+    /// Rows received and not yet returned (starting at `next`), and whether they were
+    /// checked.
+    pending: Option<(RecordBatch, bool)>,
+    /// Offset of the first row of the next batch to receive.
+    received: u64,
+    /// The field registry, to check rows.
+    order: Arc<[String]>,
+    batches: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
-async fn open_scan(ds: &Dataset, offset: u64, rows: u64) -> Result<Cursor> {
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Cursor {
+    /// Starts the scan of rows `[offset, source.persisted)`, `window` rows at a time.
+    fn open(source: Source, offset: u64, window: u64) -> Self {
+        let (tx, batches) = tokio::sync::mpsc::channel(AHEAD_BATCHES);
+        let version = source.ds.version().version;
+        let end = source.persisted;
+        let order = Arc::clone(&source.order);
+        let task = tokio::spawn(async move {
+            let mut at = offset;
+            while at < end {
+                let rows = window.min(end - at);
+                match scan_window(&source, at, rows, &tx).await {
+                    Ok(true) => at += rows,
+                    // the reader is gone
+                    Ok(false) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Self {
+            version,
+            next: offset,
+            end,
+            pending: None,
+            received: offset,
+            order,
+            batches,
+            task,
+        }
+    }
+
+    /// The next batch (starting at `next`), checked if `check`, and whether it was.
+    async fn next_batch(&mut self, uri: &str, check: bool) -> Result<(RecordBatch, bool)> {
+        if let Some((b, checked)) = self.pending.take() {
+            if check && !checked {
+                verify_rows(&b, &self.order, self.next, uri)?;
+            }
+            return Ok((b, checked || check));
+        }
+        if let Some(b) = self.batches.recv().await {
+            let b = b?;
+            if check {
+                verify_rows(&b, &self.order, self.received, uri)?;
+            }
+            self.received += b.num_rows() as u64;
+            return Ok((b, check));
+        }
+        // the task ended without an error to send: it panicked (Lance's decoders
+        // assert on damaged pages), or the scan came up short
+        match (&mut self.task).await {
+            Err(e) if e.is_panic() => Err(Error::Panicked {
+                dataset: uri.to_owned(),
+                offset: self.next,
+                message: panic_message(e),
+            }),
+            _ => Err(Error::lance("read", uri)(lance::Error::internal(format!(
+                "the scan ended at offset {}, before offset {}",
+                self.next, self.end
+            )))),
+        }
+    }
+}
+
+/// Scans rows `[at, at + rows)` into `tx`; `false` once the reader is gone.
+async fn scan_window(
+    source: &Source,
+    at: u64,
+    rows: u64,
+    tx: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
+) -> Result<bool> {
+    let ds = &source.ds;
+    let files = fragment_files(ds, |_| true, at..at + rows);
+    check_files(source.sums.clone(), files, at, ds.uri()).await?;
     let mut scan = ds.scan();
     scan.scan_in_order(true);
-    scan.limit(Some(rows as i64), Some(offset as i64))
+    scan.limit(Some(rows as i64), Some(at as i64))
         .map_err(Error::lance("plan a read of", ds.uri()))?;
-    let stream = scan
+    let mut stream = scan
         .try_into_stream()
         .await
         .map_err(Error::lance("read", ds.uri()))?;
-    Ok(Cursor {
-        version: ds.version().version,
-        next: offset,
-        end: offset + rows,
-        pending: None,
-        stream,
-    })
+    let mut next = at;
+    while let Some(batch) = stream
+        .try_next()
+        .await
+        .map_err(Error::lance("read", ds.uri()))?
+    {
+        next += batch.num_rows() as u64;
+        if tx.send(Ok(batch)).await.is_err() {
+            return Ok(false);
+        }
+    }
+    if next != at + rows {
+        return Err(Error::lance("read", ds.uri())(lance::Error::internal(
+            format!("the scan of {rows} rows from offset {at} ended at offset {next}"),
+        )));
+    }
+    Ok(true)
 }
 
-/// Reads `n` rows from `offset` (all below `persisted`) into `out`, using and returning
-/// the read-ahead state.
+/// Reads `n` rows from `offset` (all below `source.persisted`) into `sink`, using and
+/// returning the read-ahead state. With `source.check_rows`, every row is checked
+/// against its checksum before `sink` sees it; otherwise `sink` checks them.
 async fn read_dataset(
-    ds: Arc<Dataset>,
+    source: Source,
     offset: u64,
     n: u64,
-    persisted: u64,
     state: ReadAhead,
     mut sink: impl FnMut(&RecordBatch, u64, &str) -> Result<()>,
 ) -> Result<ReadAhead> {
+    let ds = Arc::clone(&source.ds);
+    let uri = ds.uri();
     let version = ds.version().version;
     let end = offset + n;
-    let (mut cursor, sequential) = match state {
+    let (cursor, sequential) = match state {
         ReadAhead::Open(c) if c.version == version && c.next == offset => (Some(c), true),
         ReadAhead::Open(c) => (None, c.version == version && c.end == offset),
         ReadAhead::After { version: v, next } => (None, v == version && next == offset),
         ReadAhead::None => (None, false),
     };
-    if cursor.is_none() && !sequential {
-        if n <= TAKE_MAX {
-            let rows: Vec<u64> = (offset..end).collect();
-            let batch = ds
-                .take(&rows, ds.schema().clone())
-                .await
-                .map_err(Error::lance("read", ds.uri()))?;
-            sink(&batch, offset, ds.uri())?;
-            return Ok(ReadAhead::After { version, next: end });
+    if cursor.is_none() && !sequential && n <= TAKE_MAX {
+        let rows: Vec<u64> = (offset..end).collect();
+        let batch = ds
+            .take(&rows, ds.schema().clone())
+            .await
+            .map_err(Error::lance("read", uri))?;
+        if source.check_rows {
+            verify_rows(&batch, &source.order, offset, uri)?;
         }
-        // a read elsewhere scans exactly its range; the next one, if it continues this
-        // one, opens a read-ahead scan
-        cursor = Some(open_scan(&ds, offset, n).await?);
+        sink(&batch, offset, uri)?;
+        return Ok(ReadAhead::After { version, next: end });
     }
+    // a read elsewhere starts a scan from its offset: if the next read continues it,
+    // its rows are (being) read already
+    let check = source.check_rows;
+    let mut c = cursor.unwrap_or_else(|| {
+        let window = n.saturating_mul(8).clamp(WINDOW_MIN, WINDOW_MAX).max(n);
+        Cursor::open(source, offset, window)
+    });
     let mut at = offset;
     while at < end {
-        let mut c = match cursor.take() {
-            Some(c) if c.next < c.end => c,
-            _ => {
-                let window = (n.saturating_mul(8))
-                    .clamp(WINDOW_MIN, WINDOW_MAX)
-                    .max(end - at);
-                open_scan(&ds, at, window.min(persisted - at)).await?
-            }
-        };
-        let batch = match c.pending.take() {
-            Some(b) => b,
-            None => match c
-                .stream
-                .try_next()
-                .await
-                .map_err(Error::lance("read", ds.uri()))?
-            {
-                Some(b) => b,
-                None => {
-                    return Err(Error::lance("read", ds.uri())(lance::Error::internal(
-                        format!("the scan ended at offset {at}, before offset {}", c.end),
-                    )));
-                }
-            },
-        };
+        let (batch, checked) = c.next_batch(uri, check).await?;
         let want = (end - at) as usize;
         let take = batch.num_rows().min(want);
-        sink(&batch.slice(0, take), at, ds.uri())?;
+        sink(&batch.slice(0, take), at, uri)?;
         at += take as u64;
         c.next = at;
         if take < batch.num_rows() {
-            c.pending = Some(batch.slice(take, batch.num_rows() - take));
+            c.pending = Some((batch.slice(take, batch.num_rows() - take), checked));
         }
-        cursor = Some(c);
     }
-    Ok(match cursor {
-        Some(c) if c.next < c.end => ReadAhead::Open(c),
-        _ => ReadAhead::After { version, next: end },
+    Ok(if c.next < c.end {
+        ReadAhead::Open(c)
+    } else {
+        ReadAhead::After { version, next: end }
     })
 }

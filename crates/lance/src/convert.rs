@@ -443,14 +443,16 @@ pub(crate) fn from_batch(
     Ok(())
 }
 
-/// Checks every row of `batch` against its checksum and returns the batch as the
-/// caller sees it: record fields in registry order, this crate's own columns removed.
-pub(crate) fn verified_batch(
+/// Checks every row of `batch` (a dataset batch whose first row is `first_offset`)
+/// against its checksum, reading the scalar columns in place (others are built, then
+/// walked; layout rows are decoded). Rows without a checksum (written by another
+/// tool) pass.
+pub(crate) fn verify_rows(
     batch: &RecordBatch,
     order: &[String],
     first_offset: u64,
     dataset: &str,
-) -> Result<RecordBatch> {
+) -> Result<()> {
     let cols = Columns::of(batch, order)?;
     if cols.checksums.is_some() {
         let prefixes: Vec<Vec<u8>> = cols
@@ -468,6 +470,13 @@ pub(crate) fn verified_batch(
             cols.verify_in_place(row, offset, dataset, &prefixes, &mut buf)?;
         }
     }
+    Ok(())
+}
+
+/// The record fields of a dataset batch (verified by [`verify_rows`]), in field order,
+/// without this crate's own columns.
+pub(crate) fn record_columns(batch: &RecordBatch, order: &[String]) -> Result<RecordBatch> {
+    let cols = Columns::of(batch, order)?;
     let schema = batch.schema_ref();
     let indices: Vec<usize> = cols
         .fields

@@ -87,6 +87,24 @@ fn a_value_changed_on_disk_is_refused_with_its_offset() {
             .map(|b| b.num_rows())
             .sum();
         assert_eq!(rows, 17);
+        // reads that continue one another go through the read-ahead scan, whose rows
+        // are checked as the reader takes them: whichever kind of read takes them
+        let offset_of = |err: Error| match err {
+            Error::ChecksumMismatch { offset, .. } => offset,
+            other => panic!("expected a checksum mismatch, got {other}"),
+        };
+        let b = open(dir.path()).await;
+        b.read_arrow(0, 10).await.unwrap();
+        assert_eq!(offset_of(b.read_arrow(10, 40).await.unwrap_err()), 17);
+        let b = open(dir.path()).await;
+        b.read(0, 10).await.unwrap();
+        assert_eq!(offset_of(b.read(10, 40).await.unwrap_err()), 17);
+        // rows a record read left in the scan, unchecked by it, are checked for a
+        // columnar read that takes them
+        let b = open(dir.path()).await;
+        assert_eq!(b.read(0, 5).await.unwrap(), records[..5]);
+        assert_eq!(b.read(5, 5).await.unwrap(), records[5..10]);
+        assert_eq!(offset_of(b.read_arrow(10, 40).await.unwrap_err()), 17);
     });
 }
 
