@@ -435,17 +435,25 @@ impl LanceBucket {
         Ok((start..self.total_count(), logged))
     }
 
-    /// Buffers a batch (see [`LanceBucket::put_batch`]), first flushing the records
-    /// already buffered once `flush_threshold` of them wait. The flush comes first so
-    /// that an error (of the flush, or of the schema check) is returned with nothing of
-    /// this batch buffered: a caller may retry the batch without duplicating it, and a
-    /// bucket that cannot flush refuses more records instead of growing.
+    /// Buffers a batch (see [`LanceBucket::put_batch`]) and flushes once
+    /// `flush_threshold` records are buffered. `Ok` means the batch is buffered; an
+    /// error means nothing of it is, so a caller may retry the batch without
+    /// duplicating it. A flush that fails after this batch was buffered therefore does
+    /// not fail this call: the flush stays due, and the next append makes it before
+    /// buffering anything (its failure refuses that append's batch, so a bucket that
+    /// cannot flush stops growing); [`LanceBucket::flush`] reports it too.
     pub async fn append(&mut self, records: Vec<Record>) -> Result<Range<u64>> {
         let threshold = self.opts.flush_threshold;
-        if threshold > 0 && self.buffer.len() >= threshold {
+        let due = |b: &Self| threshold > 0 && b.buffer.len() >= threshold;
+        if due(self) {
             self.flush().await?;
         }
-        self.put_batch(records)
+        let range = self.put_batch(records)?;
+        if due(self) {
+            // the batch is buffered, whatever this flush does
+            let _retried_by_the_next_append = self.flush().await;
+        }
+        Ok(range)
     }
 
     /// Appends the buffer to the dataset as one commit and makes it durable. On error

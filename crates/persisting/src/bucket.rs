@@ -277,16 +277,10 @@ impl PersistingBackend {
             None => Vec::new(),
         };
         let mut lance = inner.lance.write().await;
-        // a flush due from earlier puts comes first, so that an error of it refuses
-        // this batch whole (nothing logged, nothing buffered: a retry duplicates nothing)
-        let buffered = lance.buffered_count();
-        if buffered > 0
-            && (buffered >= inner.opts.flush_threshold as u64
-                || inner
-                    .wal
-                    .as_ref()
-                    .is_some_and(|w| w.stats().total_bytes >= inner.opts.max_wal_size))
-        {
+        // a flush left due by an earlier put (its flush failed) comes first, so that an
+        // error of it refuses this batch whole (nothing logged, nothing buffered: a
+        // retry duplicates nothing)
+        if self.flush_due(&lance) {
             self.flush_locked(&mut lance).await?;
         }
         // schema check, then the WAL, then the buffer: all or nothing, in one order
@@ -306,6 +300,7 @@ impl PersistingBackend {
         })?;
         let total = lance.total_count();
         let buffered = lance.buffered_count();
+        let flush_due = self.flush_due(&lance);
         drop(lance);
         if let (Some(end), Some(syncer)) = (wait_for, &inner.syncer) {
             syncer.wait(end).await?;
@@ -316,6 +311,11 @@ impl PersistingBackend {
         if let Some(m) = &inner.metrics {
             let wal_bytes = inner.wal.as_ref().map(|w| w.stats().total_bytes);
             m.put(count, buffered, wal_bytes);
+        }
+        if flush_due {
+            // the batch is acknowledged, whatever this flush does: a failure leaves the
+            // flush due, and the next put makes it before taking anything
+            let _retried_by_the_next_put = self.flush_now().await;
         }
         Ok(())
     }
@@ -364,6 +364,19 @@ impl PersistingBackend {
         self.check_open()?;
         let lance = self.inner.lance.read().await;
         Ok(lance.verify_files().await?)
+    }
+
+    /// Whether the buffer reached `flush_threshold`, or the WAL `max_wal_size`.
+    fn flush_due(&self, lance: &LanceBucket) -> bool {
+        let opts = &self.inner.opts;
+        let buffered = lance.buffered_count();
+        buffered > 0
+            && (buffered >= opts.flush_threshold as u64
+                || self
+                    .inner
+                    .wal
+                    .as_ref()
+                    .is_some_and(|w| w.stats().total_bytes >= opts.max_wal_size))
     }
 
     async fn flush_now(&self) -> Result<()> {

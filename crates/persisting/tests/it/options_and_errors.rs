@@ -81,7 +81,7 @@ fn a_put_whose_flush_fails_is_refused_whole_and_a_retry_duplicates_nothing() {
         let opts = PersistingOptions {
             enable_wal: true,
             wal_sync_interval: Duration::ZERO,
-            flush_threshold: 2,
+            flush_threshold: 3,
             ..PersistingOptions::default()
         };
         let b = PersistingBackend::open(0, dir.path(), opts.clone())
@@ -90,18 +90,22 @@ fn a_put_whose_flush_fails_is_refused_whole_and_a_retry_duplicates_nothing() {
         b.put_batch(vec![record! {"i" => 0}, record! {"i" => 1}])
             .await
             .unwrap();
-        let before = b.stats().await.unwrap();
-        // the dataset's place is taken by a file: the due flush fails
+        // the dataset's place is taken by a file: every flush fails
         let blocker = dir.path().join("data.lance");
         std::fs::write(&blocker, b"not a dataset").unwrap();
-        let err = b.put(record! {"i" => 2}).await.unwrap_err();
+        // acknowledged, then its flush fails: the put still succeeds (it is durable)
+        b.put(record! {"i" => 2}).await.unwrap();
+        let before = b.stats().await.unwrap();
+        assert_eq!((before.total_count, before.persisted_count), (3, 0));
+        // the next put makes the due flush first: its failure refuses the put whole
+        let err = b.put(record! {"i" => 3}).await.unwrap_err();
         assert!(err.to_string().contains("data.lance"), "{err}");
         let after = b.stats().await.unwrap();
-        assert_eq!(after.total_count, 2, "the refused put is not buffered");
+        assert_eq!(after.total_count, 3, "the refused put is not buffered");
         assert_eq!(after.wal_size_bytes, before.wal_size_bytes, "nor logged");
         std::fs::remove_file(&blocker).unwrap();
-        b.put(record! {"i" => 2}).await.unwrap();
-        let all: Vec<_> = (0..3).map(|i| record! {"i" => i}).collect();
+        b.put(record! {"i" => 3}).await.unwrap();
+        let all: Vec<_> = (0..4).map(|i| record! {"i" => i}).collect();
         assert_eq!(b.get(0, None).await.unwrap(), all);
         drop(b);
         let b = PersistingBackend::open(0, dir.path(), opts).await.unwrap();
