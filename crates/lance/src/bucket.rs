@@ -226,8 +226,6 @@ pub struct LanceBucket {
     /// (a timeout, a cancelled task) cannot leave it half known. The next flush waits
     /// for it and applies its outcome.
     commit: Option<PendingCommit>,
-    /// Kept alive by every commit task until it ends ([`LanceBucket::hold_during_commits`]).
-    keep_alive: Option<Arc<dyn std::any::Any + Send + Sync>>,
     /// A flush stopped part way or failed after Lance may have committed (schema
     /// changes, or records): the next flush reloads the dataset and counts what landed.
     unsure: bool,
@@ -283,7 +281,6 @@ impl LanceBucket {
             durability,
             sums,
             commit: None,
-            keep_alive: None,
             unsure: false,
             flushes: 0,
             compactions: 0,
@@ -371,16 +368,6 @@ impl LanceBucket {
         Ok(())
     }
 
-    /// Gives every later flush's commit task `token` to hold until the commit ends. A
-    /// commit runs on its own task so that a cancelled flush cannot leave it half known
-    /// (see [`LanceBucket::flush`]); if the handle is dropped meanwhile, the commit
-    /// still lands. An owner that guards the bucket with a lock hands the lock here, so
-    /// that the bucket cannot be reopened (and its records replayed from elsewhere)
-    /// before that commit lands.
-    pub fn hold_during_commits(&mut self, token: Arc<dyn std::any::Any + Send + Sync>) {
-        self.keep_alive = Some(token);
-    }
-
     /// The storage path.
     pub fn storage_path(&self) -> &Path {
         &self.root
@@ -462,11 +449,7 @@ impl LanceBucket {
     /// flush takes its outcome (records committed then are never appended twice).
     pub async fn flush(&mut self) -> Result<FlushReport> {
         let start = Instant::now();
-        // a commit a cancelled flush left running, then anything it left unknown
-        let earlier = self.settle_commit().await?;
-        if self.unsure {
-            self.reconcile().await?;
-        }
+        let earlier = self.catch_up().await?;
         if self.buffer.is_empty() {
             let (records, files_synced) = earlier.unwrap_or_default();
             return Ok(FlushReport {
@@ -527,16 +510,15 @@ impl LanceBucket {
         let params = self.write_params(mode);
         let mut durability = self.durability.take();
         let sums = self.sums.clone();
-        let keep_alive = self.keep_alive.clone();
         let handle = tokio::spawn(async move {
-            let _keep_alive = (keep_alive, running);
+            let _running = running;
             let committed = match base {
                 Some(mut ds) => ds
-                    .append(reader(schema, vec![batch]), Some(params))
+                    .append(reader(batch), Some(params))
                     .await
                     .map(|()| ds)
                     .map_err(Error::lance("append to", &uri)),
-                None => Dataset::write(reader(schema, vec![batch]), uri.as_str(), Some(params))
+                None => Dataset::write(reader(batch), uri.as_str(), Some(params))
                     .await
                     .map_err(Error::lance("create", &uri)),
             };
@@ -610,6 +592,18 @@ impl LanceBucket {
                 Err(e)
             }
         }
+    }
+
+    /// Brings this handle up to date with what its own earlier flushes did: applies a
+    /// commit a cancelled flush left running, then, if a flush stopped part way or
+    /// failed, counts what landed (see `reconcile`). Returns what the running commit
+    /// made durable.
+    async fn catch_up(&mut self) -> Result<Option<(usize, usize)>> {
+        let earlier = self.settle_commit().await?;
+        if self.unsure {
+            self.reconcile().await?;
+        }
+        Ok(earlier)
     }
 
     /// After a flush that stopped part way or failed: reloads the latest dataset and
@@ -833,10 +827,7 @@ impl LanceBucket {
     /// dataset versions older than the retention, and fsyncs the result.
     pub async fn compact(&mut self) -> Result<()> {
         // the dataset this handle knows must be the latest
-        self.settle_commit().await?;
-        if self.unsure {
-            self.reconcile().await?;
-        }
+        self.catch_up().await?;
         let Some(ds) = self.dataset.as_deref() else {
             return Ok(());
         };
@@ -880,12 +871,14 @@ impl LanceBucket {
         if offset >= end {
             return Ok(out);
         }
-        let names = self.schema.names();
+        let names: Arc<[String]> = self.schema.names().into();
+        let order = Arc::clone(&names);
         let part = self
             // each record is checked as it is built
             .read_persisted(
                 offset,
                 end,
+                order,
                 false,
                 Vec::new(),
                 move |records, batch, at, uri| from_batch(batch, &names, at, uri, records),
@@ -911,12 +904,14 @@ impl LanceBucket {
         if offset >= end {
             return Ok(Vec::new());
         }
-        let names = self.schema.names();
+        let names: Arc<[String]> = self.schema.names().into();
+        let order = Arc::clone(&names);
         let mut out = self
             // rows checked in place before the sink sees them
             .read_persisted(
                 offset,
                 end,
+                order,
                 true,
                 Vec::new(),
                 move |batches, batch, _, _| {
@@ -939,12 +934,14 @@ impl LanceBucket {
     /// Feeds the dataset's rows `[offset, end.min(persisted))` to `sink` batch by
     /// batch (with each batch's first offset), after checking their data files, on a
     /// task of its own: Lance's decoders assert on damaged pages (a panic, not an
-    /// error), which becomes an error of this read. `check_rows`: every row is checked
-    /// against its checksum before `sink` sees it (otherwise `sink` must check).
+    /// error), which becomes an error of this read. `order` is the field registry;
+    /// `check_rows`: every row is checked against its checksum before `sink` sees it
+    /// (otherwise `sink` must check).
     async fn read_persisted<T, S>(
         &self,
         offset: u64,
         end: u64,
+        order: Arc<[String]>,
         check_rows: bool,
         mut out: T,
         mut sink: S,
@@ -967,7 +964,7 @@ impl LanceBucket {
         let source = Source {
             ds,
             persisted: self.persisted,
-            order: self.schema.names().into(),
+            order,
             sums: self.sums.clone(),
             check_rows,
         };
@@ -1168,13 +1165,12 @@ fn fragment_files(ds: &Dataset, keep: impl Fn(u64) -> bool, range: Range<u64>) -
 }
 
 fn reader(
-    schema: Arc<ArrowSchema>,
-    batches: Vec<RecordBatch>,
+    batch: RecordBatch,
 ) -> RecordBatchIterator<
     std::vec::IntoIter<std::result::Result<RecordBatch, arrow::error::ArrowError>>,
 > {
-    let batches: Vec<_> = batches.into_iter().map(Ok).collect();
-    RecordBatchIterator::new(batches.into_iter(), schema)
+    let schema = batch.schema();
+    RecordBatchIterator::new(vec![Ok(batch)].into_iter(), schema)
 }
 
 /// Checks the sealed data files among `names` not checked yet (by this handle's

@@ -76,8 +76,8 @@ struct Inner {
     notify: SyncRwLock<Option<watch::Sender<u64>>>,
     closed: AtomicBool,
     metrics: Option<BucketMetrics>,
-    /// Held for the life of the handle (and of a flush commit it left running).
-    _lock: Arc<std::fs::File>,
+    /// Held for the life of the handle.
+    _lock: std::fs::File,
 }
 
 /// The enhanced backend: WAL, compression, metrics over a Lance bucket.
@@ -177,11 +177,9 @@ impl PersistingBackend {
             column_compression: column_compression(opts.compression),
             ..LanceOptions::default()
         };
-        let lock = Arc::new(lock);
+        // a flush commit left running by a dropped handle lands before this open counts
+        // the rows (LanceBucket::open waits for it): the WAL is replayed after it
         let mut lance = LanceBucket::open(&storage_path, lance_opts).await?;
-        // a flush commit left running by a dropped handle keeps the bucket locked until
-        // it lands: a reopen in this process cannot replay the WAL under it
-        lance.hold_during_commits(lock.clone());
         let wal = if opts.enable_wal {
             Some(Arc::new(
                 open_wal(bucket_id, &storage_path, &opts, &mut lance, wal_fs).await?,
@@ -280,7 +278,7 @@ impl PersistingBackend {
         // a flush left due by an earlier put (its flush failed) comes first, so that an
         // error of it refuses this batch whole (nothing logged, nothing buffered: a
         // retry duplicates nothing)
-        if self.flush_due(&lance) {
+        if self.flush_due(lance.buffered_count(), self.wal_bytes()) {
             self.flush_locked(&mut lance).await?;
         }
         // schema check, then the WAL, then the buffer: all or nothing, in one order
@@ -300,7 +298,9 @@ impl PersistingBackend {
         })?;
         let total = lance.total_count();
         let buffered = lance.buffered_count();
-        let flush_due = self.flush_due(&lance);
+        // one look at the WAL's size after the put, for the flush decision and the gauge
+        let wal_bytes = self.wal_bytes();
+        let flush_due = self.flush_due(buffered, wal_bytes);
         drop(lance);
         if let (Some(end), Some(syncer)) = (wait_for, &inner.syncer) {
             syncer.wait(end).await?;
@@ -309,7 +309,6 @@ impl PersistingBackend {
             self.publish(total);
         }
         if let Some(m) = &inner.metrics {
-            let wal_bytes = inner.wal.as_ref().map(|w| w.stats().total_bytes);
             m.put(count, buffered, wal_bytes);
         }
         if flush_due {
@@ -366,17 +365,18 @@ impl PersistingBackend {
         Ok(lance.verify_files().await?)
     }
 
-    /// Whether the buffer reached `flush_threshold`, or the WAL `max_wal_size`.
-    fn flush_due(&self, lance: &LanceBucket) -> bool {
+    /// Whether `buffered` records reached `flush_threshold`, or the WAL (`wal_bytes`)
+    /// `max_wal_size`.
+    fn flush_due(&self, buffered: u64, wal_bytes: Option<u64>) -> bool {
         let opts = &self.inner.opts;
-        let buffered = lance.buffered_count();
         buffered > 0
             && (buffered >= opts.flush_threshold as u64
-                || self
-                    .inner
-                    .wal
-                    .as_ref()
-                    .is_some_and(|w| w.stats().total_bytes >= opts.max_wal_size))
+                || wal_bytes.is_some_and(|b| b >= opts.max_wal_size))
+    }
+
+    /// The WAL's size on disk, if there is a WAL.
+    fn wal_bytes(&self) -> Option<u64> {
+        self.inner.wal.as_ref().map(|w| w.stats().total_bytes)
     }
 
     async fn flush_now(&self) -> Result<()> {
@@ -397,7 +397,7 @@ impl PersistingBackend {
         if let Some(m) = &self.inner.metrics
             && report.records > 0
         {
-            let wal_bytes = self.inner.wal.as_ref().map(|w| w.stats().total_bytes);
+            let wal_bytes = self.wal_bytes();
             m.flushed(started.elapsed(), lance.buffered_count(), wal_bytes);
         }
         Ok(())
