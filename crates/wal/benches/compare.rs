@@ -66,6 +66,8 @@ fn run_threads(threads: usize, op: impl Fn(u64) + Sync) -> f64 {
 const STREAM_BYTES: usize = 256 << 20;
 const BIG: usize = 16 << 10;
 const SMALL: usize = 200;
+/// Rounds of the durable runs.
+const ROUNDS: usize = 3;
 
 fn raw_write_mb_s(dir: &Path) -> f64 {
     let buf = vec![0xabu8; BIG];
@@ -104,8 +106,13 @@ fn raw_fdatasync_per_s(dir: &Path) -> f64 {
 }
 
 fn wal_always_per_s(dir: &Path, threads: usize) -> f64 {
+    let fsync_ns = std::sync::Arc::new(AtomicU64::new(0));
+    let sum = fsync_ns.clone();
     let opts = WalOptions {
         sync: SyncPolicy::Always,
+        on_fsync: Some(persisting_wal::FsyncObserver::new(move |d| {
+            sum.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        })),
         ..WalOptions::default()
     };
     let (wal, _) = Wal::open(dir.join(format!("wal-{threads}")), opts).unwrap();
@@ -115,10 +122,11 @@ fn wal_always_per_s(dir: &Path, threads: usize) -> f64 {
     });
     let st = wal.stats();
     println!(
-        "  {threads} writer(s): {} entries, {} fsyncs, {:.1} entries per fsync",
+        "  {threads} writer(s): {} entries, {} fsyncs, {:.1} entries per fsync, {:.0} us per write+fsync",
         st.entries_appended,
         st.fsyncs,
-        st.entries_appended as f64 / st.fsyncs.max(1) as f64
+        st.entries_appended as f64 / st.fsyncs.max(1) as f64,
+        fsync_ns.load(Ordering::Relaxed) as f64 / 1e3 / st.fsyncs.max(1) as f64
     );
     rate
 }
@@ -166,12 +174,31 @@ fn main() {
         let d = tempfile::tempdir_in(dir).unwrap();
         wal_os_mb_s(d.path())
     });
-    settle();
-    let raw_sync = raw_fdatasync_per_s(dir);
-    let wal_1 = wal_always_per_s(dir, 1);
-    let wal_64 = wal_always_per_s(dir, 64);
-    let okay_1 = okaywal_per_s(dir, 1);
-    let okay_64 = okaywal_per_s(dir, 64);
+    // fsync latency on this disk drifts over seconds: the durable runs alternate, in
+    // rounds, and each keeps its best round
+    let (mut raw_sync, mut wal_1, mut wal_64, mut okay_1, mut okay_64) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for round in 0..ROUNDS {
+        settle();
+        let d = tempfile::tempdir_in(dir).unwrap();
+        let d = d.path();
+        println!("round {}", round + 1);
+        let r = [
+            raw_fdatasync_per_s(d),
+            wal_always_per_s(d, 1),
+            okaywal_per_s(d, 1),
+            wal_always_per_s(d, 64),
+            okaywal_per_s(d, 64),
+        ];
+        println!(
+            "  entries/s: raw fdatasync {:.0}, ours 1w {:.0}, okaywal 1w {:.0}, ours 64w {:.0}, okaywal 64w {:.0}",
+            r[0], r[1], r[2], r[3], r[4]
+        );
+        raw_sync = f64::max(raw_sync, r[0]);
+        wal_1 = f64::max(wal_1, r[1]);
+        okay_1 = f64::max(okay_1, r[2]);
+        wal_64 = f64::max(wal_64, r[3]);
+        okay_64 = f64::max(okay_64, r[4]);
+    }
 
     println!();
     println!("| measurement | persisting-wal | baseline | ratio | floor |");

@@ -9,6 +9,8 @@
 //! - under [`SyncPolicy::Always`], appenders only queue their frames: the first waiter
 //!   that finds no sync running (the leader) writes every queued frame with one write
 //!   and one fsync, outside the lock (group commit with a leader, no fixed delay);
+//!   a leader wakes two of the followers its sync covered and leaves the rest to the
+//!   first of them to run, so its next write and fsync start at once;
 //!   under the other policies each append writes its frame before returning, so a
 //!   process crash loses nothing;
 //! - segments are preallocated in steps, so an fsync rarely has a file size to persist;
@@ -118,6 +120,9 @@ pub(crate) struct Shared {
     durable: AtomicU64,
     /// Set once the log is poisoned, read by parked waiters without the lock.
     failed: AtomicBool,
+    /// Threads a finished sync covers that its leader left for the first of them to
+    /// wake (see [`Unpark::hand_over`]): every waiter drains it as it leaves its park.
+    backlog: Mutex<Vec<Thread>>,
 }
 
 /// A write-ahead log in one directory. `Send + Sync`: share it with an `Arc`.
@@ -202,6 +207,7 @@ impl Wal {
             closer: Condvar::new(),
             durable,
             failed: AtomicBool::new(false),
+            backlog: Mutex::new(Vec::new()),
         });
         let spawn = |name: &str, f: fn(&Shared)| {
             let s = shared.clone();
@@ -398,6 +404,27 @@ impl Unpark {
     fn run(&mut self) {
         self.0.drain(..).for_each(|t| t.unpark());
     }
+
+    /// Wakes the first two threads and leaves the others in `backlog` for them: a
+    /// leader about to fsync again does not spend the time of a wake-up per
+    /// follower (and the followers' CPU) before it starts, and the first woken
+    /// thread wakes the rest while the fsync runs.
+    fn hand_over(&mut self, backlog: &Mutex<Vec<Thread>>) {
+        if self.0.len() > 2 {
+            let rest = self.0.split_off(2);
+            backlog
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(rest);
+        }
+        self.run();
+    }
+}
+
+/// Wakes every thread left in `backlog` by [`Unpark::hand_over`].
+fn drain_backlog(backlog: &Mutex<Vec<Thread>>) {
+    let threads = std::mem::take(&mut *backlog.lock().unwrap_or_else(PoisonError::into_inner));
+    threads.into_iter().for_each(|t| t.unpark());
 }
 
 impl Drop for Unpark {
@@ -650,6 +677,10 @@ impl Shared {
                 drop(st);
                 wake.run();
                 loop {
+                    // A woken thread wakes the threads a leader left behind (see
+                    // `Unpark::hand_over`): on every way out, woken before or after
+                    // it parked.
+                    drain_backlog(&self.backlog);
                     if self.durable.load(Ordering::Acquire) >= target {
                         return Ok(());
                     }
@@ -657,6 +688,7 @@ impl Shared {
                         break;
                     }
                     std::thread::park();
+                    drain_backlog(&self.backlog);
                     // woken to lead, or spuriously: look again under the lock
                     if self.durable.load(Ordering::Acquire) < target {
                         break;
@@ -678,7 +710,7 @@ impl Shared {
                 return Err(self.poison(&mut st, cause));
             }
             drop(st);
-            wake.run();
+            wake.hand_over(&self.backlog);
             let started = Instant::now();
             let result = if buf.is_empty() {
                 Ok(())

@@ -197,6 +197,38 @@ fn concurrent_appenders_get_dense_unique_lsns() {
     }
 }
 
+/// Under `Always` a leader wakes two followers and leaves the rest of its group to
+/// them: every appender must come back (a lost wake-up hangs here, and the deadline
+/// turns that into a failure).
+#[test]
+fn every_one_of_many_durable_appenders_returns() {
+    both(|p| {
+        let opts = WalOptions {
+            sync: SyncPolicy::Always,
+            segment_bytes_max: 64 << 10,
+            ..WalOptions::default()
+        };
+        let wal = Arc::new(open(p, &opts));
+        let (done, finished) = std::sync::mpsc::channel();
+        for t in 0..64u8 {
+            let (wal, done) = (wal.clone(), done.clone());
+            std::thread::spawn(move || {
+                for i in 0..60u8 {
+                    wal.append(&[t, i]).unwrap();
+                }
+                done.send(()).unwrap();
+            });
+        }
+        for _ in 0..64 {
+            finished
+                .recv_timeout(std::time::Duration::from_secs(120))
+                .expect("an appender never returned: a wake-up was lost");
+        }
+        assert_eq!(wal.durable_lsn(), 64 * 60);
+        assert_eq!(read_all(&wal, 0).len(), 64 * 60);
+    });
+}
+
 #[test]
 fn interval_policy_syncs_in_the_background() {
     both(|p| {
