@@ -13,7 +13,8 @@
 //!   first of them to run, so its next write and fsync start at once;
 //!   under the other policies each append writes its frame before returning, so a
 //!   process crash loses nothing;
-//! - segments are preallocated in steps, so an fsync rarely has a file size to persist;
+//! - segments are preallocated (zeros written) in steps, under every policy, so an
+//!   fsync rarely has a file size to persist and frames overwrite cached pages;
 //!   the zeros after the last frame are the segment's clean end;
 //! - a new segment starts under a pending name; the closer fsyncs the segment before
 //!   it, then the new one, and only then gives it its final name. So every segment but
@@ -516,17 +517,15 @@ impl Shared {
         if end <= st.allocated {
             return Ok(());
         }
-        // Preallocation spares `Always` an fsync of the file size per commit, but makes
-        // buffered writes into the hole slower: the other policies extend as they go.
-        if self.opts.sync != SyncPolicy::Always {
-            st.allocated = end;
-            return Ok(());
-        }
         // Zeros are written, not a hole left by `set_len`: writing into a hole makes
         // each commit's fdatasync also commit the file system's journal (block
         // allocation). Written zeros are allocated once per step, with the next
-        // fdatasync, and later commits in the step flush their data only. Recovery
-        // reads the zeros as the end of the log, as it reads a hole.
+        // fdatasync, and later commits in the step flush their data only. Under every
+        // policy, frames then overwrite pages already in the page cache: one aligned
+        // 1 MiB write of zeros plus overwrites costs less than extending the file
+        // frame by frame, whose writes end mid-page (measured: 1.6-1.7x the MB/s of
+        // 16 KiB frames). Recovery reads the zeros as the end of the log, as it reads
+        // a hole.
         let step = PREALLOCATE_BYTES_MAX.min(self.opts.segment_bytes_max);
         let target = end.div_ceil(step) * step;
         write_zeros(&*st.active, st.allocated.max(st.written)..target)?;
