@@ -117,18 +117,27 @@ fn wal_always_per_s(dir: &Path, threads: usize) -> f64 {
     };
     let (wal, _) = Wal::open(dir.join(format!("wal-{threads}")), opts).unwrap();
     let buf = [7u8; SMALL];
+    let c0 = cpu();
     let rate = run_threads(threads, |_| {
         wal.append(&buf).unwrap();
     });
+    let cores = (cpu() - c0) / secs().as_secs_f64();
     let st = wal.stats();
     println!(
-        "  {threads} writer(s): {} entries, {} fsyncs, {:.1} entries per fsync, {:.0} us per write+fsync",
+        "  {threads} writer(s): {} entries, {} fsyncs, {:.1} entries per fsync, {:.0} us per write+fsync, {cores:.2} cores busy",
         st.entries_appended,
         st.fsyncs,
         st.entries_appended as f64 / st.fsyncs.max(1) as f64,
         fsync_ns.load(Ordering::Relaxed) as f64 / 1e3 / st.fsyncs.max(1) as f64
     );
     rate
+}
+
+/// CPU seconds this process has used (user + system; Linux).
+fn cpu() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
 }
 
 fn okaywal_per_s(dir: &Path, threads: usize) -> f64 {
