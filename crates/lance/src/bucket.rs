@@ -30,7 +30,7 @@ use lance::dataset::optimize::{CompactionOptions, compact_files};
 use lance::dataset::{BatchUDF, ColumnAlteration, NewColumnTransform, WriteMode, WriteParams};
 use persisting_codec::Record;
 
-use crate::convert::{from_batch, record_columns, to_batch, verify_rows};
+use crate::convert::{from_batch, record_columns, to_batch, to_batches, verify_rows};
 use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::schema::{
@@ -499,7 +499,7 @@ impl LanceBucket {
             Some(ds) => Arc::new(ArrowSchema::from(ds.schema())),
             None => self.create_schema(),
         };
-        let batch = to_batch(&schema, &self.schema, &self.buffer)?;
+        let batch = to_batches(&schema, &self.schema, &self.buffer)?;
         let records = self.buffer.len();
         let uri = self.uri.clone();
         let mode = if base.is_some() {
@@ -1165,12 +1165,15 @@ fn fragment_files(ds: &Dataset, keep: impl Fn(u64) -> bool, range: Range<u64>) -
 }
 
 fn reader(
-    batch: RecordBatch,
+    batches: Vec<RecordBatch>,
 ) -> RecordBatchIterator<
     std::vec::IntoIter<std::result::Result<RecordBatch, arrow::error::ArrowError>>,
 > {
-    let schema = batch.schema();
-    RecordBatchIterator::new(vec![Ok(batch)].into_iter(), schema)
+    let schema = batches[0].schema();
+    RecordBatchIterator::new(
+        batches.into_iter().map(Ok).collect::<Vec<_>>().into_iter(),
+        schema,
+    )
 }
 
 /// Checks the sealed data files among `names` not checked yet (by this handle's

@@ -111,6 +111,11 @@ fn f64_of(v: &Value) -> Option<f64> {
 }
 
 /// Builds the batch of `records` for a dataset whose columns are `schema`.
+///
+/// One pass over the records, each taken whole (checksum, layout, values into their
+/// columns) while its memory is in cache: a flush's records were allocated long
+/// before it and are scattered over the heap, and a pass per column over them cost
+/// about twice as much. Lists and structs are gathered and built per column after.
 pub(crate) fn to_batch(
     schema: &Arc<ArrowSchema>,
     state: &SchemaState,
@@ -128,7 +133,11 @@ pub(crate) fn to_batch(
         .iter()
         .map(|c| c.map(|c| col_type(schema.field(c))))
         .collect();
-    let mut values: Vec<Vec<Option<&Value>>> = vec![vec![None; n]; schema.fields().len()];
+    let mut sinks: Vec<Sink<'_>> = schema
+        .fields()
+        .iter()
+        .map(|f| Sink::for_field(f, n))
+        .collect();
     for (row, r) in records.iter().enumerate() {
         let mut hint = 0;
         for (name, value) in r.iter() {
@@ -137,33 +146,175 @@ pub(crate) fn to_batch(
             };
             hint = pos + 1;
             if let Some(c) = column_of[pos].filter(|_| !value.is_null()) {
-                values[c][row] = Some(value);
+                sinks[c].put(row, value);
+            }
+        }
+        for sink in &mut sinks {
+            match sink {
+                Sink::Layout(b) => {
+                    if state.is_canonical(&types, r) {
+                        b.append_null();
+                    } else {
+                        b.append_value(encode_record(r));
+                    }
+                }
+                Sink::Checksum(b) => b.append_value(row_checksum(r)),
+                _ => {}
             }
         }
     }
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    for (field, values) in schema.fields().iter().zip(values) {
-        let name = field.name();
-        let column: ArrayRef = if name == LAYOUT_COLUMN {
-            let mut b = BinaryBuilder::with_capacity(n, 0);
-            for r in records {
-                if state.is_canonical(&types, r) {
-                    b.append_null();
-                } else {
-                    b.append_value(encode_record(r));
-                }
-            }
-            Arc::new(b.finish())
-        } else if name == CHECKSUM_COLUMN {
-            let mut b = UInt32Builder::with_capacity(n);
-            records.iter().for_each(|r| b.append_value(row_checksum(r)));
-            Arc::new(b.finish())
-        } else {
-            build_column(field, values.into_iter(), n)?
-        };
-        columns.push(column);
+    for (field, sink) in schema.fields().iter().zip(sinks) {
+        columns.push(sink.finish(field, n)?);
     }
     RecordBatch::try_new(schema.clone(), columns).map_err(Error::arrow("build a record batch"))
+}
+
+/// Records per part below which [`to_batches`] does not split.
+const PART_ROWS_MIN: usize = 16 << 10;
+
+/// [`to_batch`] of consecutive parts of `records`, built at once on scoped threads
+/// (as many as the machine has cores, each part at least [`PART_ROWS_MIN`] rows): a
+/// flush's conversion uses the cores the caller leaves idle. Appended in order, the
+/// batches hold the records in order.
+pub(crate) fn to_batches(
+    schema: &Arc<ArrowSchema>,
+    state: &SchemaState,
+    records: &[Record],
+) -> Result<Vec<RecordBatch>> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let parts = cores.min(records.len() / PART_ROWS_MIN).max(1);
+    if parts == 1 {
+        return Ok(vec![to_batch(schema, state, records)?]);
+    }
+    let chunks: Vec<&[Record]> = records.chunks(records.len().div_ceil(parts)).collect();
+    std::thread::scope(|s| {
+        let others: Vec<_> = chunks[1..]
+            .iter()
+            .map(|chunk| s.spawn(move || to_batch(schema, state, chunk)))
+            .collect();
+        let mut batches = vec![to_batch(schema, state, chunks[0])];
+        for other in others {
+            batches.push(
+                other
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+        }
+        batches.into_iter().collect()
+    })
+}
+
+/// Where [`to_batch`] puts one column's values as it walks the records: a builder for
+/// the scalar types (null-padded up to the row it is given), the gathered values for
+/// lists and structs.
+enum Sink<'a> {
+    Layout(BinaryBuilder),
+    Checksum(UInt32Builder),
+    Bool(BooleanBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Str(StringBuilder),
+    Bytes(BinaryBuilder),
+    Encoded(BinaryBuilder),
+    Gathered(Vec<Option<&'a Value>>),
+}
+
+impl<'a> Sink<'a> {
+    fn for_field(field: &Field, n: usize) -> Self {
+        match field.name().as_str() {
+            LAYOUT_COLUMN => return Sink::Layout(BinaryBuilder::with_capacity(n, 0)),
+            CHECKSUM_COLUMN => return Sink::Checksum(UInt32Builder::with_capacity(n)),
+            _ => {}
+        }
+        match col_type(field) {
+            ColType::Bool => Sink::Bool(BooleanBuilder::with_capacity(n)),
+            ColType::Int => Sink::Int(Int64Builder::with_capacity(n)),
+            ColType::Float => Sink::Float(Float64Builder::with_capacity(n)),
+            ColType::Str => Sink::Str(StringBuilder::with_capacity(n, n * 16)),
+            ColType::Bytes | ColType::Foreign(_) => {
+                Sink::Bytes(BinaryBuilder::with_capacity(n, n * 16))
+            }
+            ColType::Encoded => Sink::Encoded(BinaryBuilder::with_capacity(n, n * 16)),
+            ColType::List(_) | ColType::Struct(_) => Sink::Gathered(Vec::with_capacity(n)),
+        }
+    }
+
+    /// Puts `value` (not null) at `row`, after nulls for the rows before it that had
+    /// none. Converted as `build_column` converts (a value of another type: null).
+    fn put(&mut self, row: usize, value: &'a Value) {
+        fn pad<B: arrow::array::ArrayBuilder>(
+            b: &mut B,
+            row: usize,
+            nulls: impl FnOnce(&mut B, usize),
+        ) {
+            let len = b.len();
+            if len < row {
+                nulls(b, row - len);
+            }
+        }
+        match self {
+            Sink::Bool(b) => {
+                pad(b, row, |b, k| b.append_nulls(k));
+                b.append_option(value.as_bool());
+            }
+            Sink::Int(b) => {
+                pad(b, row, |b, k| b.append_nulls(k));
+                b.append_option(value.as_i64());
+            }
+            Sink::Float(b) => {
+                pad(b, row, |b, k| b.append_nulls(k));
+                b.append_option(f64_of(value));
+            }
+            Sink::Str(b) => {
+                pad(b, row, |b, k| (0..k).for_each(|_| b.append_null()));
+                b.append_option(value.as_str());
+            }
+            Sink::Bytes(b) => {
+                pad(b, row, |b, k| (0..k).for_each(|_| b.append_null()));
+                b.append_option(value.as_bytes());
+            }
+            Sink::Encoded(b) => {
+                pad(b, row, |b, k| (0..k).for_each(|_| b.append_null()));
+                b.append_value(encode_value(value));
+            }
+            Sink::Gathered(v) => {
+                v.resize(row, None);
+                v.push(Some(value));
+            }
+            // not record fields
+            Sink::Layout(_) | Sink::Checksum(_) => {}
+        }
+    }
+
+    /// The column of `n` rows (nulls after the last value put).
+    fn finish(self, field: &Field, n: usize) -> Result<ArrayRef> {
+        fn done<B: arrow::array::ArrayBuilder>(
+            mut b: B,
+            n: usize,
+            nulls: impl FnOnce(&mut B, usize),
+        ) -> ArrayRef {
+            let len = b.len();
+            if len < n {
+                nulls(&mut b, n - len);
+            }
+            b.finish()
+        }
+        Ok(match self {
+            Sink::Layout(b) | Sink::Bytes(b) | Sink::Encoded(b) => {
+                done(b, n, |b, k| (0..k).for_each(|_| b.append_null()))
+            }
+            Sink::Checksum(b) => done(b, n, |b, k| b.append_nulls(k)),
+            Sink::Bool(b) => done(b, n, |b, k| b.append_nulls(k)),
+            Sink::Int(b) => done(b, n, |b, k| b.append_nulls(k)),
+            Sink::Float(b) => done(b, n, |b, k| b.append_nulls(k)),
+            Sink::Str(b) => done(b, n, |b, k| (0..k).for_each(|_| b.append_null())),
+            Sink::Gathered(mut v) => {
+                v.resize(n, None);
+                build_column(field, v.into_iter(), n)?
+            }
+        })
+    }
 }
 
 fn build_column<'a>(
