@@ -6,6 +6,8 @@
 //! - `Always`, 64 writers vs its own 1-writer entries/s (group commit);
 //! - okaywal (commit = durable) at 1 and 64 writers, same payloads.
 //!
+//! Runs alternate in 5 rounds; each figure is the median of its rounds.
+//!
 //! `cargo bench -p persisting-wal --bench compare`. `PERSISTING_BENCH_SECS` sets each
 //! timed run's length (default 3), `PERSISTING_BENCH_DIR` the directory (default: the
 //! target directory's disk).
@@ -66,8 +68,8 @@ fn run_threads(threads: usize, op: impl Fn(u64) + Sync) -> f64 {
 const STREAM_BYTES: usize = 256 << 20;
 const BIG: usize = 16 << 10;
 const SMALL: usize = 200;
-/// Rounds of the durable runs.
-const ROUNDS: usize = 3;
+/// Rounds of alternated runs; each measurement is the median of its rounds.
+const ROUNDS: usize = 5;
 
 fn raw_write_mb_s(dir: &Path) -> f64 {
     let buf = vec![0xabu8; BIG];
@@ -154,13 +156,10 @@ fn okaywal_per_s(dir: &Path, threads: usize) -> f64 {
     rate
 }
 
-fn best(runs: usize, mut f: impl FnMut() -> f64) -> f64 {
-    (0..runs)
-        .map(|_| {
-            settle();
-            f()
-        })
-        .fold(0.0, f64::max)
+/// The median of the rounds' figures of one measurement.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn main() {
@@ -175,17 +174,20 @@ fn main() {
         dir.display()
     );
 
-    let raw_mb = best(3, || {
+    // Write and fsync speed on this disk drift by up to 2x within a minute: the runs
+    // alternate, in rounds, and each measurement is the median of its rounds (the
+    // same rule for ours and for the baselines; every round is printed).
+    let (mut raw_mb, mut wal_mb) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        settle();
         let d = tempfile::tempdir_in(dir).unwrap();
-        raw_write_mb_s(d.path())
-    });
-    let wal_mb = best(3, || {
-        let d = tempfile::tempdir_in(dir).unwrap();
-        wal_os_mb_s(d.path())
-    });
-    // fsync latency on this disk drifts over seconds: the durable runs alternate, in
-    // rounds, and each keeps its best round
-    let (mut raw_sync, mut wal_1, mut wal_64, mut okay_1, mut okay_64) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        raw_mb.push(raw_write_mb_s(d.path()));
+        settle();
+        wal_mb.push(wal_os_mb_s(d.path()));
+    }
+    println!("Os MB/s by round: raw {raw_mb:.0?}, ours {wal_mb:.0?}");
+    let (raw_mb, wal_mb) = (median(raw_mb), median(wal_mb));
+    let mut rounds: Vec<[f64; 5]> = Vec::new();
     for round in 0..ROUNDS {
         settle();
         let d = tempfile::tempdir_in(dir).unwrap();
@@ -202,12 +204,10 @@ fn main() {
             "  entries/s: raw fdatasync {:.0}, ours 1w {:.0}, okaywal 1w {:.0}, ours 64w {:.0}, okaywal 64w {:.0}",
             r[0], r[1], r[2], r[3], r[4]
         );
-        raw_sync = f64::max(raw_sync, r[0]);
-        wal_1 = f64::max(wal_1, r[1]);
-        okay_1 = f64::max(okay_1, r[2]);
-        wal_64 = f64::max(wal_64, r[3]);
-        okay_64 = f64::max(okay_64, r[4]);
+        rounds.push(r);
     }
+    let of = |i: usize| median(rounds.iter().map(|r| r[i]).collect());
+    let (raw_sync, wal_1, okay_1, wal_64, okay_64) = (of(0), of(1), of(2), of(3), of(4));
 
     println!();
     println!("| measurement | persisting-wal | baseline | ratio | floor |");
