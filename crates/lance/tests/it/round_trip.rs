@@ -231,19 +231,24 @@ fn a_second_handle_reads_committed_records_and_refreshes() {
     });
 }
 
+/// A bucket that flushes only when asked.
+async fn open_without_auto_flush(dir: &std::path::Path) -> LanceBucket {
+    LanceBucket::open(
+        dir,
+        LanceOptions {
+            flush_threshold: 0,
+            ..LanceOptions::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 #[test]
 fn a_large_flush_keeps_every_offset_and_checksum() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let mut bucket = LanceBucket::open(
-            dir.path(),
-            LanceOptions {
-                flush_threshold: 0,
-                ..LanceOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        let mut bucket = open_without_auto_flush(dir.path()).await;
         let n = 70_000i64;
         let records: Vec<Record> = (0..n)
             .map(|i| {
@@ -290,15 +295,7 @@ fn a_large_flush_keeps_every_offset_and_checksum() {
 fn a_flush_converted_in_parts_reads_back_every_kind_of_record() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let mut bucket = LanceBucket::open(
-            dir.path(),
-            LanceOptions {
-                flush_threshold: 0,
-                ..LanceOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        let mut bucket = open_without_auto_flush(dir.path()).await;
         let n = 50_000i64;
         let records: Vec<Record> = (0..n)
             .map(|i| {
