@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use arrow::array::StructArray;
 use arrow::array::{
-    Array, ArrayRef, BinaryBuilder, BooleanArray, BooleanBuilder, Float64Builder, Int64Builder,
-    ListBuilder, StringBuilder, UInt32Builder,
+    Array, ArrayBuilder, ArrayRef, BinaryBuilder, BooleanArray, BooleanBuilder, Float64Builder,
+    Int64Builder, ListBuilder, StringBuilder, UInt32Builder,
 };
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
@@ -138,6 +138,8 @@ pub(crate) fn to_batch(
         .iter()
         .map(|f| Sink::for_field(f, n))
         .collect();
+    let layout_at = sinks.iter().position(|s| matches!(s, Sink::Layout(_)));
+    let checksum_at = sinks.iter().position(|s| matches!(s, Sink::Checksum(_)));
     for (row, r) in records.iter().enumerate() {
         let mut hint = 0;
         for (name, value) in r.iter() {
@@ -149,18 +151,15 @@ pub(crate) fn to_batch(
                 sinks[c].put(row, value);
             }
         }
-        for sink in &mut sinks {
-            match sink {
-                Sink::Layout(b) => {
-                    if state.is_canonical(&types, r) {
-                        b.append_null();
-                    } else {
-                        b.append_value(encode_record(r));
-                    }
-                }
-                Sink::Checksum(b) => b.append_value(row_checksum(r)),
-                _ => {}
+        if let Some(Sink::Layout(b)) = layout_at.map(|i| &mut sinks[i]) {
+            if state.is_canonical(&types, r) {
+                b.append_null();
+            } else {
+                b.append_value(encode_record(r));
             }
+        }
+        if let Some(Sink::Checksum(b)) = checksum_at.map(|i| &mut sinks[i]) {
+            b.append_value(row_checksum(r));
         }
     }
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
@@ -240,79 +239,55 @@ impl<'a> Sink<'a> {
         }
     }
 
-    /// Puts `value` (not null) at `row`, after nulls for the rows before it that had
-    /// none. Converted as `build_column` converts (a value of another type: null).
-    fn put(&mut self, row: usize, value: &'a Value) {
-        fn pad<B: arrow::array::ArrayBuilder>(
-            b: &mut B,
-            row: usize,
-            nulls: impl FnOnce(&mut B, usize),
-        ) {
-            let len = b.len();
-            if len < row {
-                nulls(b, row - len);
-            }
+    /// Nulls up to `len` rows, for the rows that had no value.
+    fn pad_to(&mut self, len: usize) {
+        macro_rules! pad {
+            ($b:expr) => {{
+                let have = ArrayBuilder::len($b);
+                if have < len {
+                    $b.append_nulls(len - have);
+                }
+            }};
         }
         match self {
-            Sink::Bool(b) => {
-                pad(b, row, |b, k| b.append_nulls(k));
-                b.append_option(value.as_bool());
-            }
-            Sink::Int(b) => {
-                pad(b, row, |b, k| b.append_nulls(k));
-                b.append_option(value.as_i64());
-            }
-            Sink::Float(b) => {
-                pad(b, row, |b, k| b.append_nulls(k));
-                b.append_option(f64_of(value));
-            }
-            Sink::Str(b) => {
-                pad(b, row, |b, k| (0..k).for_each(|_| b.append_null()));
-                b.append_option(value.as_str());
-            }
-            Sink::Bytes(b) => {
-                pad(b, row, |b, k| (0..k).for_each(|_| b.append_null()));
-                b.append_option(value.as_bytes());
-            }
-            Sink::Encoded(b) => {
-                pad(b, row, |b, k| (0..k).for_each(|_| b.append_null()));
-                b.append_value(encode_value(value));
-            }
-            Sink::Gathered(v) => {
-                v.resize(row, None);
-                v.push(Some(value));
-            }
-            // not record fields
+            Sink::Layout(b) | Sink::Bytes(b) | Sink::Encoded(b) => pad!(b),
+            Sink::Checksum(b) => pad!(b),
+            Sink::Bool(b) => pad!(b),
+            Sink::Int(b) => pad!(b),
+            Sink::Float(b) => pad!(b),
+            Sink::Str(b) => pad!(b),
+            Sink::Gathered(v) => v.resize(len, None),
+        }
+    }
+
+    /// Puts `value` (not null) at `row`. Converted as `build_column` converts (a value
+    /// of another type: null).
+    fn put(&mut self, row: usize, value: &'a Value) {
+        self.pad_to(row);
+        match self {
+            Sink::Bool(b) => b.append_option(value.as_bool()),
+            Sink::Int(b) => b.append_option(value.as_i64()),
+            Sink::Float(b) => b.append_option(f64_of(value)),
+            Sink::Str(b) => b.append_option(value.as_str()),
+            Sink::Bytes(b) => b.append_option(value.as_bytes()),
+            Sink::Encoded(b) => b.append_value(encode_value(value)),
+            Sink::Gathered(v) => v.push(Some(value)),
+            // not record fields: filled per row by `to_batch`
             Sink::Layout(_) | Sink::Checksum(_) => {}
         }
     }
 
     /// The column of `n` rows (nulls after the last value put).
-    fn finish(self, field: &Field, n: usize) -> Result<ArrayRef> {
-        fn done<B: arrow::array::ArrayBuilder>(
-            mut b: B,
-            n: usize,
-            nulls: impl FnOnce(&mut B, usize),
-        ) -> ArrayRef {
-            let len = b.len();
-            if len < n {
-                nulls(&mut b, n - len);
-            }
-            b.finish()
-        }
+    fn finish(mut self, field: &Field, n: usize) -> Result<ArrayRef> {
+        self.pad_to(n);
         Ok(match self {
-            Sink::Layout(b) | Sink::Bytes(b) | Sink::Encoded(b) => {
-                done(b, n, |b, k| (0..k).for_each(|_| b.append_null()))
-            }
-            Sink::Checksum(b) => done(b, n, |b, k| b.append_nulls(k)),
-            Sink::Bool(b) => done(b, n, |b, k| b.append_nulls(k)),
-            Sink::Int(b) => done(b, n, |b, k| b.append_nulls(k)),
-            Sink::Float(b) => done(b, n, |b, k| b.append_nulls(k)),
-            Sink::Str(b) => done(b, n, |b, k| (0..k).for_each(|_| b.append_null())),
-            Sink::Gathered(mut v) => {
-                v.resize(n, None);
-                build_column(field, v.into_iter(), n)?
-            }
+            Sink::Layout(mut b) | Sink::Bytes(mut b) | Sink::Encoded(mut b) => Arc::new(b.finish()),
+            Sink::Checksum(mut b) => Arc::new(b.finish()),
+            Sink::Bool(mut b) => Arc::new(b.finish()),
+            Sink::Int(mut b) => Arc::new(b.finish()),
+            Sink::Float(mut b) => Arc::new(b.finish()),
+            Sink::Str(mut b) => Arc::new(b.finish()),
+            Sink::Gathered(v) => build_column(field, v.into_iter(), n)?,
         })
     }
 }
