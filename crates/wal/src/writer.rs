@@ -675,11 +675,11 @@ impl Shared {
                 st.waiters.push((target, std::thread::current()));
                 drop(st);
                 wake.run();
+                // A woken thread wakes the threads a leader left behind (see
+                // `Unpark::hand_over`), on every way out: before the first look
+                // (woken before it parked) and after each park.
+                drain_backlog(&self.backlog);
                 loop {
-                    // A woken thread wakes the threads a leader left behind (see
-                    // `Unpark::hand_over`): on every way out, woken before or after
-                    // it parked.
-                    drain_backlog(&self.backlog);
                     if self.durable.load(Ordering::Acquire) >= target {
                         return Ok(());
                     }
