@@ -5,19 +5,14 @@
 use std::time::Duration;
 
 use persisting_codec::{Record, record};
-use persisting_lance::{LanceBucket, LanceOptions};
 
-use crate::rt;
+use crate::{open_without_auto_flush, rt};
 
 #[test]
 fn a_flush_cancelled_at_any_point_neither_duplicates_nor_loses_records() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let opts = LanceOptions {
-            flush_threshold: 0,
-            ..LanceOptions::default()
-        };
-        let mut b = LanceBucket::open(dir.path(), opts.clone()).await.unwrap();
+        let mut b = open_without_auto_flush(dir.path()).await;
         let mut all: Vec<Record> = Vec::new();
         let mut cancelled = 0;
         for step in 0..40u64 {
@@ -49,7 +44,7 @@ fn a_flush_cancelled_at_any_point_neither_duplicates_nor_loses_records() {
         assert!(cancelled > 3, "the sweep cut only {cancelled} flushes");
         b.flush().await.unwrap();
         drop(b);
-        let b = LanceBucket::open(dir.path(), opts).await.unwrap();
+        let b = open_without_auto_flush(dir.path()).await;
         assert_eq!(b.persisted_count(), all.len() as u64);
         assert_eq!(b.read(0, usize::MAX).await.unwrap(), all);
     });
@@ -61,14 +56,10 @@ fn a_flush_cancelled_at_any_point_neither_duplicates_nor_loses_records() {
 #[test]
 fn a_handle_opened_after_a_cancelled_flush_waits_for_its_commit() {
     rt().block_on(async {
-        let opts = LanceOptions {
-            flush_threshold: 0,
-            ..LanceOptions::default()
-        };
         let mut running = 0;
         for step in 0..30u64 {
             let dir = tempfile::tempdir().unwrap();
-            let mut b = LanceBucket::open(dir.path(), opts.clone()).await.unwrap();
+            let mut b = open_without_auto_flush(dir.path()).await;
             b.put_batch((0..100).map(|i| record! {"n" => i}).collect())
                 .unwrap();
             b.flush().await.unwrap();
@@ -79,11 +70,11 @@ fn a_handle_opened_after_a_cancelled_flush_waits_for_its_commit() {
                 continue;
             }
             drop(b);
-            let again = LanceBucket::open(dir.path(), opts.clone()).await.unwrap();
+            let again = open_without_auto_flush(dir.path()).await;
             let counted = again.persisted_count();
             // whatever was running has landed by now
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let later = LanceBucket::open(dir.path(), opts.clone()).await.unwrap();
+            let later = open_without_auto_flush(dir.path()).await;
             assert_eq!(counted, later.persisted_count(), "step {step}");
             if counted == 200 {
                 running += 1;

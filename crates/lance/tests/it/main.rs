@@ -27,3 +27,16 @@ pub async fn open(dir: &std::path::Path) -> LanceBucket {
         .await
         .unwrap()
 }
+
+/// A bucket that flushes only when asked.
+pub async fn open_without_auto_flush(dir: &std::path::Path) -> LanceBucket {
+    LanceBucket::open(
+        dir,
+        LanceOptions {
+            flush_threshold: 0,
+            ..LanceOptions::default()
+        },
+    )
+    .await
+    .unwrap()
+}

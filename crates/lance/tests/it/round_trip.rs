@@ -5,7 +5,7 @@ use persisting_codec::{Record, Value, record};
 use persisting_lance::{Error, LanceBucket, LanceOptions};
 use proptest::prelude::*;
 
-use crate::{open, rt};
+use crate::{open, open_without_auto_flush, rt};
 
 fn value() -> impl Strategy<Value = Value> {
     let scalar = prop_oneof![
@@ -229,19 +229,6 @@ fn a_second_handle_reads_committed_records_and_refreshes() {
             vec![record! {"k" => 1}, record! {"k" => 2, "new" => true}]
         );
     });
-}
-
-/// A bucket that flushes only when asked.
-async fn open_without_auto_flush(dir: &std::path::Path) -> LanceBucket {
-    LanceBucket::open(
-        dir,
-        LanceOptions {
-            flush_threshold: 0,
-            ..LanceOptions::default()
-        },
-    )
-    .await
-    .unwrap()
 }
 
 #[test]
