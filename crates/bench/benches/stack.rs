@@ -196,6 +196,17 @@ async fn sequential_ours(b: &LanceBucket, n: u64) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+async fn sequential_ours_into(b: &LanceBucket, n: u64) -> f64 {
+    let t = Instant::now();
+    let mut at = 0;
+    let mut records = Vec::new();
+    while at < n {
+        b.read_into(at, BATCH as usize, &mut records).await.unwrap();
+        at += records.len() as u64;
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
 async fn sequential_ours_arrow(b: &LanceBucket, n: u64) -> f64 {
     let t = Instant::now();
     let mut at = 0;
@@ -408,6 +419,7 @@ async fn lance_rows(root: &Path) {
         "<=1.5",
     );
     let seq = sequential_ours(&b, n).await;
+    let seq_into = sequential_ours_into(&b, n).await;
     let seq_arrow = sequential_ours_arrow(&b, n).await;
     let scan = sequential_raw(&ds).await;
     row(
@@ -426,6 +438,15 @@ async fn lance_rows(root: &Path) {
         scan,
         "records/s",
         seq / scan,
+        ">=0.7",
+    );
+    row(
+        "lance",
+        &format!("sequential read_into of {n} records in reads of 10^4 (one Vec) vs raw scan"),
+        seq_into,
+        scan,
+        "records/s",
+        seq_into / scan,
         ">=0.7",
     );
     row(
@@ -764,6 +785,13 @@ fn main() {
                     "cpu use: read_arrow {:.2} cores, scan {:.2} cores",
                     (c1 - c0) / (t1 - t0).as_secs_f64(),
                     (cpu_secs() - c1) / t1.elapsed().as_secs_f64()
+                );
+                let records = sequential_ours(&b, n).await;
+                let into = sequential_ours_into(&b, n).await;
+                println!(
+                    "sequential read {records:.0}, read_into {into:.0} rows/s: {:.2}x, {:.2}x scan",
+                    records / scan,
+                    into / scan
                 );
                 let ours = random_reads_ours(&b, n).await;
                 let take = random_reads_take(&ds, n).await;

@@ -235,6 +235,88 @@ impl Record {
     }
 }
 
+/// Field names checked once to be distinct: builds many records of the same fields
+/// (the rows of a column batch) without [`Record::insert`]'s search per field.
+///
+/// Invariant: no name appears twice, so a record built from it holds each name once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DistinctNames {
+    names: Vec<Arc<str>>,
+}
+
+impl DistinctNames {
+    /// The names in order, or [`crate::Error::DuplicateField`] naming the first one
+    /// that repeats (its `offset` is the position of the repeat in `names`).
+    pub fn new(names: Vec<Arc<str>>) -> crate::Result<Self> {
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                return Err(crate::Error::DuplicateField {
+                    offset: i,
+                    name: name.to_string(),
+                });
+            }
+        }
+        Ok(Self { names })
+    }
+
+    /// The names, in order.
+    pub fn names(&self) -> &[Arc<str>] {
+        &self.names
+    }
+
+    /// The record holding, for each name `i` in order, the value `value(i)` returns;
+    /// a name whose value is `None` is absent from the record. The first error of
+    /// `value` is returned.
+    pub fn record<E>(
+        &self,
+        mut value: impl FnMut(usize) -> Result<Option<Value>, E>,
+    ) -> Result<Record, E> {
+        let mut fields = Vec::with_capacity(self.names.len());
+        for (i, name) in self.names.iter().enumerate() {
+            if let Some(v) = value(i)? {
+                fields.push((Arc::clone(name), v));
+            }
+        }
+        Ok(Record { fields })
+    }
+
+    /// Makes `record` the record [`DistinctNames::record`] would build, reusing the
+    /// allocations `record` holds (its field list, and the strings, bytes and lists of
+    /// its values): the way to read many records into the same memory.
+    ///
+    /// For each name `i` in order, `value(i, slot)` either writes name `i`'s value into
+    /// `slot` and returns `true`, or returns `false` (the name is absent). `slot` holds
+    /// a value left from earlier use (of any kind, [`Value::Null`] when fresh), which
+    /// the callee may reuse, for example by clearing a [`Value::String`] and pushing
+    /// the new text into it. On an error `record` holds the fields written before it.
+    pub fn refill<E>(
+        &self,
+        record: &mut Record,
+        mut value: impl FnMut(usize, &mut Value) -> Result<bool, E>,
+    ) -> Result<(), E> {
+        let fields = &mut record.fields;
+        fields.reserve(self.names.len().saturating_sub(fields.len()));
+        let mut kept = 0;
+        for (i, name) in self.names.iter().enumerate() {
+            if kept == fields.len() {
+                fields.push((Arc::clone(name), Value::Null));
+            } else if !Arc::ptr_eq(&fields[kept].0, name) {
+                fields[kept].0 = Arc::clone(name);
+            }
+            match value(i, &mut fields[kept].1) {
+                Ok(true) => kept += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    fields.truncate(kept);
+                    return Err(e);
+                }
+            }
+        }
+        fields.truncate(kept);
+        Ok(())
+    }
+}
+
 impl IntoIterator for Record {
     type Item = (Arc<str>, Value);
     type IntoIter = std::vec::IntoIter<(Arc<str>, Value)>;
@@ -384,4 +466,114 @@ macro_rules! record {
         $( r.insert($name, $value); )+
         r
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<Arc<str>> {
+        list.iter().map(|n| Arc::from(*n)).collect()
+    }
+
+    #[test]
+    fn distinct_names_refuse_a_repeated_name_and_say_which() {
+        let err = DistinctNames::new(names(&["a", "b", "a"])).unwrap_err();
+        assert!(
+            matches!(&err, crate::Error::DuplicateField { offset: 2, name } if name == "a"),
+            "{err:?}"
+        );
+        assert!(DistinctNames::new(names(&["a", "b", "c"])).is_ok());
+    }
+
+    #[test]
+    fn a_record_from_distinct_names_keeps_their_order_and_leaves_out_absent_values() {
+        let shape = DistinctNames::new(names(&["a", "b", "c"])).unwrap();
+        let values = [Some(Value::Int(1)), None, Some(Value::Null)];
+        let record = shape.record(|i| Ok::<_, ()>(values[i].clone())).unwrap();
+        assert_eq!(record, Record::new().with("a", 1i64).with("c", Value::Null));
+        assert!(!record.contains_key("b"));
+        // the record's names are the shape's own allocations
+        let (first, _) = record.iter_shared().next().unwrap();
+        assert!(Arc::ptr_eq(first, &shape.names()[0]));
+        // the first error stops the build
+        let failed = shape.record(|i| {
+            if i == 1 {
+                Err(i)
+            } else {
+                Ok(Some(Value::Bool(true)))
+            }
+        });
+        assert_eq!(failed, Err(1));
+    }
+
+    /// Writes `values[i]` into the slot, reusing a string slot's buffer.
+    fn fill(values: &[Option<Value>]) -> impl FnMut(usize, &mut Value) -> Result<bool, ()> + '_ {
+        |i, slot| {
+            Ok(match (&values[i], slot) {
+                (None, _) => false,
+                (Some(Value::String(new)), Value::String(old)) => {
+                    old.clear();
+                    old.push_str(new);
+                    true
+                }
+                (Some(v), slot) => {
+                    *slot = v.clone();
+                    true
+                }
+            })
+        }
+    }
+
+    #[test]
+    fn a_refilled_record_equals_a_built_one_whatever_it_held_before() {
+        let shape = DistinctNames::new(names(&["a", "b", "c"])).unwrap();
+        let rows: Vec<Vec<Option<Value>>> = vec![
+            vec![
+                Some("x".into()),
+                Some(Value::Int(2)),
+                Some("long text".into()),
+            ],
+            vec![None, Some("y".into()), None],
+            vec![
+                Some(Value::Null),
+                None,
+                Some(Value::List(vec![Value::Int(1)])),
+            ],
+            vec![None, None, None],
+            vec![Some("z".into()), Some(Value::Float(0.5)), Some("w".into())],
+        ];
+        // every order of refills over one record, and a record of other names before
+        let mut record = Record::new().with("q", "old").with("a", 7i64);
+        for round in 0..3 {
+            for k in 0..rows.len() {
+                let row = &rows[(k + round) % rows.len()];
+                shape.refill(&mut record, fill(row)).unwrap();
+                let built = shape.record(|i| Ok::<_, ()>(row[i].clone())).unwrap();
+                assert_eq!(record, built, "round {round}, row {k}");
+            }
+        }
+        // an error keeps only the fields written before it, all distinct
+        let row = &rows[0];
+        let err = shape.refill(&mut record, |i, slot| {
+            if i == 2 { Err(()) } else { fill(row)(i, slot) }
+        });
+        assert_eq!(err, Err(()));
+        assert_eq!(record, Record::new().with("a", "x").with("b", 2i64));
+    }
+
+    #[test]
+    fn a_refill_reuses_the_string_buffers_it_finds() {
+        let shape = DistinctNames::new(names(&["s"])).unwrap();
+        let mut record = Record::new();
+        shape
+            .refill(&mut record, fill(&[Some("first, long enough".into())]))
+            .unwrap();
+        let before = record["s"].as_str().unwrap().as_ptr();
+        shape
+            .refill(&mut record, fill(&[Some("second".into())]))
+            .unwrap();
+        assert_eq!(record["s"].as_str(), Some("second"));
+        assert_eq!(record["s"].as_str().unwrap().as_ptr(), before);
+    }
 }

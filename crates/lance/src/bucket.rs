@@ -866,30 +866,69 @@ impl LanceBucket {
     /// the reader on a task of its own; a small read elsewhere takes its rows by
     /// offset, a larger one starts such a scan at its offset.
     pub async fn read(&self, offset: u64, limit: usize) -> Result<Vec<Record>> {
-        let end = offset.saturating_add(limit as u64).min(self.total_count());
-        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
-        if offset >= end {
-            return Ok(out);
-        }
-        let names: Arc<[String]> = self.schema.names().into();
-        let order = Arc::clone(&names);
-        let part = self
-            // each record is checked as it is built
-            .read_persisted(
-                offset,
-                end,
-                order,
-                false,
-                Vec::new(),
-                move |records, batch, at, uri| from_batch(batch, &names, at, uri, records),
-            )
-            .await?;
-        out.extend(part);
-        let from = offset.max(self.persisted);
-        for i in from..end {
-            out.push(self.buffer[(i - self.persisted) as usize].clone());
-        }
+        let mut out = Vec::new();
+        self.read_into(offset, limit, &mut out).await?;
         Ok(out)
+    }
+
+    /// [`LanceBucket::read`] into `out`, whose records are replaced, reusing the memory
+    /// they hold (field lists, strings): consuming a range in reads of the same size
+    /// through one `Vec` allocates almost nothing once the `Vec` has grown, where
+    /// `read` allocates every record and the caller frees them. `out` ends holding
+    /// exactly the records read (it is truncated); on an error it is left empty.
+    pub async fn read_into(&self, offset: u64, limit: usize, out: &mut Vec<Record>) -> Result<()> {
+        let result = self.fill(offset, limit, out).await;
+        if result.is_err() {
+            out.clear();
+        }
+        result
+    }
+
+    async fn fill(&self, offset: u64, limit: usize, out: &mut Vec<Record>) -> Result<()> {
+        let end = offset.saturating_add(limit as u64).min(self.total_count());
+        let mut filled = 0;
+        if offset < end {
+            out.reserve(((end - offset) as usize).saturating_sub(out.len()));
+            let names: Arc<[String]> = self.schema.names().into();
+            // the rows are decoded on a task of their own and turned into records here,
+            // on the thread that will most likely free them: the allocator frees a
+            // block fastest on the thread that allocated it
+            let batches = self
+                .read_persisted(
+                    offset,
+                    end,
+                    Arc::clone(&names),
+                    false,
+                    Vec::new(),
+                    |batches: &mut Vec<(RecordBatch, u64)>, batch, at, _| {
+                        batches.push((batch.clone(), at));
+                        Ok(())
+                    },
+                )
+                .await?;
+            for (batch, at) in batches {
+                // each record is checked as it is built; a panic on damaged arrays is
+                // an error of this read, as it is while Lance decodes them
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    from_batch(&batch, &names, at, &self.uri, out, &mut filled)
+                }))
+                .map_err(|panic| Error::Panicked {
+                    dataset: self.uri.clone(),
+                    offset: at,
+                    message: panic_text(panic.as_ref()),
+                })??;
+            }
+            for i in offset.max(self.persisted)..end {
+                let record = &self.buffer[(i - self.persisted) as usize];
+                match out.get_mut(filled) {
+                    Some(slot) => slot.clone_from(record),
+                    None => out.push(record.clone()),
+                }
+                filled += 1;
+            }
+        }
+        out.truncate(filled);
+        Ok(())
     }
 
     /// Records `[offset, offset + limit)`, clipped to what exists, as Arrow record
@@ -1203,7 +1242,11 @@ fn panic_message(e: tokio::task::JoinError) -> String {
     if !e.is_panic() {
         return e.to_string();
     }
-    let p = e.into_panic();
+    panic_text(e.into_panic().as_ref())
+}
+
+/// What a panic's payload says.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<String>()
         .cloned()
         .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))

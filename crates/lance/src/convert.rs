@@ -17,7 +17,9 @@ use arrow::array::{
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
 use arrow::record_batch::RecordBatch;
-use persisting_codec::{Record, Value, decode_record, decode_value, encode_record, encode_value};
+use persisting_codec::{
+    DistinctNames, Record, Value, decode_record, decode_value, encode_record, encode_value,
+};
 
 use crate::error::{Error, Result};
 use crate::schema::{
@@ -385,6 +387,8 @@ fn build_column<'a>(
 struct Columns<'a> {
     /// one shared name per column: the records of the batch point at it
     fields: Vec<(Arc<str>, ColType, &'a ArrayRef)>,
+    /// the names of `fields`, to build records from
+    names: DistinctNames,
     typed: Vec<Typed<'a>>,
     layout: Option<&'a ArrayRef>,
     checksums: Option<&'a arrow::array::UInt32Array>,
@@ -424,12 +428,48 @@ impl<'a> Columns<'a> {
             .iter()
             .map(|(_, ty, col)| Typed::of(ty, col))
             .collect();
+        // `push` keeps the names distinct, so this does not fail
+        let names = DistinctNames::new(fields.iter().map(|(n, _, _)| Arc::clone(n)).collect())
+            .map_err(|source| Error::Corrupt {
+                column: String::new(),
+                offset: 0,
+                source,
+            })?;
         Ok(Self {
             fields,
+            names,
             typed,
             layout: layout.filter(|l| l.null_count() < l.len()),
             checksums,
         })
+    }
+
+    /// Writes the value of field `i` in row `row` into `slot`, reusing a string
+    /// slot's buffer; `false` when the row lacks the field.
+    fn fill(&self, i: usize, row: usize, offset: u64, slot: &mut Value) -> Result<bool> {
+        match &self.typed[i] {
+            Typed::Str(a) => {
+                if !a.is_valid(row) {
+                    return Ok(false);
+                }
+                let text = a.value(row);
+                match slot {
+                    Value::String(s) => {
+                        s.clear();
+                        s.push_str(text);
+                    }
+                    _ => *slot = Value::String(text.to_owned()),
+                }
+                Ok(true)
+            }
+            _ => Ok(match self.value(i, row, offset)? {
+                Some(v) => {
+                    *slot = v;
+                    true
+                }
+                None => false,
+            }),
+        }
     }
 
     /// The record of row `row` when it is kept whole in the layout column.
@@ -536,35 +576,36 @@ fn check_sum(dataset: &str, offset: u64, expected: u32, found: u32) -> Result<()
     Ok(())
 }
 
-/// Appends the records of `batch` to `out`. `order` is the field registry (the order
-/// fields are put back in); `first_offset` is the offset of the batch's first row.
+/// Writes the records of `batch` into `out[*filled..]`, each checked against its
+/// checksum, reusing what those records hold (see [`DistinctNames::refill`]); records
+/// are pushed when `out` runs out of them. Advances `*filled` past each record
+/// written. `order` is the field registry (the order fields are put back in);
+/// `first_offset` is the offset of the batch's first row.
 pub(crate) fn from_batch(
     batch: &RecordBatch,
     order: &[String],
     first_offset: u64,
     dataset: &str,
     out: &mut Vec<Record>,
+    filled: &mut usize,
 ) -> Result<()> {
     let cols = Columns::of(batch, order)?;
-    out.reserve(batch.num_rows());
     for row in 0..batch.num_rows() {
         let offset = first_offset + row as u64;
-        let record = match cols.layout_record(row, offset)? {
-            Some(record) => record,
-            None => {
-                let mut record = Record::with_capacity(cols.fields.len());
-                for (i, (name, _, _)) in cols.fields.iter().enumerate() {
-                    if let Some(value) = cols.value(i, row, offset)? {
-                        record.insert(Arc::clone(name), value);
-                    }
-                }
-                record
-            }
-        };
-        if let Some(expected) = cols.checksum(row) {
-            check_sum(dataset, offset, expected, row_checksum(&record))?;
+        if *filled == out.len() {
+            out.push(Record::new());
         }
-        out.push(record);
+        let record = &mut out[*filled];
+        match cols.layout_record(row, offset)? {
+            Some(decoded) => *record = decoded,
+            None => cols
+                .names
+                .refill(record, |i, slot| cols.fill(i, row, offset, slot))?,
+        }
+        if let Some(expected) = cols.checksum(row) {
+            check_sum(dataset, offset, expected, row_checksum(record))?;
+        }
+        *filled += 1;
     }
     Ok(())
 }

@@ -71,6 +71,15 @@ fn a_value_changed_on_disk_is_refused_with_its_offset() {
             other => panic!("expected a checksum mismatch, got {other}"),
         }
         assert!(err.to_string().contains("offset 17"), "{err}");
+        // a read into a Vec refuses it the same way and leaves the Vec empty, not
+        // holding the rows before the damaged one
+        let mut into = records.clone();
+        let err = b.read_into(0, 50, &mut into).await.unwrap_err();
+        assert!(
+            matches!(err, Error::ChecksumMismatch { offset: 17, .. }),
+            "{err}"
+        );
+        assert!(into.is_empty());
         // the columnar read checks the same checksums, without building records
         let err = b.read_arrow(0, 50).await.unwrap_err();
         match &err {

@@ -69,6 +69,79 @@ fn sequential_random_and_spanning_reads_agree() {
     });
 }
 
+/// Records of many shapes: other field orders (kept whole in the layout column),
+/// absent fields, explicit nulls, strings of every length, lists, maps, and an int
+/// field that later holds floats (widened).
+fn varied(i: u64) -> Record {
+    let text = "x".repeat((i * 7 % 130) as usize);
+    match i % 6 {
+        0 => record! {"id" => i as i64, "s" => text, "f" => i as f64 / 4.0},
+        1 => record! {"s" => text, "id" => i as i64},
+        2 => record! {"id" => i as i64, "s" => persisting_codec::Value::Null},
+        3 => record! {"id" => i as i64, "l" => vec![i as i64, 2, 3], "m" => record! {"k" => text}},
+        4 => record! {"id" => i as i64},
+        _ => record! {"id" => i as i64, "s" => format!("{i}"), "n" => i as i64 * 3},
+    }
+}
+
+#[test]
+fn reads_into_one_vec_return_what_read_returns_whatever_the_vec_held() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = bucket(dir.path(), 0).await;
+        let mut all: Vec<Record> = (0..2400).map(varied).collect();
+        for (k, chunk) in all.chunks(300).enumerate() {
+            b.append(chunk.to_vec()).await.unwrap();
+            if k % 3 != 2 {
+                b.flush().await.unwrap();
+            }
+        }
+        // a float into the int field "n": the column is widened
+        let widened = record! {"id" => 2400i64, "n" => 0.5};
+        b.put_batch(vec![widened.clone()]).unwrap();
+        b.flush().await.unwrap();
+        for r in &mut all {
+            if let Some(persisting_codec::Value::Int(n)) = r.get("n").cloned() {
+                r.insert("n", n as f64);
+            }
+        }
+        all.push(widened);
+        b.put_batch((2401..2450).map(varied).collect()).unwrap();
+        all.extend((2401..2450).map(varied));
+        assert!(b.buffered_count() > 0, "some records stay in the buffer");
+        let total = b.total_count();
+        assert_eq!(total, all.len() as u64);
+
+        // the Vec starts with records of no shape the bucket has
+        let mut into = vec![record! {"other" => "z".repeat(500), "q" => 1i64}; 3000];
+        for step in [1usize, 64, 1000, 2999] {
+            let mut at = 0u64;
+            while at < total {
+                b.read_into(at, step, &mut into).await.unwrap();
+                let end = (at as usize + step).min(all.len());
+                assert_eq!(into, all[at as usize..end], "read_into({at}, {step})");
+                at += into.len() as u64;
+            }
+        }
+        let mut x = 777u64;
+        for _ in 0..100 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let off = x % (total + 10);
+            let n = [0usize, 1, 100, 1500][(x % 4) as usize];
+            b.read_into(off, n, &mut into).await.unwrap();
+            assert_eq!(into, b.read(off, n).await.unwrap(), "read_into({off}, {n})");
+            let end = (off as usize + n).min(all.len());
+            assert_eq!(
+                into,
+                all[(off as usize).min(end)..end],
+                "read_into({off}, {n})"
+            );
+        }
+    });
+}
+
 #[test]
 fn a_sequential_reader_sees_records_flushed_between_its_reads() {
     rt().block_on(async {
