@@ -760,6 +760,21 @@ fn main() {
             );
             return;
         }
+        // `PERSISTING_BENCH_ONLY=random`: only random reads of PERSISTING_BENCH_ROWS
+        // records, 30 rounds (for profiling)
+        if std::env::var("PERSISTING_BENCH_ONLY").as_deref() == Ok("random") {
+            let n = rows_big();
+            let dir = tmp.path().join("read");
+            ingest_ours(&dir, n).await;
+            let b = LanceBucket::open(&dir, LanceOptions::default())
+                .await
+                .unwrap();
+            b.verify_files().await.unwrap();
+            for _ in 0..30 {
+                println!("random {:.3} ms", random_reads_ours(&b, n).await * 1e3);
+            }
+            return;
+        }
         // `PERSISTING_BENCH_ONLY=read`: only the reads of PERSISTING_BENCH_ROWS records,
         // twice (for profiling)
         if std::env::var("PERSISTING_BENCH_ONLY").as_deref() == Ok("read") {

@@ -61,3 +61,38 @@ fn a_python_persisting_dataset_opens_reads_and_accepts_appends() {
         assert_eq!(b.read(1, 1).await.unwrap()[0].get("value"), None::<&Value>);
     });
 }
+
+/// Rows another tool deleted (a Lance deletion file: the fragment keeps its id and its
+/// data files) are skipped by every read of a handle that refreshed, small reads
+/// through the fragment readers kept open included.
+#[test]
+fn rows_another_tool_deleted_are_skipped_after_a_refresh() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = crate::open_without_auto_flush(dir.path()).await;
+        for part in 0..3i64 {
+            let records = (part * 50..part * 50 + 50)
+                .map(|i| record! {"id" => i, "s" => format!("r{i}")})
+                .collect();
+            writer.append(records).await.unwrap();
+            writer.flush().await.unwrap();
+        }
+        let mut reader = open(dir.path()).await;
+        let ids = |records: Vec<persisting_codec::Record>| -> Vec<i64> {
+            records.iter().map(|r| r["id"].as_i64().unwrap()).collect()
+        };
+        assert_eq!(ids(reader.read(50, 5).await.unwrap()), [50, 51, 52, 53, 54]);
+        assert_eq!(ids(reader.read(0, 3).await.unwrap()), [0, 1, 2]);
+
+        let uri = dir.path().join("data.lance");
+        let mut ds = lance::Dataset::open(uri.to_str().unwrap()).await.unwrap();
+        ds.delete("id = 52").await.unwrap();
+        reader.refresh().await.unwrap();
+        assert_eq!(reader.total_count(), 149);
+        assert_eq!(ids(reader.read(50, 5).await.unwrap()), [50, 51, 53, 54, 55]);
+        assert_eq!(ids(reader.read(98, 2).await.unwrap()), [99, 100]);
+        let all = ids(reader.read(0, 200).await.unwrap());
+        assert_eq!(all.len(), 149);
+        assert!(!all.contains(&52));
+    });
+}

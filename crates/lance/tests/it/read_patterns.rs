@@ -142,6 +142,64 @@ fn reads_into_one_vec_return_what_read_returns_whatever_the_vec_held() {
     });
 }
 
+/// Reads not continuing one another, each within or across fragments of 50 rows.
+const SMALL_READS: [(u64, usize); 5] = [(0, 10), (45, 10), (120, 100), (399, 5), (30, 300)];
+
+async fn check_small_reads(b: &LanceBucket, all: &[Record]) {
+    for (off, n) in SMALL_READS {
+        let end = (off as usize + n).min(all.len());
+        assert_eq!(
+            b.read(off, n).await.unwrap(),
+            all[off as usize..end],
+            "read({off}, {n})"
+        );
+    }
+}
+
+/// Small reads go through fragment readers kept open between reads: after a column is
+/// added, a column widened (its data files rewritten) and fragments compacted (new
+/// fragments), the same reads see the dataset as it is now.
+#[test]
+fn small_reads_see_added_widened_and_compacted_columns() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = bucket(dir.path(), 0).await;
+        let mut all: Vec<Record> = (0..400)
+            .map(|i| record! {"id" => i as i64, "n" => i as i64})
+            .collect();
+        for chunk in all.chunks(50) {
+            b.append(chunk.to_vec()).await.unwrap();
+            b.flush().await.unwrap();
+        }
+        check_small_reads(&b, &all).await;
+
+        // a new field: every fragment's reader must now yield the new column
+        let added = record! {"id" => 400i64, "n" => 400i64, "tag" => "new"};
+        b.append(vec![added.clone()]).await.unwrap();
+        b.flush().await.unwrap();
+        all.push(added);
+        check_small_reads(&b, &all).await;
+
+        // a float into "n": the column is rewritten, the fragments' files change
+        let widened = record! {"id" => 401i64, "n" => 0.5};
+        b.append(vec![widened.clone()]).await.unwrap();
+        b.flush().await.unwrap();
+        for r in &mut all {
+            if let Some(persisting_codec::Value::Int(n)) = r.get("n").cloned() {
+                r.insert("n", n as f64);
+            }
+        }
+        all.push(widened);
+        check_small_reads(&b, &all).await;
+
+        // compaction: new fragments, same offsets
+        let before = b.stats().fragments;
+        b.compact().await.unwrap();
+        assert!(b.stats().fragments < before, "compaction merged fragments");
+        check_small_reads(&b, &all).await;
+    });
+}
+
 #[test]
 fn a_sequential_reader_sees_records_flushed_between_its_reads() {
     rt().block_on(async {
