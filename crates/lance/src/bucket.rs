@@ -1261,8 +1261,9 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic".to_owned())
 }
 
-/// Reads of at most this many rows not continuing the previous read take their rows by
-/// offset instead of starting a scan.
+/// Reads of at most this many rows not continuing the previous read read their rows
+/// through the fragment readers kept open ([`FragmentReaders`]) instead of starting a
+/// scan.
 const TAKE_MAX: u64 = 1024;
 /// Rows a scan plans at a time (and whose data files it checks first): at least this
 /// many ...

@@ -7,8 +7,9 @@
 //! receives a float is rewritten as float64), buffers records, appends the buffer to
 //! `{storage_path}/data.lance` as one commit per flush and fsyncs what the commit wrote
 //! (Lance's local store does not), and reads any offset range back across the dataset
-//! and the buffer: as records ([`LanceBucket::read`]) or, copy-free, as Arrow record
-//! batches ([`LanceBucket::read_arrow`]), both checked row by row.
+//! and the buffer: as records ([`LanceBucket::read`], or [`LanceBucket::read_into`]
+//! reusing the records of a caller's `Vec`) or, copy-free, as Arrow record batches
+//! ([`LanceBucket::read_arrow`]), all checked row by row.
 //!
 //! Records read back equal the records written: field order, absent fields and explicit
 //! nulls included (rows the typed columns cannot reproduce exactly carry their codec
