@@ -798,7 +798,8 @@ fn main() {
             return;
         }
         // `PERSISTING_BENCH_ONLY=random`: only random reads of PERSISTING_BENCH_ROWS
-        // records, 30 rounds (for profiling)
+        // records, 10 rounds, over all rows and over the first PERSISTING_BENCH_SPAN
+        // (for profiling)
         if std::env::var("PERSISTING_BENCH_ONLY").as_deref() == Ok("random") {
             let n = rows_big();
             let dir = tmp.path().join("read");
