@@ -385,9 +385,9 @@ fn build_column<'a>(
 /// fields in registry order (then any column the registry does not name), the layout
 /// column and the row checksums.
 struct Columns<'a> {
-    /// one shared name per column: the records of the batch point at it
-    fields: Vec<(Arc<str>, ColType, &'a ArrayRef)>,
-    /// the names of `fields`, to build records from
+    /// the record fields' types and columns, in field order
+    fields: Vec<(ColType, &'a ArrayRef)>,
+    /// their names, one shared allocation each: the records of the batch point at it
     names: DistinctNames,
     typed: Vec<Typed<'a>>,
     layout: Option<&'a ArrayRef>,
@@ -404,37 +404,36 @@ impl<'a> Columns<'a> {
                 .as_primitive_opt::<arrow::datatypes::UInt32Type>()
         });
         let layout = schema.index_of(LAYOUT_COLUMN).ok().map(|i| batch.column(i));
-        let mut fields: Vec<(Arc<str>, ColType, &ArrayRef)> = Vec::new();
+        let mut names: Vec<Arc<str>> = Vec::new();
+        let mut fields: Vec<(ColType, &ArrayRef)> = Vec::new();
         let mut push = |name: &str| {
             if let Ok(i) = schema.index_of(name)
                 && !is_internal_column(name)
-                && !fields.iter().any(|(n, _, _)| &**n == name)
+                && !names.iter().any(|n| &**n == name)
             {
-                fields.push((Arc::from(name), col_type(schema.field(i)), batch.column(i)));
+                names.push(Arc::from(name));
+                fields.push((col_type(schema.field(i)), batch.column(i)));
             }
         };
         order.iter().for_each(|n| push(n));
         schema.fields().iter().for_each(|f| push(f.name()));
-        if let Some((name, ColType::Foreign(t), _)) = fields
+        if let Some((name, (ColType::Foreign(t), _))) = names
             .iter()
-            .find(|(_, ty, _)| matches!(ty, ColType::Foreign(_)))
+            .zip(&fields)
+            .find(|(_, (ty, _))| matches!(ty, ColType::Foreign(_)))
         {
             return Err(Error::UnsupportedColumn {
                 column: name.to_string(),
                 data_type: t.clone(),
             });
         }
-        let typed = fields
-            .iter()
-            .map(|(_, ty, col)| Typed::of(ty, col))
-            .collect();
+        let typed = fields.iter().map(|(ty, col)| Typed::of(ty, col)).collect();
         // `push` keeps the names distinct, so this does not fail
-        let names = DistinctNames::new(fields.iter().map(|(n, _, _)| Arc::clone(n)).collect())
-            .map_err(|source| Error::Corrupt {
-                column: String::new(),
-                offset: 0,
-                source,
-            })?;
+        let names = DistinctNames::new(names).map_err(|source| Error::Corrupt {
+            column: String::new(),
+            offset: 0,
+            source,
+        })?;
         Ok(Self {
             fields,
             names,
@@ -488,7 +487,7 @@ impl<'a> Columns<'a> {
 
     /// The value of field `i` in row `row`; `None` when the row lacks it.
     fn value(&self, i: usize, row: usize, offset: u64) -> Result<Option<Value>> {
-        let (name, ty, col) = &self.fields[i];
+        let (ty, col) = &self.fields[i];
         Ok(match &self.typed[i] {
             Typed::Int(a) => a.is_valid(row).then(|| Value::Int(a.value(row))),
             Typed::Float(a) => a.is_valid(row).then(|| Value::Float(a.value(row))),
@@ -497,7 +496,7 @@ impl<'a> Columns<'a> {
                 .then(|| Value::String(a.value(row).to_owned())),
             Typed::Bool(a) => a.is_valid(row).then(|| Value::Bool(a.value(row))),
             Typed::Other => value_at(ty, col, row).map_err(|source| Error::Corrupt {
-                column: name.to_string(),
+                column: self.names.names()[i].to_string(),
                 offset,
                 source,
             })?,
@@ -623,9 +622,10 @@ pub(crate) fn verify_rows(
     let cols = Columns::of(batch, order)?;
     if cols.checksums.is_some() {
         let prefixes: Vec<Vec<u8>> = cols
-            .fields
+            .names
+            .names()
             .iter()
-            .map(|(name, _, _)| {
+            .map(|name| {
                 let mut p = Vec::new();
                 walk_name(&mut p, name);
                 p
@@ -646,9 +646,10 @@ pub(crate) fn record_columns(batch: &RecordBatch, order: &[String]) -> Result<Re
     let cols = Columns::of(batch, order)?;
     let schema = batch.schema_ref();
     let indices: Vec<usize> = cols
-        .fields
+        .names
+        .names()
         .iter()
-        .filter_map(|(name, _, _)| schema.index_of(name).ok())
+        .filter_map(|name| schema.index_of(name).ok())
         .collect();
     batch
         .project(&indices)
