@@ -10,6 +10,9 @@
 //! - a flush is one append commit (plus the schema commits it needs first); the buffer
 //!   is released only once the commit and every file it wrote are fsynced, so a failed
 //!   flush keeps every record and can be retried;
+//! - at most one data commit runs at a time; the records it commits stay in the buffer
+//!   (and are read from it) until its outcome is applied, and only the buffer's
+//!   records after them may change meanwhile (appended);
 //! - every data file this handle writes is sealed (size and CRC-32 in
 //!   `data.lance.sums`) before the flush is reported durable, and Lance reads no
 //!   sealed file this handle has not checked against its seal (see `sums`);
@@ -97,8 +100,8 @@ impl std::fmt::Display for ColumnCompression {
 /// Options of a bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LanceOptions {
-    /// [`LanceBucket::append`] flushes once this many records are buffered
-    /// (default 1000; 0 never flushes automatically).
+    /// [`LanceBucket::append`] starts a flush (in the background) once this many
+    /// records are buffered (default 1000; 0 never flushes automatically).
     pub flush_threshold: usize,
     /// Column compression (default: Lance's own encodings).
     pub column_compression: ColumnCompression,
@@ -180,6 +183,9 @@ pub struct LanceStats {
     pub persisted_count: u64,
     /// Records in the buffer.
     pub buffered_count: u64,
+    /// Buffered records a flush started by [`LanceBucket::append`] is committing
+    /// (0 when none runs; they stay buffered until it is applied).
+    pub flushing_count: u64,
     /// Fragments of the dataset.
     pub fragments: usize,
     /// Dataset version.
@@ -426,42 +432,96 @@ impl LanceBucket {
         Ok((start..self.total_count(), logged))
     }
 
-    /// Buffers a batch (see [`LanceBucket::put_batch`]) and flushes once
-    /// `flush_threshold` records are buffered. `Ok` means the batch is buffered; an
-    /// error means nothing of it is, so a caller may retry the batch without
-    /// duplicating it. A flush that fails after this batch was buffered therefore does
-    /// not fail this call: the flush stays due, and the next append makes it before
-    /// buffering anything (its failure refuses that append's batch, so a bucket that
-    /// cannot flush stops growing); [`LanceBucket::flush`] reports it too.
+    /// Buffers a batch (see [`LanceBucket::put_batch`]) and, once `flush_threshold`
+    /// records not yet being committed are buffered, starts a flush of them that runs
+    /// on in the background while the caller goes on (at most one runs; a flush that
+    /// comes due while one runs waits for it first). `Ok` means the batch is buffered;
+    /// an error means nothing of it is, so a caller may retry the batch without
+    /// duplicating it. A background flush that fails keeps its records buffered and
+    /// stays due: the next append makes it before buffering anything (its failure
+    /// refuses that append's batch, so a bucket that cannot flush stops growing);
+    /// [`LanceBucket::flush`] waits for a running flush and reports its failure.
+    /// Buffered records are read back from memory until their flush is applied, so a
+    /// reader sees each record once whichever side holds it.
     pub async fn append(&mut self, records: Vec<Record>) -> Result<Range<u64>> {
         let threshold = self.opts.flush_threshold;
-        let due = |b: &Self| threshold > 0 && b.buffer.len() >= threshold;
+        let due = |b: &Self| threshold > 0 && b.unclaimed() >= threshold;
+        if self.commit.as_ref().is_some_and(|c| c.handle.is_finished()) {
+            // apply a background flush that ended: a failure leaves its records due
+            let _made_below_or_by_the_next_flush = self.settle_commit().await;
+        }
         if due(self) {
             self.flush().await?;
         }
         let range = self.put_batch(records)?;
         if due(self) {
-            // the batch is buffered, whatever this flush does
-            let _retried_by_the_next_append = self.flush().await;
+            // the batch is buffered, whatever this flush does: a failure leaves the
+            // flush due, for the next append or flush to make or report
+            let _retried_by_the_next_append = self.start_flush().await;
         }
         Ok(range)
     }
 
-    /// Appends the buffer to the dataset as one commit and makes it durable. On error
-    /// the buffer is kept whole and the flush can be retried. Cancel-safe: if the
-    /// future is dropped part way, the commit finishes on its own task and the next
-    /// flush takes its outcome (records committed then are never appended twice).
+    /// Buffered records that no running flush is committing.
+    fn unclaimed(&self) -> usize {
+        self.buffer.len() - self.commit.as_ref().map_or(0, |c| c.records)
+    }
+
+    /// Applies the running flush (compacting after it when due), then starts one of
+    /// the whole buffer without waiting for it.
+    async fn start_flush(&mut self) -> Result<()> {
+        self.catch_up().await?;
+        self.compact_if_due().await?;
+        self.start_commit().await.map(|_| ())
+    }
+
+    /// Appends the buffer to the dataset as one commit and makes it durable (first
+    /// waiting for a flush [`LanceBucket::append`] left running, whose failure is
+    /// reported here). On error the buffer is kept whole and the flush can be
+    /// retried. Cancel-safe: if the future is dropped part way, the commit finishes on
+    /// its own task and the next flush takes its outcome (records committed then are
+    /// never appended twice).
     pub async fn flush(&mut self) -> Result<FlushReport> {
         let start = Instant::now();
-        let earlier = self.catch_up().await?;
+        let (mut records, mut files_synced) = self.catch_up().await?.unwrap_or_default();
+        let committed = self.start_commit().await?;
+        if committed {
+            let (now, synced) = self.settle_commit().await?.unwrap_or_default();
+            records += now;
+            files_synced += synced;
+        }
+        let compacted = records > 0 && self.compact_if_due().await?;
+        let duration = start.elapsed();
+        if committed {
+            self.last_flush = Some(duration);
+        }
+        Ok(FlushReport {
+            records,
+            persisted_count: self.persisted,
+            files_synced,
+            compacted,
+            duration,
+        })
+    }
+
+    /// Compacts when more small fragments than `compact_fragments_max` have piled up;
+    /// returns whether it did.
+    async fn compact_if_due(&mut self) -> Result<bool> {
+        let due = self.opts.compact_fragments_max > 0
+            && self.small_fragments() > self.opts.compact_fragments_max;
+        if due {
+            self.compact().await?;
+        }
+        Ok(due)
+    }
+
+    /// Starts the commit of the whole buffer (after the schema commits it needs) on
+    /// its own task; [`Self::settle_commit`] applies it. Returns false when there is
+    /// nothing to commit. The handle must be caught up (no commit running, nothing
+    /// unsure).
+    async fn start_commit(&mut self) -> Result<bool> {
         if self.buffer.is_empty() {
-            let (records, files_synced) = earlier.unwrap_or_default();
-            return Ok(FlushReport {
-                records,
-                persisted_count: self.persisted,
-                files_synced,
-                ..FlushReport::default()
-            });
+            return Ok(false);
         }
         // a handle opened on this dataset in this process waits until this flush's
         // commits end (they outlive this future, and this handle)
@@ -486,10 +546,7 @@ impl LanceBucket {
                     self.reconcile().await?;
                     self.unsure = true;
                     if self.buffer.is_empty() {
-                        return Ok(FlushReport {
-                            persisted_count: self.persisted,
-                            ..FlushReport::default()
-                        });
+                        return Ok(false);
                     }
                 }
                 Err(e) => return Err(e),
@@ -537,21 +594,7 @@ impl LanceBucket {
             (durability, result)
         });
         self.commit = Some(PendingCommit { records, handle });
-        let (records, files_synced) = self.settle_commit().await?.unwrap_or_default();
-        let compacted = self.opts.compact_fragments_max > 0
-            && self.small_fragments() > self.opts.compact_fragments_max;
-        if compacted {
-            self.compact().await?;
-        }
-        let duration = start.elapsed();
-        self.last_flush = Some(duration);
-        Ok(FlushReport {
-            records,
-            persisted_count: self.persisted,
-            files_synced,
-            compacted,
-            duration,
-        })
+        Ok(true)
     }
 
     /// Waits for the running data commit, if any, and applies its outcome: on success
@@ -1089,6 +1132,7 @@ impl LanceBucket {
         LanceStats {
             persisted_count: self.persisted,
             buffered_count: self.buffered_count(),
+            flushing_count: self.commit.as_ref().map_or(0, |c| c.records as u64),
             fragments: self.fragments(),
             version: self.dataset.as_ref().map_or(0, |ds| ds.version().version),
             flushes: self.flushes,

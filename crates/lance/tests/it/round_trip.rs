@@ -173,9 +173,18 @@ fn automatic_flush_at_threshold() {
             .await
             .unwrap();
         assert_eq!(bucket.persisted_count(), 0);
+        // the flush this append starts runs on in the background: meanwhile every
+        // record is read back once, from the buffer or from Lance
         bucket.append(vec![record! {"i" => 4}]).await.unwrap();
+        let all: Vec<_> = (0..5).map(|i| record! {"i" => i}).collect();
+        assert_eq!(bucket.total_count(), 5);
+        assert_eq!(bucket.read(0, 10).await.unwrap(), all);
+        // flush waits for it and reports what it made durable
+        let report = bucket.flush().await.unwrap();
+        assert_eq!((report.records, report.persisted_count), (5, 5));
         assert_eq!((bucket.persisted_count(), bucket.buffered_count()), (5, 0));
         assert_eq!(bucket.stats().flushes, 1);
+        assert_eq!(bucket.read(0, 10).await.unwrap(), all);
     });
 }
 
@@ -197,6 +206,10 @@ fn an_append_that_cannot_flush_buffers_nothing() {
         // this batch is buffered, then its flush fails: still Ok (it was taken)
         assert_eq!(bucket.append(vec![record! {"i" => 2}]).await.unwrap(), 2..3);
         assert_eq!(bucket.persisted_count(), 0);
+        // a flush waits for the one the append started, and reports its failure
+        let err = bucket.flush().await.unwrap_err();
+        assert!(err.to_string().contains("data.lance"), "{err}");
+        assert_eq!(bucket.total_count(), 3, "a failed flush keeps every record");
         // the next append makes the due flush first: its failure refuses the batch
         let err = bucket.append(vec![record! {"i" => 3}]).await.unwrap_err();
         assert!(err.to_string().contains("data.lance"), "{err}");

@@ -1,8 +1,8 @@
 //! Schema evolution at put time: new fields, int-to-float widening, conflicts that
 //! refuse a whole batch.
 
-use persisting_codec::{Value, record};
-use persisting_lance::Error;
+use persisting_codec::{Record, Value, record};
+use persisting_lance::{Error, LanceBucket, LanceOptions};
 
 use crate::{open, rt};
 
@@ -257,4 +257,75 @@ fn a_nested_conflict_names_the_path_and_refuses_the_batch() {
             vec![record! {"m" => map(record! {"k" => map(record! {"v" => "text"})})}]
         );
     });
+}
+
+#[test]
+fn fields_added_and_widened_while_background_flushes_run_read_back_exactly() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LanceOptions {
+            flush_threshold: 7,
+            ..LanceOptions::default()
+        };
+        let mut bucket = LanceBucket::open(dir.path(), opts.clone()).await.unwrap();
+        let mut want: Vec<Record> = Vec::new();
+        let mut read_while_flushing = 0;
+        for i in 0..40i64 {
+            // from batch 4 on a new field; from batch 8 on, "n" receives floats (its
+            // earlier rows, some committed, some in a running flush, widen)
+            let batch: Vec<Record> = (0..3)
+                .map(|j| {
+                    let k = i * 3 + j;
+                    let mut r = if i >= 8 {
+                        record! {"k" => k, "n" => k as f64 + 0.5}
+                    } else {
+                        record! {"k" => k, "n" => k}
+                    };
+                    if i >= 4 {
+                        r.insert("late", format!("v{k}"));
+                    }
+                    r
+                })
+                .collect();
+            want.extend(batch.iter().cloned());
+            bucket.append(batch).await.unwrap();
+            // buffered records read back as written, committed ones as their column
+            // holds them (widened): compare "n" as a number
+            let expected: Vec<Record> = want.iter().map(n_as_float).collect();
+            read_while_flushing += u32::from(bucket.stats().flushing_count > 0);
+            let got: Vec<Record> = bucket.read(0, 1000).await.unwrap();
+            assert_eq!(bucket.total_count(), expected.len() as u64);
+            assert_eq!(
+                got.iter().map(n_as_float).collect::<Vec<_>>(),
+                expected,
+                "after batch {i}"
+            );
+        }
+        assert!(read_while_flushing > 0, "no read ran beside a flush");
+        bucket.flush().await.unwrap();
+        assert_eq!(bucket.buffered_count(), 0);
+        drop(bucket);
+        let bucket = LanceBucket::open(dir.path(), opts).await.unwrap();
+        let back = bucket.read(0, 1000).await.unwrap();
+        assert_eq!(back.len(), 120);
+        for (got, wrote) in back.iter().zip(&want) {
+            assert_eq!(got.get("k"), wrote.get("k"));
+            assert_eq!(got.get("late"), wrote.get("late"));
+            let n = |v: Option<&Value>| match v {
+                Some(Value::Int(n)) => *n as f64,
+                Some(Value::Float(f)) => *f,
+                other => panic!("n is {other:?}"),
+            };
+            assert_eq!(n(got.get("n")), n(wrote.get("n")));
+            assert!(matches!(got.get("n"), Some(Value::Float(_))));
+        }
+    });
+}
+
+fn n_as_float(r: &Record) -> Record {
+    let mut r = r.clone();
+    if let Some(Value::Int(n)) = r.get("n").cloned() {
+        r.insert("n", n as f64);
+    }
+    r
 }
