@@ -233,6 +233,9 @@ pub struct LanceBucket {
     /// (a timeout, a cancelled task) cannot leave it half known. The next flush waits
     /// for it and applies its outcome.
     commit: Option<PendingCommit>,
+    /// Arrow batches of buffered records built while a commit runs (see
+    /// [`Converted`]).
+    converted: Converted,
     /// A flush stopped part way or failed after Lance may have committed (schema
     /// changes, or records): the next flush reloads the dataset and counts what landed.
     unsure: bool,
@@ -286,6 +289,7 @@ impl LanceBucket {
             dataset: None,
             schema: SchemaState::default(),
             buffer: Vec::new(),
+            converted: Converted::default(),
             persisted: 0,
             durability,
             sums,
@@ -454,12 +458,50 @@ impl LanceBucket {
             self.flush().await?;
         }
         let range = self.put_batch(records)?;
+        if self.commit.is_some() {
+            // build the next commit's batches while this one runs
+            self.convert_ahead();
+        }
         if due(self) {
             // the batch is buffered, whatever this flush does: a failure leaves the
             // flush due, for the next append or flush to make or report
             let _retried_by_the_next_append = self.start_flush().await;
         }
         Ok(range)
+    }
+
+    /// Converts the buffered records after those the running commit holds and after
+    /// those already converted, once there are enough of them, for the next commit
+    /// (which uses them if the dataset schema and the field registry are still the
+    /// ones they were built for, and builds its batches anew otherwise).
+    fn convert_ahead(&mut self) {
+        let Some(ds) = self.dataset.as_deref() else {
+            return;
+        };
+        let held = self.commit.as_ref().map_or(0, |c| c.records);
+        let schema = Arc::new(ArrowSchema::from(ds.schema()));
+        if !self.converted.fits(&schema, &self.schema) {
+            self.converted = Converted {
+                for_schema: Some(schema),
+                for_state: Some(self.schema.clone()),
+                ..Converted::default()
+            };
+        }
+        let from = held + self.converted.rows;
+        if self.buffer.len() - from < CONVERT_AHEAD_ROWS_MIN {
+            return;
+        }
+        let Some(schema) = self.converted.for_schema.clone() else {
+            return;
+        };
+        match to_batches(&schema, &self.schema, &self.buffer[from..]) {
+            Ok(batches) => {
+                self.converted.batches.extend(batches);
+                self.converted.rows = self.buffer.len() - held;
+            }
+            // the commit that takes these records converts them and reports it
+            Err(_) => self.converted = Converted::default(),
+        }
     }
 
     /// Buffered records that no running flush is committing.
@@ -560,7 +602,16 @@ impl LanceBucket {
             Some(ds) => Arc::new(ArrowSchema::from(ds.schema())),
             None => self.create_schema(),
         };
-        let batch = to_batches(&schema, &self.schema, &self.buffer)?;
+        let converted = std::mem::take(&mut self.converted);
+        let mut batch = Vec::new();
+        let mut from = 0;
+        if converted.fits(&schema, &self.schema) {
+            batch = converted.batches;
+            from = converted.rows;
+        }
+        if from < self.buffer.len() {
+            batch.extend(to_batches(&schema, &self.schema, &self.buffer[from..])?);
+        }
         let records = self.buffer.len();
         let uri = self.uri.clone();
         let mode = if base.is_some() {
@@ -608,6 +659,9 @@ impl LanceBucket {
         let joined = (&mut pending.handle).await;
         let records = pending.records;
         self.commit = None;
+        if joined.is_err() {
+            self.converted = Converted::default();
+        }
         let (durability, result) = match joined {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -629,12 +683,18 @@ impl LanceBucket {
                 // durable: only now is the buffer released
                 self.dataset = Some(Arc::new(ds));
                 self.persisted += records as u64;
-                self.buffer.drain(..records);
+                let rest = self.buffer.split_off(records);
+                let flushed = std::mem::replace(&mut self.buffer, rest);
+                // freeing them is the writer's longest step after conversion: done
+                // off its thread
+                tokio::task::spawn_blocking(move || drop(flushed));
                 self.flushes += 1;
                 self.unsure = false;
                 Ok(Some((records, files_synced)))
             }
             Err(e) => {
+                // batches built ahead started after this commit's records
+                self.converted = Converted::default();
                 self.unsure = true;
                 Err(e)
             }
@@ -685,6 +745,7 @@ impl LanceBucket {
         self.sync_files(true).await?;
         let landed = (rows - self.persisted) as usize;
         self.buffer.drain(..landed);
+        self.converted = Converted::default();
         self.persisted = rows;
         if landed > 0 {
             self.flushes += 1;
@@ -1118,6 +1179,7 @@ impl LanceBucket {
                     sums.reload()?;
                 }
                 self.adopt(ds).await?;
+                self.converted = Converted::default();
                 self.schema.admit(&buffer)?;
                 self.buffer = buffer;
                 Ok(())
@@ -1176,6 +1238,27 @@ fn running_commits(uri: &str) -> Arc<tokio::sync::RwLock<()>> {
     let lock = Arc::new(tokio::sync::RwLock::new(()));
     map.insert(key, Arc::downgrade(&lock));
     lock
+}
+
+/// Fewest records [`LanceBucket::convert_ahead`] converts at once (fewer wait for
+/// more: each conversion has a fixed cost, and each batch is one more for Lance).
+const CONVERT_AHEAD_ROWS_MIN: usize = 4096;
+
+/// Arrow batches of the first `rows` buffered records after those a running commit
+/// holds, built for the dataset schema and field registry `for_*`.
+#[derive(Debug, Default)]
+struct Converted {
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    for_schema: Option<Arc<ArrowSchema>>,
+    for_state: Option<SchemaState>,
+}
+
+impl Converted {
+    /// Whether these batches are what converting now, for `schema` and `state`, builds.
+    fn fits(&self, schema: &Arc<ArrowSchema>, state: &SchemaState) -> bool {
+        self.for_schema.as_ref() == Some(schema) && self.for_state.as_ref() == Some(state)
+    }
 }
 
 /// A flush's data commit running on its own task: the records it takes from the

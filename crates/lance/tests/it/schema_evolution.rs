@@ -1,6 +1,7 @@
 //! Schema evolution at put time: new fields, int-to-float widening, conflicts that
 //! refuse a whole batch.
 
+use futures::TryStreamExt;
 use persisting_codec::{Record, Value, record};
 use persisting_lance::{Error, LanceBucket, LanceOptions};
 
@@ -328,4 +329,68 @@ fn n_as_float(r: &Record) -> Record {
         r.insert("n", n as f64);
     }
     r
+}
+
+#[test]
+fn batches_built_ahead_of_a_flush_follow_fields_added_and_widened_meanwhile() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LanceOptions {
+            flush_threshold: 8192,
+            ..LanceOptions::default()
+        };
+        let mut bucket = LanceBucket::open(dir.path(), opts.clone()).await.unwrap();
+        let mut want: Vec<Record> = Vec::new();
+        // batches large enough to be converted while a flush runs; a field appears
+        // in batch 5 and "n" widens in batch 9, both while batches built for the
+        // schema before are waiting
+        for i in 0..12i64 {
+            let batch: Vec<Record> = (0..4096)
+                .map(|j| {
+                    let k = i * 4096 + j;
+                    let mut r = record! {"k" => k};
+                    if i >= 9 && j == 4095 {
+                        r.insert("n", k as f64 + 0.5);
+                    } else {
+                        r.insert("n", k);
+                    }
+                    if i >= 5 {
+                        r.insert("late", format!("v{k}"));
+                    }
+                    r
+                })
+                .collect();
+            want.extend(batch.iter().cloned());
+            bucket.append(batch).await.unwrap();
+        }
+        bucket.flush().await.unwrap();
+        drop(bucket);
+        let bucket = LanceBucket::open(dir.path(), opts).await.unwrap();
+        let back = bucket.read(0, want.len()).await.unwrap();
+        assert_eq!(back.len(), want.len());
+        for (got, wrote) in back.iter().zip(&want) {
+            assert_eq!(n_as_float(got), n_as_float(wrote));
+        }
+        // and they read back from their own columns: batches built before the field
+        // or the widening were built anew for the columns the commit wrote
+        let uri = dir.path().join("data.lance");
+        let ds = lance::Dataset::open(uri.to_str().unwrap()).await.unwrap();
+        let mut scan = ds.scan();
+        scan.project(&["late", "n"]).unwrap();
+        let batches: Vec<arrow::record_batch::RecordBatch> = scan
+            .try_into_stream()
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let late: usize = batches
+            .iter()
+            .map(|b| b.num_rows() - b.column(0).null_count())
+            .sum();
+        assert_eq!(late, 7 * 4096, "values of \"late\" in its column");
+        assert!(batches.iter().all(|b| b.column(1).data_type()
+            == &arrow::datatypes::DataType::Float64
+            && b.column(1).null_count() == 0));
+    });
 }
