@@ -809,7 +809,7 @@ async fn facade_rows(root: &Path) {
         settle();
         backend = backend.max(ingest_backend(&lb, n).await);
         settle();
-        layer = layer.max(ingest_ours(&root.join(format!("lance-layer-{round}")), n).await);
+        layer = layer.max(ingest_ready(&root.join(format!("lance-layer-{round}")), n).await);
     }
     row(
         "facade",
