@@ -450,10 +450,8 @@ impl LanceBucket {
     pub async fn append(&mut self, records: Vec<Record>) -> Result<Range<u64>> {
         let threshold = self.opts.flush_threshold;
         let due = |b: &Self| threshold > 0 && b.unclaimed() >= threshold;
-        if self.commit.as_ref().is_some_and(|c| c.handle.is_finished()) {
-            // apply a background flush that ended: a failure leaves its records due
-            let _made_below_or_by_the_next_flush = self.settle_commit().await;
-        }
+        // a failure leaves the flush's records due: made below, or by the next flush
+        let _applied = self.finished_flush().await;
         if due(self) {
             self.flush().await?;
         }
@@ -509,12 +507,48 @@ impl LanceBucket {
         self.buffer.len() - self.commit.as_ref().map_or(0, |c| c.records)
     }
 
-    /// Applies the running flush (compacting after it when due), then starts one of
-    /// the whole buffer without waiting for it.
-    async fn start_flush(&mut self) -> Result<()> {
-        self.catch_up().await?;
-        self.compact_if_due().await?;
-        self.start_commit().await.map(|_| ())
+    /// Buffered records that no running flush is committing: what the next flush
+    /// takes.
+    pub fn unflushed_count(&self) -> u64 {
+        self.unclaimed() as u64
+    }
+
+    /// Starts a flush of the buffer that commits in the background, as
+    /// [`LanceBucket::append`] does at `flush_threshold`, for an owner that buffers
+    /// with [`LanceBucket::put_batch_then`]. A flush still running is waited for and
+    /// applied first (compacting after it when due): its report is returned, the
+    /// owner's cue that those records are durable in Lance (a WAL can be checkpointed
+    /// to its `persisted_count`). An error is that flush's, or this one's start: the
+    /// records stay buffered and due either way.
+    pub async fn start_flush(&mut self) -> Result<Option<FlushReport>> {
+        let earlier = self.catch_up().await?;
+        let compacted = self.compact_if_due().await?;
+        let report = earlier.map(|settled| self.report(settled, compacted));
+        self.start_commit().await?;
+        Ok(report)
+    }
+
+    /// Applies a background flush that has ended, if one has: its report, or its
+    /// failure (its records then stay buffered and due). Never waits.
+    pub async fn finished_flush(&mut self) -> Option<Result<FlushReport>> {
+        if !self.commit.as_ref().is_some_and(|c| c.handle.is_finished()) {
+            return None;
+        }
+        Some(
+            self.settle_commit()
+                .await
+                .map(|settled| self.report(settled.unwrap_or_default(), false)),
+        )
+    }
+
+    fn report(&self, settled: Settled, compacted: bool) -> FlushReport {
+        FlushReport {
+            records: settled.records,
+            persisted_count: self.persisted,
+            files_synced: settled.files_synced,
+            compacted,
+            duration: settled.duration,
+        }
     }
 
     /// Appends the buffer to the dataset as one commit and makes it durable (first
@@ -525,12 +559,13 @@ impl LanceBucket {
     /// never appended twice).
     pub async fn flush(&mut self) -> Result<FlushReport> {
         let start = Instant::now();
-        let (mut records, mut files_synced) = self.catch_up().await?.unwrap_or_default();
+        let earlier = self.catch_up().await?.unwrap_or_default();
+        let (mut records, mut files_synced) = (earlier.records, earlier.files_synced);
         let committed = self.start_commit().await?;
         if committed {
-            let (now, synced) = self.settle_commit().await?.unwrap_or_default();
-            records += now;
-            files_synced += synced;
+            let now = self.settle_commit().await?.unwrap_or_default();
+            records += now.records;
+            files_synced += now.files_synced;
         }
         let compacted = records > 0 && self.compact_if_due().await?;
         let duration = start.elapsed();
@@ -644,7 +679,11 @@ impl LanceBucket {
             };
             (durability, result)
         });
-        self.commit = Some(PendingCommit { records, handle });
+        self.commit = Some(PendingCommit {
+            records,
+            handle,
+            started: Instant::now(),
+        });
         Ok(true)
     }
 
@@ -652,12 +691,13 @@ impl LanceBucket {
     /// the buffer's flushed prefix is released (records and files synced are
     /// returned); on failure the buffer stays whole and the next flush first finds out
     /// what Lance kept. Cancel-safe: the commit stays here until it is applied.
-    async fn settle_commit(&mut self) -> Result<Option<(usize, usize)>> {
+    async fn settle_commit(&mut self) -> Result<Option<Settled>> {
         let Some(pending) = self.commit.as_mut() else {
             return Ok(None);
         };
         let joined = (&mut pending.handle).await;
         let records = pending.records;
+        let duration = pending.started.elapsed();
         self.commit = None;
         if joined.is_err() {
             self.converted = Converted::default();
@@ -690,7 +730,12 @@ impl LanceBucket {
                 tokio::task::spawn_blocking(move || drop(flushed));
                 self.flushes += 1;
                 self.unsure = false;
-                Ok(Some((records, files_synced)))
+                self.last_flush = Some(duration);
+                Ok(Some(Settled {
+                    records,
+                    files_synced,
+                    duration,
+                }))
             }
             Err(e) => {
                 // batches built ahead started after this commit's records
@@ -705,7 +750,7 @@ impl LanceBucket {
     /// commit a cancelled flush left running, then, if a flush stopped part way or
     /// failed, counts what landed (see `reconcile`). Returns what the running commit
     /// made durable.
-    async fn catch_up(&mut self) -> Result<Option<(usize, usize)>> {
+    async fn catch_up(&mut self) -> Result<Option<Settled>> {
         let earlier = self.settle_commit().await?;
         if self.unsure {
             self.reconcile().await?;
@@ -1267,7 +1312,18 @@ impl Converted {
 #[derive(Debug)]
 struct PendingCommit {
     records: usize,
+    /// When the commit's task was started.
+    started: Instant,
     handle: tokio::task::JoinHandle<CommitOutcome>,
+}
+
+/// What an applied commit made durable: its records, the files it fsynced, and how
+/// long it ran.
+#[derive(Debug, Default, Clone, Copy)]
+struct Settled {
+    records: usize,
+    files_synced: usize,
+    duration: Duration,
 }
 
 /// What a commit task returns: the durability tracker it borrowed, then the committed

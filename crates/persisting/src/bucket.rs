@@ -14,12 +14,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock as SyncRwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt};
 use persisting_codec::{Record, decode_record, encode_record};
 use persisting_compress::{Codec, Compressor, UNCOMPRESSED_BYTES_MAX_DEFAULT, decompress};
-use persisting_lance::{ColumnCompression, LanceBucket, LanceOptions};
+use persisting_lance::{ColumnCompression, FlushReport, LanceBucket, LanceOptions};
 use persisting_wal::{Fs, RealFs, SyncPolicy, Wal, WalOptions};
 use tokio::sync::{RwLock, watch};
 
@@ -275,10 +275,15 @@ impl PersistingBackend {
             None => Vec::new(),
         };
         let mut lance = inner.lance.write().await;
+        // a flush an earlier put started that has ended: the WAL lets go of what it
+        // made durable (a failed one leaves its records due, for the next check)
+        if let Some(Ok(report)) = lance.finished_flush().await {
+            self.flushed(&lance, report).await?;
+        }
         // a flush left due by an earlier put (its flush failed) comes first, so that an
         // error of it refuses this batch whole (nothing logged, nothing buffered: a
         // retry duplicates nothing)
-        if self.flush_due(lance.buffered_count(), self.wal_bytes()) {
+        if self.flush_due(lance.unflushed_count(), self.wal_bytes()) {
             self.flush_locked(&mut lance).await?;
         }
         // schema check, then the WAL, then the buffer: all or nothing, in one order
@@ -300,7 +305,7 @@ impl PersistingBackend {
         let buffered = lance.buffered_count();
         // one look at the WAL's size after the put, for the flush decision and the gauge
         let wal_bytes = self.wal_bytes();
-        let flush_due = self.flush_due(buffered, wal_bytes);
+        let flush_due = self.flush_due(lance.unflushed_count(), wal_bytes);
         drop(lance);
         if let (Some(end), Some(syncer)) = (wait_for, &inner.syncer) {
             syncer.wait(end).await?;
@@ -313,8 +318,10 @@ impl PersistingBackend {
         }
         if flush_due {
             // the batch is acknowledged, whatever this flush does: a failure leaves the
-            // flush due, and the next put makes it before taking anything
-            let _retried_by_the_next_put = self.flush_now().await;
+            // flush due, and the next put makes it before taking anything. The flush
+            // commits in the background; the put that finds it ended (or the next
+            // one due) checkpoints the WAL to it.
+            let _retried_by_the_next_put = self.start_flush().await;
         }
         Ok(())
     }
@@ -365,8 +372,8 @@ impl PersistingBackend {
         Ok(lance.verify_files().await?)
     }
 
-    /// Whether `buffered` records reached `flush_threshold`, or the WAL (`wal_bytes`)
-    /// `max_wal_size`.
+    /// Whether `buffered` records (not being flushed) reached `flush_threshold`, or the
+    /// WAL (`wal_bytes`) `max_wal_size`.
     fn flush_due(&self, buffered: u64, wal_bytes: Option<u64>) -> bool {
         let opts = &self.inner.opts;
         buffered > 0
@@ -379,6 +386,16 @@ impl PersistingBackend {
         self.inner.wal.as_ref().map(|w| w.stats().total_bytes)
     }
 
+    /// Starts a background flush of the bucket, first applying the one running (its
+    /// records durable: the WAL is checkpointed to it).
+    async fn start_flush(&self) -> Result<()> {
+        let mut lance = self.inner.lance.write().await;
+        if let Some(report) = lance.start_flush().await? {
+            self.flushed(&lance, report).await?;
+        }
+        Ok(())
+    }
+
     async fn flush_now(&self) -> Result<()> {
         let mut lance = self.inner.lance.write().await;
         self.flush_locked(&mut lance).await
@@ -387,8 +404,13 @@ impl PersistingBackend {
     /// Flushes the bucket (its lock held by the caller), then checkpoints the WAL to
     /// what Lance holds durably.
     async fn flush_locked(&self, lance: &mut LanceBucket) -> Result<()> {
-        let started = Instant::now();
         let report = lance.flush().await?;
+        self.flushed(lance, report).await
+    }
+
+    /// After a flush made `report.persisted_count` records durable in Lance:
+    /// checkpoints the WAL to them, publishes them, records the flush's metrics.
+    async fn flushed(&self, lance: &LanceBucket, report: FlushReport) -> Result<()> {
         if let Some(wal) = self.inner.wal.clone() {
             let persisted = report.persisted_count;
             blocking(move || Ok(wal.checkpoint(persisted)?)).await?;
@@ -398,7 +420,7 @@ impl PersistingBackend {
             && report.records > 0
         {
             let wal_bytes = self.wal_bytes();
-            m.flushed(started.elapsed(), lance.buffered_count(), wal_bytes);
+            m.flushed(report.duration, lance.buffered_count(), wal_bytes);
         }
         Ok(())
     }

@@ -73,7 +73,8 @@ fn a_schema_conflict_refuses_the_batch_and_leaves_wal_and_buffer_unchanged() {
 }
 
 /// A put that finds a flush due makes it first: if the flush fails, the put is refused
-/// whole (not logged, not buffered), so retrying it cannot duplicate the records.
+/// whole (not logged, not buffered), so retrying it cannot duplicate the records. (A
+/// put that starts a flush does not wait for it: it commits in the background.)
 #[test]
 fn a_put_whose_flush_fails_is_refused_whole_and_a_retry_duplicates_nothing() {
     rt().block_on(async {
@@ -95,6 +96,9 @@ fn a_put_whose_flush_fails_is_refused_whole_and_a_retry_duplicates_nothing() {
         std::fs::write(&blocker, b"not a dataset").unwrap();
         // acknowledged, then its flush fails: the put still succeeds (it is durable)
         b.put(record! {"i" => 2}).await.unwrap();
+        // that flush commits in the background: flush waits for it, reports its failure
+        let err = b.flush().await.unwrap_err();
+        assert!(err.to_string().contains("data.lance"), "{err}");
         let before = b.stats().await.unwrap();
         assert_eq!((before.total_count, before.persisted_count), (3, 0));
         // the next put makes the due flush first: its failure refuses the put whole
