@@ -103,6 +103,15 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// A bucket that flushes automatically every 10^5 records, as the ingest rows use.
+async fn ingest_bucket(dir: &Path) -> LanceBucket {
+    let opts = LanceOptions {
+        flush_threshold: INGEST_FLUSH as usize,
+        ..LanceOptions::default()
+    };
+    LanceBucket::open(dir, opts).await.unwrap()
+}
+
 /// Ingest through persisting-lance: `append` of 10^4 with automatic flushes of 10^5,
 /// then a final flush that waits for the last one. An automatic flush runs on in the
 /// background while the caller builds and appends the next batches, so the timed loop
@@ -111,15 +120,7 @@ fn reset_peak_rss() {
 /// cheapest way to hand `append` owned records.
 async fn ingest_ours(dir: &Path, n: u64) -> f64 {
     let pool: Vec<Record> = (0..INGEST_FLUSH.min(n)).map(record).collect();
-    let mut b = LanceBucket::open(
-        dir,
-        LanceOptions {
-            flush_threshold: INGEST_FLUSH as usize,
-            ..LanceOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut b = ingest_bucket(dir).await;
     let t = Instant::now();
     let mut cloning = Duration::ZERO;
     for start in (0..n).step_by(BATCH as usize) {
@@ -167,15 +168,7 @@ fn ready_chunks(n: u64) -> impl Iterator<Item = Vec<Vec<Record>>> {
 /// timed, so no background work runs on in untimed time. Each chunk's closing flush
 /// costs a commit without overlap: the figure is a little below the steady rate.
 async fn ingest_ready(dir: &Path, n: u64) -> f64 {
-    let mut b = LanceBucket::open(
-        dir,
-        LanceOptions {
-            flush_threshold: INGEST_FLUSH as usize,
-            ..LanceOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let mut b = ingest_bucket(dir).await;
     let mut spent = Duration::ZERO;
     for batches in ready_chunks(n) {
         let t = Instant::now();

@@ -433,6 +433,10 @@ impl LanceBucket {
         let logged = log(start)?;
         self.schema = schema;
         self.buffer.extend(records);
+        if self.commit.is_some() {
+            // build the next commit's batches while this one runs
+            self.convert_ahead();
+        }
         Ok((start..self.total_count(), logged))
     }
 
@@ -456,10 +460,6 @@ impl LanceBucket {
             self.flush().await?;
         }
         let range = self.put_batch(records)?;
-        if self.commit.is_some() {
-            // build the next commit's batches while this one runs
-            self.convert_ahead();
-        }
         if due(self) {
             // the batch is buffered, whatever this flush does: a failure leaves the
             // flush due, for the next append or flush to make or report
