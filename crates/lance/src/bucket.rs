@@ -235,7 +235,7 @@ pub struct LanceBucket {
     commit: Option<PendingCommit>,
     /// Arrow batches of buffered records built while a commit runs (see
     /// [`Converted`]).
-    converted: Converted,
+    converted: Option<Converted>,
     /// A flush stopped part way or failed after Lance may have committed (schema
     /// changes, or records): the next flush reloads the dataset and counts what landed.
     unsure: bool,
@@ -289,7 +289,7 @@ impl LanceBucket {
             dataset: None,
             schema: SchemaState::default(),
             buffer: Vec::new(),
-            converted: Converted::default(),
+            converted: None,
             persisted: 0,
             durability,
             sums,
@@ -453,7 +453,7 @@ impl LanceBucket {
     /// reader sees each record once whichever side holds it.
     pub async fn append(&mut self, records: Vec<Record>) -> Result<Range<u64>> {
         let threshold = self.opts.flush_threshold;
-        let due = |b: &Self| threshold > 0 && b.unclaimed() >= threshold;
+        let due = |b: &Self| threshold > 0 && b.unflushed() >= threshold;
         // a failure leaves the flush's records due: made below, or by the next flush
         let _applied = self.finished_flush().await;
         if due(self) {
@@ -471,46 +471,51 @@ impl LanceBucket {
     /// Converts the buffered records after those the running commit holds and after
     /// those already converted, once there are enough of them, for the next commit
     /// (which uses them if the dataset schema and the field registry are still the
-    /// ones they were built for, and builds its batches anew otherwise).
+    /// ones they were built for, and builds its batches anew otherwise). Batches built
+    /// for another field registry are dropped here; the dataset, and so its schema,
+    /// stays as it is while the commit runs, and the next commit checks it anyway.
     fn convert_ahead(&mut self) {
         let Some(ds) = self.dataset.as_deref() else {
             return;
         };
-        let held = self.commit.as_ref().map_or(0, |c| c.records);
-        let schema = Arc::new(ArrowSchema::from(ds.schema()));
-        if !self.converted.fits(&schema, &self.schema) {
-            self.converted = Converted {
-                for_schema: Some(schema),
-                for_state: Some(self.schema.clone()),
-                ..Converted::default()
-            };
-        }
-        let from = held + self.converted.rows;
+        let held = self.flushing();
+        let converted = match &mut self.converted {
+            Some(c) if c.state == self.schema => c,
+            slot => slot.insert(Converted {
+                batches: Vec::new(),
+                rows: 0,
+                schema: Arc::new(ArrowSchema::from(ds.schema())),
+                state: self.schema.clone(),
+            }),
+        };
+        let from = held + converted.rows;
         if self.buffer.len() - from < CONVERT_AHEAD_ROWS_MIN {
             return;
         }
-        let Some(schema) = self.converted.for_schema.clone() else {
-            return;
-        };
-        match to_batches(&schema, &self.schema, &self.buffer[from..]) {
+        match to_batches(&converted.schema, &self.schema, &self.buffer[from..]) {
             Ok(batches) => {
-                self.converted.batches.extend(batches);
-                self.converted.rows = self.buffer.len() - held;
+                converted.batches.extend(batches);
+                converted.rows = self.buffer.len() - held;
             }
             // the commit that takes these records converts them and reports it
-            Err(_) => self.converted = Converted::default(),
+            Err(_) => self.converted = None,
         }
     }
 
+    /// Buffered records the running flush, if any, is committing.
+    fn flushing(&self) -> usize {
+        self.commit.as_ref().map_or(0, |c| c.records)
+    }
+
     /// Buffered records that no running flush is committing.
-    fn unclaimed(&self) -> usize {
-        self.buffer.len() - self.commit.as_ref().map_or(0, |c| c.records)
+    fn unflushed(&self) -> usize {
+        self.buffer.len() - self.flushing()
     }
 
     /// Buffered records that no running flush is committing: what the next flush
     /// takes.
     pub fn unflushed_count(&self) -> u64 {
-        self.unclaimed() as u64
+        self.unflushed() as u64
     }
 
     /// Starts a flush of the buffer that commits in the background, as
@@ -572,13 +577,12 @@ impl LanceBucket {
         if committed {
             self.last_flush = Some(duration);
         }
-        Ok(FlushReport {
+        let settled = Settled {
             records,
-            persisted_count: self.persisted,
             files_synced,
-            compacted,
             duration,
-        })
+        };
+        Ok(self.report(settled, compacted))
     }
 
     /// Compacts when more small fragments than `compact_fragments_max` have piled up;
@@ -637,13 +641,10 @@ impl LanceBucket {
             Some(ds) => Arc::new(ArrowSchema::from(ds.schema())),
             None => self.create_schema(),
         };
-        let converted = std::mem::take(&mut self.converted);
-        let mut batch = Vec::new();
-        let mut from = 0;
-        if converted.fits(&schema, &self.schema) {
-            batch = converted.batches;
-            from = converted.rows;
-        }
+        let (mut batch, from) = match self.converted.take() {
+            Some(c) if c.schema == schema && c.state == self.schema => (c.batches, c.rows),
+            _ => (Vec::new(), 0),
+        };
         if from < self.buffer.len() {
             batch.extend(to_batches(&schema, &self.schema, &self.buffer[from..])?);
         }
@@ -699,12 +700,11 @@ impl LanceBucket {
         let records = pending.records;
         let duration = pending.started.elapsed();
         self.commit = None;
-        if joined.is_err() {
-            self.converted = Converted::default();
-        }
         let (durability, result) = match joined {
             Ok(outcome) => outcome,
             Err(e) => {
+                // batches built ahead started after this commit's records
+                self.converted = None;
                 // the task is gone, and with it what it knew of synced files: start
                 // over (the next sync fsyncs every file once)
                 self.durability =
@@ -739,7 +739,7 @@ impl LanceBucket {
             }
             Err(e) => {
                 // batches built ahead started after this commit's records
-                self.converted = Converted::default();
+                self.converted = None;
                 self.unsure = true;
                 Err(e)
             }
@@ -790,7 +790,7 @@ impl LanceBucket {
         self.sync_files(true).await?;
         let landed = (rows - self.persisted) as usize;
         self.buffer.drain(..landed);
-        self.converted = Converted::default();
+        self.converted = None;
         self.persisted = rows;
         if landed > 0 {
             self.flushes += 1;
@@ -1224,7 +1224,7 @@ impl LanceBucket {
                     sums.reload()?;
                 }
                 self.adopt(ds).await?;
-                self.converted = Converted::default();
+                self.converted = None;
                 self.schema.admit(&buffer)?;
                 self.buffer = buffer;
                 Ok(())
@@ -1239,7 +1239,7 @@ impl LanceBucket {
         LanceStats {
             persisted_count: self.persisted,
             buffered_count: self.buffered_count(),
-            flushing_count: self.commit.as_ref().map_or(0, |c| c.records as u64),
+            flushing_count: self.flushing() as u64,
             fragments: self.fragments(),
             version: self.dataset.as_ref().map_or(0, |ds| ds.version().version),
             flushes: self.flushes,
@@ -1290,20 +1290,13 @@ fn running_commits(uri: &str) -> Arc<tokio::sync::RwLock<()>> {
 const CONVERT_AHEAD_ROWS_MIN: usize = 4096;
 
 /// Arrow batches of the first `rows` buffered records after those a running commit
-/// holds, built for the dataset schema and field registry `for_*`.
-#[derive(Debug, Default)]
+/// holds, built for the dataset schema `schema` and the field registry `state`.
+#[derive(Debug)]
 struct Converted {
     batches: Vec<RecordBatch>,
     rows: usize,
-    for_schema: Option<Arc<ArrowSchema>>,
-    for_state: Option<SchemaState>,
-}
-
-impl Converted {
-    /// Whether these batches are what converting now, for `schema` and `state`, builds.
-    fn fits(&self, schema: &Arc<ArrowSchema>, state: &SchemaState) -> bool {
-        self.for_schema.as_ref() == Some(schema) && self.for_state.as_ref() == Some(state)
-    }
+    schema: Arc<ArrowSchema>,
+    state: SchemaState,
 }
 
 /// A flush's data commit running on its own task: the records it takes from the
