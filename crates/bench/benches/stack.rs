@@ -112,6 +112,23 @@ async fn ingest_bucket(dir: &Path) -> LanceBucket {
     LanceBucket::open(dir, opts).await.unwrap()
 }
 
+/// One flush's worth of records (offsets `0..10^5`), built once; the ingest rows'
+/// batches are cloned from it.
+struct Pool(Vec<Record>);
+
+impl Pool {
+    fn new(n: u64) -> Self {
+        Pool((0..INGEST_FLUSH.min(n)).map(record).collect())
+    }
+
+    /// The batch of 10^4 (fewer at the end of `n`) that starts at offset `start`.
+    fn batch(&self, start: u64, n: u64) -> Vec<Record> {
+        let at = (start % INGEST_FLUSH) as usize;
+        let len = BATCH.min(n - start) as usize;
+        self.0[at..(at + len).min(self.0.len())].to_vec()
+    }
+}
+
 /// Ingest through persisting-lance: `append` of 10^4 with automatic flushes of 10^5,
 /// then a final flush that waits for the last one. An automatic flush runs on in the
 /// background while the caller builds and appends the next batches, so the timed loop
@@ -119,17 +136,13 @@ async fn ingest_bucket(dir: &Path) -> LanceBucket {
 /// time): each batch is cloned from one flush's worth of records built beforehand, the
 /// cheapest way to hand `append` owned records.
 async fn ingest_ours(dir: &Path, n: u64) -> f64 {
-    let pool: Vec<Record> = (0..INGEST_FLUSH.min(n)).map(record).collect();
+    let pool = Pool::new(n);
     let mut b = ingest_bucket(dir).await;
     let t = Instant::now();
     let mut cloning = Duration::ZERO;
     for start in (0..n).step_by(BATCH as usize) {
         let c = Instant::now();
-        let at = (start % INGEST_FLUSH) as usize;
-        let end = (at + BATCH as usize)
-            .min(pool.len())
-            .min(at + (n - start) as usize);
-        let batch = pool[at..end].to_vec();
+        let batch = pool.batch(start, n);
         cloning += c.elapsed();
         b.append(batch).await.unwrap();
     }
@@ -149,15 +162,11 @@ const READY_CHUNK: u64 = 1_000_000;
 /// Chunks of [`READY_CHUNK`] records in batches of 10^4, built on demand (untimed by
 /// the callers), each batch cloned from one flush's worth of records.
 fn ready_chunks(n: u64) -> impl Iterator<Item = Vec<Vec<Record>>> {
-    let pool: Vec<Record> = (0..INGEST_FLUSH.min(n)).map(record).collect();
+    let pool = Pool::new(n);
     (0..n).step_by(READY_CHUNK as usize).map(move |chunk| {
         (chunk..(chunk + READY_CHUNK).min(n))
             .step_by(BATCH as usize)
-            .map(|start| {
-                let at = (start % INGEST_FLUSH) as usize;
-                let len = BATCH.min(n - start) as usize;
-                pool[at..(at + len).min(pool.len())].to_vec()
-            })
+            .map(|start| pool.batch(start, n))
             .collect()
     })
 }
