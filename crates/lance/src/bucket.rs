@@ -19,7 +19,6 @@
 //! - the dataset is never rewritten: new fields are added as all-null columns, and an
 //!   int column that receives a float is rewritten alone, as float64.
 
-use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -37,6 +36,7 @@ use persisting_codec::Record;
 use crate::convert::{from_batch, record_columns, to_batch, to_batches, verify_rows};
 use crate::durability::Durability;
 use crate::error::{Error, Result};
+use crate::point::FragmentReaders;
 use crate::schema::{
     CHECKSUM_COLUMN, ColType, FieldState, LAYOUT_COLUMN, REGISTRY_KEY, SchemaState, arrow_field,
     cast_to, col_type, is_internal_column, materialized, missing_children, needs_rewrite,
@@ -276,7 +276,8 @@ impl LanceBucket {
             reason: "must be valid UTF-8".to_owned(),
         })?;
         let uri = format!("{}/{DATASET_DIR}", root_str.trim_end_matches('/'));
-        let durability = (!is_remote(&uri)).then(|| Durability::new(PathBuf::from(&uri)));
+        let remote = is_remote(&uri);
+        let durability = (!remote).then(|| Durability::new(PathBuf::from(&uri)));
         let sums = match durability {
             Some(_) => Some(Arc::new(FileSums::load(&root, Path::new(&uri))?)),
             None => None,
@@ -299,7 +300,7 @@ impl LanceBucket {
             compactions: 0,
             last_flush: None,
             readahead: tokio::sync::Mutex::new(ReadAhead::None),
-            readers: Arc::default(),
+            readers: Arc::new(FragmentReaders::new(!remote)),
             running,
         };
         // commits of an earlier handle of this dataset still running land first
@@ -1001,6 +1002,7 @@ impl LanceBucket {
         ds.cleanup_old_versions(retention, Some(false), Some(false))
             .await
             .map_err(Error::lance("clean up old versions of", &self.uri))?;
+        self.readers.retain_live(&ds);
         self.dataset = Some(Arc::new(ds));
         self.compactions += 1;
         self.sync_files(true).await?;
@@ -1430,7 +1432,7 @@ fn panic_message(e: tokio::task::JoinError) -> String {
 }
 
 /// What a panic's payload says.
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<String>()
         .cloned()
         .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
@@ -1481,117 +1483,6 @@ struct Source {
     sums: Option<Arc<FileSums>>,
     check_rows: bool,
     readers: Arc<FragmentReaders>,
-}
-
-/// Fragment readers kept open between small reads. Opening a fragment's reader (its
-/// data files' metadata, a decode scheduler) was most of what a `take` of 100 rows
-/// cost (1.1 ms, 0.6 ms with the reader open, on a 2-core VM).
-///
-/// Invariant: a reader is used only for the fragment it was opened for, as the
-/// dataset describes it now (same data files, same deletions), and with the dataset's
-/// current schema as its projection; anything else opens a new one. Fragments are
-/// immutable apart from column rewrites (which change their data files), and a
-/// compaction gives new fragments new ids, so a stale reader is never used.
-#[derive(Debug, Default)]
-struct FragmentReaders {
-    open: std::sync::Mutex<HashMap<u64, Arc<OpenFragment>>>,
-}
-
-#[derive(Debug)]
-struct OpenFragment {
-    fragment: lance::table::format::Fragment,
-    schema: lance::datatypes::Schema,
-    reader: lance::dataset::fragment::FragmentReader,
-}
-
-impl FragmentReaders {
-    /// The open reader of `fragment` (a fragment of `ds`), opening it if needed.
-    async fn get(
-        &self,
-        ds: &Dataset,
-        fragment: &lance::table::format::Fragment,
-    ) -> lance::Result<Arc<OpenFragment>> {
-        let found = self.lock().get(&fragment.id).cloned();
-        if let Some(open) = found.filter(|o| o.fragment == *fragment && o.schema == *ds.schema()) {
-            return Ok(open);
-        }
-        let file_fragment =
-            lance::dataset::fragment::FileFragment::new(Arc::new(ds.clone()), fragment.clone());
-        let reader = file_fragment
-            .open(
-                ds.schema(),
-                lance::dataset::fragment::FragReadConfig::default(),
-            )
-            .await?;
-        let open = Arc::new(OpenFragment {
-            fragment: fragment.clone(),
-            schema: ds.schema().clone(),
-            reader,
-        });
-        let mut map = self.lock();
-        if map.len() >= ds.manifest().fragments.len().max(16) {
-            // readers of fragments a compaction replaced
-            let live: HashSet<u64> = ds.manifest().fragments.iter().map(|f| f.id).collect();
-            map.retain(|id, _| live.contains(id));
-        }
-        map.insert(fragment.id, Arc::clone(&open));
-        Ok(open)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<OpenFragment>>> {
-        self.open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// Rows `range` of `ds` fed to `sink` through the open readers of the fragments holding
-/// them. `Ok(false)` (nothing fed) when a fragment does not know its row count (a
-/// legacy dataset): the caller takes the rows another way.
-async fn read_by_fragment(
-    ds: &Dataset,
-    readers: &FragmentReaders,
-    range: Range<u64>,
-    mut sink: impl FnMut(RecordBatch, u64) -> Result<()>,
-) -> Result<bool> {
-    let uri = ds.uri();
-    let mut at = 0u64;
-    let mut parts = Vec::new();
-    for frag in ds.manifest().fragments.iter() {
-        if at >= range.end {
-            break;
-        }
-        let Some(rows) = frag.num_rows().map(|r| r as u64) else {
-            return Ok(false);
-        };
-        let next = at + rows;
-        if next > range.start {
-            let from = range.start.max(at);
-            let to = range.end.min(next);
-            parts.push((frag, from, (from - at) as u32..(to - at) as u32));
-        }
-        at = next;
-    }
-    for (frag, first, local) in parts {
-        let open = readers
-            .get(ds, frag)
-            .await
-            .map_err(Error::lance("open a fragment of", uri))?;
-        let len = local.len() as u32;
-        let mut batches = open
-            .reader
-            .read_range(local, len.max(1))
-            .await
-            .map_err(Error::lance("read", uri))?;
-        let mut next = first;
-        while let Some(batch) = futures::StreamExt::next(&mut batches).await {
-            let batch = batch.await.map_err(Error::lance("read", uri))?;
-            let rows = batch.num_rows() as u64;
-            sink(batch, next)?;
-            next += rows;
-        }
-    }
-    Ok(true)
 }
 
 /// A scan of the dataset kept between reads. A task of its own reads from `next` to
@@ -1753,15 +1644,13 @@ async fn read_dataset(
             }
             Ok::<_, Error>(())
         };
-        let mut fed = offset;
-        let done = read_by_fragment(&ds, &source.readers, offset..end, |batch, at| {
-            check(&batch, at)?;
-            sink(&batch, at, uri)?;
-            fed = at + batch.num_rows() as u64;
-            Ok(())
-        })
-        .await?;
-        if done {
+        if let Some(batches) = source.readers.read(&ds, offset..end).await? {
+            let mut fed = offset;
+            for (batch, at) in batches {
+                check(&batch, at)?;
+                sink(&batch, at, uri)?;
+                fed = at + batch.num_rows() as u64;
+            }
             if fed != end {
                 return Err(Error::Lance {
                     op: "read",

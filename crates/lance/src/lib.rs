@@ -39,6 +39,7 @@ mod bucket;
 mod convert;
 mod durability;
 mod error;
+mod point;
 mod schema;
 mod sums;
 

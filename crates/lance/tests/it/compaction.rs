@@ -95,3 +95,60 @@ async fn ints(b: &LanceBucket) -> Vec<i64> {
         .map(|r| r["i"].as_i64().unwrap())
         .collect()
 }
+
+/// Data files of `dir` this process still holds open although they are deleted.
+fn deleted_files_held_open(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .map(|target| target.display().to_string())
+        .filter(|target| {
+            target.starts_with(&*dir.to_string_lossy()) && target.ends_with("(deleted)")
+        })
+        .collect()
+}
+
+#[test]
+fn small_reads_hold_no_data_file_a_clean_up_deleted() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LanceOptions {
+            compact_fragments_max: 0,
+            version_retention: std::time::Duration::ZERO,
+            ..LanceOptions::default()
+        };
+        let mut b = LanceBucket::open(dir.path(), opts).await.unwrap();
+        let rec = |i: i64| record! {"i" => i, "s" => format!("row {i}")};
+        for chunk in 0..6 {
+            b.put_batch((chunk * 5..chunk * 5 + 5).map(rec).collect())
+                .unwrap();
+            b.flush().await.unwrap();
+        }
+        // a small read in each fragment opens its reader and data file
+        for chunk in 0..6 {
+            let at = chunk * 5 + 1;
+            assert_eq!(
+                b.read(at as u64, 2).await.unwrap(),
+                vec![rec(at), rec(at + 1)]
+            );
+        }
+        let files_before: Vec<_> = std::fs::read_dir(dir.path().join("data.lance/data"))
+            .unwrap()
+            .collect();
+        b.compact().await.unwrap();
+        let files_after: Vec<_> = std::fs::read_dir(dir.path().join("data.lance/data"))
+            .unwrap()
+            .collect();
+        // the clean-up deleted the compacted fragments' files ...
+        assert!(
+            files_after.len() < files_before.len(),
+            "{files_before:?} -> {files_after:?}"
+        );
+        // ... and no reader keeps one open
+        assert_eq!(deleted_files_held_open(dir.path()), Vec::<String>::new());
+        assert_eq!(
+            b.read(7, 3).await.unwrap(),
+            (7..10).map(rec).collect::<Vec<_>>()
+        );
+    });
+}
