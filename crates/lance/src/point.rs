@@ -217,9 +217,12 @@ impl FragmentReaders {
 }
 
 /// A byte-range scheduler over [`InlineFiles`]: the lite scheduler, which polls a read
-/// only when its reader polls it (no task of its own).
+/// only when its reader polls it (no task of its own). The store is named by Lance's
+/// `file-object-store` scheme: local files read through the object-store API (Lance
+/// reads a `file` store's files itself, on its blocking pool), 4 KiB blocks as for
+/// `file`.
 fn scheduler(files: Arc<InlineFiles>) -> Option<Arc<ScanScheduler>> {
-    let location = url::Url::parse("persisting-file:///").ok()?;
+    let location = url::Url::parse("file-object-store:///").ok()?;
     let store = LanceStore::new(files, location, Some(4096), None, false, true, 8, 0, None);
     let store = Arc::new(store);
     let config = SchedulerConfig::max_bandwidth(&store).with_lite_scheduler();
