@@ -251,6 +251,14 @@ async fn random_reads_ours(b: &LanceBucket, n: u64) -> f64 {
     random_reads_ours_cold(b, n).await.0
 }
 
+/// [`random_reads_ours`] by a task of the runtime (on a worker thread) rather than by
+/// the `block_on` thread; gives the bucket back.
+async fn random_reads_in_task(b: LanceBucket, n: u64) -> (f64, LanceBucket) {
+    tokio::spawn(async move { (random_reads_ours(&b, n).await, b) })
+        .await
+        .unwrap()
+}
+
 /// Mean seconds of a raw `take` of 100 rows at the offsets of [`random_reads_ours`],
 /// after the same warm-up pass.
 async fn random_reads_take(ds: &Dataset, n: u64) -> f64 {
@@ -489,6 +497,18 @@ async fn lance_rows(root: &Path) {
         "reads/s",
         take / ours_big,
         ">=0.9",
+    );
+    let (in_task, b) = random_reads_in_task(b, n).await;
+    row(
+        "lance",
+        &format!(
+            "random read(offset, 100) at {n} rows by a runtime task vs by the block_on thread"
+        ),
+        in_task * 1e3,
+        ours_big * 1e3,
+        "ms/read",
+        in_task / ours_big,
+        "-",
     );
     let uri = big.join("data.lance");
     if let Some(py) = pylance(&["reads", &uri.to_string_lossy(), &READS.to_string()]) {
@@ -895,6 +915,8 @@ fn main() {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(n);
             random_reads_ours(&b, n).await;
+            let (in_task, b) = random_reads_in_task(b, n).await;
+            println!("random by a runtime task {:.3} ms all", in_task * 1e3);
             for _ in 0..10 {
                 println!(
                     "random {:.3} ms all, {:.3} ms within the first {part}",

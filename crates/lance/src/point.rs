@@ -1,15 +1,25 @@
 //! Small reads ("point reads") of a dataset's rows through fragment readers kept open,
-//! run on a reader thread of this crate rather than on the caller's runtime.
+//! run on one thread from start to end.
 //!
 //! Why: a read of 100 rows through Lance on the caller's multi-threaded runtime is
-//! mostly hand-offs between threads, each a wake-up (an inter-processor interrupt on a
-//! VM): Lance's I/O scheduler task, a blocking-pool thread per byte range read
-//! (`pread` through `spawn_blocking`), and its decode tasks, which wake idle workers.
-//! Here the whole read runs on one thread with a runtime of its own, and the byte
-//! ranges of a local dataset's files are read on that thread ([`InlineFiles`]): two
-//! hand-offs per read (the request, the answer) instead of tens. Measured on a 2-core
-//! VM, 100 rows at random offsets of 10^6: 0.58 ms on the caller's runtime, about
-//! 0.2 ms here (`PERSISTING_BENCH_ONLY=random`, see docs/benchmarks.md).
+//! mostly hand-offs between threads, each a wake-up (an inter-processor interrupt and
+//! a halted vCPU's wake on a VM, ~65 us here): Lance's I/O scheduler task, a
+//! blocking-pool thread per byte range read (`pread` through `spawn_blocking`), and its
+//! decode tasks, which wake idle workers: ~33 context switches per read. Here a local
+//! dataset's read runs on one thread with a single-threaded runtime of its own, with
+//! Lance's lite I/O scheduler (no task of its own) over [`InlineFiles`], which reads
+//! byte ranges by `pread` on that same thread:
+//! - on a multi-threaded Tokio runtime (a worker or the `block_on` thread), on the
+//!   calling thread, inside `block_in_place` (the runtime hands the worker's other
+//!   tasks to another thread meanwhile): no hand-off at all;
+//! - elsewhere (a current-thread runtime, another executor), on one of the process's
+//!   reader threads: two hand-offs (the request, the answer).
+//!
+//! Measured on a 2-core VM, 100 rows at random offsets of 10^6 rows
+//! (`PERSISTING_BENCH_ONLY=random`): 0.58 ms on the caller's runtime before, ~0.40 ms
+//! on a reader thread, ~0.25 ms in place (from a worker task or the `block_on` thread).
+//! The cost: a cold page blocks the reading thread for the disk's time, and one read's
+//! byte ranges are read one after another.
 //!
 //! Invariants:
 //! - a fragment reader is used only for the fragment it was opened for, as the dataset
@@ -17,14 +27,15 @@
 //!   schema as its projection; anything else opens a new one. Fragments are immutable
 //!   apart from column rewrites (which change their data files), and a compaction gives
 //!   new fragments new ids, so a stale reader is never used;
-//! - a reader is opened and used on one reader thread only (the bucket's), so its
-//!   scheduler and decode tasks stay on that thread;
+//! - a read of a local dataset polls Lance's futures on one thread only, whose runtime
+//!   runs the decode tasks Lance spawns; the lite scheduler keeps no task between
+//!   reads, so a reader opened on one thread may read on another;
 //! - [`InlineFiles`] only reads: every write, listing or delete goes to the local file
 //!   system store it wraps. It reads files Lance names by path, never writes them, and
-//!   is used only for local datasets (remote ones read on the caller's runtime, as
-//!   before);
+//!   is used only for local datasets (remote ones read on the caller's runtime through
+//!   Lance's own store);
 //! - a panic while Lance decodes (it asserts on damaged pages) becomes an error of the
-//!   read, on the reader thread as on the caller's.
+//!   read, in place as on a reader thread.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -119,9 +130,12 @@ impl FragmentReaders {
         let Some(local) = &self.local else {
             return self.read_here(ds, range).await;
         };
+        let offset = range.start;
+        if on_multi_thread_runtime() {
+            return in_place(ds.uri(), offset, self.read_here(ds, range));
+        }
         let me = Arc::clone(self);
         let theirs = Arc::clone(ds);
-        let offset = range.start;
         let read = async move { me.read_here(&theirs, range).await };
         local.thread.call(ds.uri(), offset, read).await
     }
@@ -214,6 +228,39 @@ impl FragmentReaders {
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<OpenFragment>>> {
         self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Whether the caller runs on a multi-threaded Tokio runtime, where
+/// `block_in_place` is allowed.
+fn on_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
+/// Runs `read` to completion on the calling thread, on a single-threaded runtime of
+/// that thread, with the caller's runtime told this thread blocks meanwhile.
+fn in_place<T>(dataset: &str, offset: u64, read: impl Future<Output = Result<T>>) -> Result<T> {
+    thread_local! {
+        static LOCAL: Option<tokio::runtime::Runtime> =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().ok();
+    }
+    tokio::task::block_in_place(|| {
+        LOCAL.with(|rt| {
+            let rt = rt.as_ref().ok_or_else(|| Error::Io {
+                op: "read",
+                path: dataset.into(),
+                source: std::io::Error::other("no runtime for the read"),
+            })?;
+            rt.block_on(std::panic::AssertUnwindSafe(read).catch_unwind())
+                .unwrap_or_else(|panic| {
+                    Err(Error::Panicked {
+                        dataset: dataset.to_owned(),
+                        offset,
+                        message: crate::bucket::panic_text(panic.as_ref()),
+                    })
+                })
+        })
+    })
 }
 
 /// A byte-range scheduler over [`InlineFiles`]: the lite scheduler, which polls a read
@@ -525,6 +572,39 @@ mod tests {
             // the thread goes on serving reads
             assert_eq!(thread.call("ds", 0, async { Ok(5) }).await.unwrap(), 5);
         });
+    }
+
+    #[test]
+    fn a_read_in_place_runs_on_the_calling_thread_and_its_panic_is_an_error_of_the_read() {
+        rt().block_on(async {
+            assert!(on_multi_thread_runtime());
+            let caller = std::thread::current().id();
+            let ran_on = in_place("ds", 0, async { Ok(std::thread::current().id()) }).unwrap();
+            assert_eq!(ran_on, caller);
+            // from a task on a worker thread too
+            let (caller, ran_on) = tokio::spawn(async {
+                let caller = std::thread::current().id();
+                (
+                    caller,
+                    in_place("ds", 0, async { Ok(std::thread::current().id()) }),
+                )
+            })
+            .await
+            .unwrap();
+            assert_eq!(ran_on.unwrap(), caller);
+            match in_place::<()>("ds", 9, async { panic!("decoder assertion") }) {
+                Err(Error::Panicked {
+                    offset: 9, message, ..
+                }) => {
+                    assert_eq!(message, "decoder assertion");
+                }
+                other => panic!("expected a panic error, got {other:?}"),
+            }
+        });
+        let ct = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(!ct.block_on(async { on_multi_thread_runtime() }));
     }
 
     #[test]

@@ -259,3 +259,49 @@ fn concurrent_readers_each_get_their_own_range() {
         }
     });
 }
+
+/// Small reads run on the caller's thread when it is a thread of a multi-threaded
+/// runtime (a worker or the `block_on` thread), and on a reader thread otherwise (a
+/// current-thread runtime): every one of these callers gets the same records, from
+/// fragments and from the buffer.
+#[test]
+fn small_reads_agree_whatever_runtime_and_thread_make_them() {
+    async fn check(b: &LanceBucket, all: &[Record]) {
+        for (off, n) in [(0, 10), (120, 100), (399, 5), (600, 90), (690, 20)] {
+            let end = (off as usize + n).min(all.len());
+            assert_eq!(
+                b.read(off, n).await.unwrap(),
+                all[off as usize..end],
+                "read({off}, {n})"
+            );
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let all: Vec<Record> = (0..710).map(rec).collect();
+    let mt = rt();
+    let b = mt.block_on(async {
+        let mut b = bucket(dir.path(), 128).await;
+        for chunk in all[..700].chunks(100) {
+            b.append(chunk.to_vec()).await.unwrap();
+        }
+        b.flush().await.unwrap();
+        b.append(all[700..].to_vec()).await.unwrap();
+        assert!(b.stats().fragments >= 3, "{:?}", b.stats());
+        assert_eq!(b.stats().buffered_count, 10, "{:?}", b.stats());
+        check(&b, &all).await;
+        b
+    });
+    let b = std::sync::Arc::new(b);
+    let in_task = std::sync::Arc::clone(&b);
+    let expected = all.clone();
+    mt.block_on(async move {
+        tokio::spawn(async move { check(&in_task, &expected).await })
+            .await
+            .unwrap();
+    });
+    let ct = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    ct.block_on(check(&b, &all));
+}
