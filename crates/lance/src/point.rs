@@ -77,16 +77,18 @@ const THREADS_MAX: usize = 4;
 #[derive(Debug)]
 pub(crate) struct FragmentReaders {
     open: Mutex<HashMap<u64, Arc<OpenFragment>>>,
-    /// A local dataset's reader thread and byte-range scheduler; `None` for a remote
-    /// dataset, or if no reader thread could be started.
+    /// A local dataset's byte-range scheduler and reader thread; `None` for a remote
+    /// dataset.
     local: Option<Local>,
 }
 
 #[derive(Debug)]
 struct Local {
-    thread: ReaderThread,
     files: Arc<InlineFiles>,
     scheduler: Arc<ScanScheduler>,
+    /// Chosen at the first read that needs one (none if no thread can start: the
+    /// read then runs on the caller's runtime, preads included).
+    thread: OnceLock<Option<ReaderThread>>,
 }
 
 #[derive(Debug)]
@@ -107,9 +109,9 @@ impl FragmentReaders {
                 let files = Arc::new(InlineFiles::default());
                 let scheduler = scheduler(Arc::clone(&files))?;
                 Some(Local {
-                    thread: ReaderThread::pick()?,
                     files,
                     scheduler,
+                    thread: OnceLock::new(),
                 })
             })
             .flatten();
@@ -120,8 +122,9 @@ impl FragmentReaders {
     }
 
     /// Rows `range` of `ds`, read through the readers of the fragments holding them
-    /// (on the reader thread for a local dataset). `None` when a fragment does not know
-    /// its row count (a legacy dataset): the caller reads the rows another way.
+    /// (for a local dataset: in place on a multi-threaded runtime, else on a reader
+    /// thread). `None` when a fragment does not know its row count (a legacy dataset):
+    /// the caller reads the rows another way.
     pub(crate) async fn read(
         self: &Arc<Self>,
         ds: &Arc<Dataset>,
@@ -134,10 +137,13 @@ impl FragmentReaders {
         if on_multi_thread_runtime() {
             return in_place(ds.uri(), offset, self.read_here(ds, range));
         }
+        let Some(thread) = local.thread.get_or_init(ReaderThread::pick) else {
+            return self.read_here(ds, range).await;
+        };
         let me = Arc::clone(self);
         let theirs = Arc::clone(ds);
         let read = async move { me.read_here(&theirs, range).await };
-        local.thread.call(ds.uri(), offset, read).await
+        thread.call(ds.uri(), offset, read).await
     }
 
     /// [`FragmentReaders::read`] on the current thread.
