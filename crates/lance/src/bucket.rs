@@ -1068,11 +1068,7 @@ impl LanceBucket {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     from_batch(&batch, &names, at, &self.uri, out, &mut filled)
                 }))
-                .map_err(|panic| Error::Panicked {
-                    dataset: self.uri.clone(),
-                    offset: at,
-                    message: panic_text(panic.as_ref()),
-                })??;
+                .map_err(|panic| Error::panicked(&self.uri, at, panic.as_ref()))??;
             }
             for i in offset.max(self.persisted)..end {
                 let record = &self.buffer[(i - self.persisted) as usize];
@@ -1181,11 +1177,7 @@ impl LanceBucket {
                 }
                 Ok(out)
             }
-            Err(panic) => Err(Error::Panicked {
-                dataset: self.uri.clone(),
-                offset,
-                message: panic_text(panic.as_ref()),
-            }),
+            Err(panic) => Err(Error::panicked(&self.uri, offset, panic.as_ref())),
         }
     }
 
@@ -1423,22 +1415,6 @@ async fn check_files(
     .await?
 }
 
-/// What a read panicked with, as text.
-fn panic_message(e: tokio::task::JoinError) -> String {
-    if !e.is_panic() {
-        return e.to_string();
-    }
-    panic_text(e.into_panic().as_ref())
-}
-
-/// What a panic's payload says.
-pub(crate) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "a panic".to_owned())
-}
-
 /// Reads of at most this many rows not continuing the previous read read their rows
 /// through the fragment readers kept open ([`FragmentReaders`]) instead of starting a
 /// scan.
@@ -1567,11 +1543,7 @@ impl Cursor {
         // the task ended without an error to send: it panicked (Lance's decoders
         // assert on damaged pages), or the scan came up short
         match (&mut self.task).await {
-            Err(e) if e.is_panic() => Err(Error::Panicked {
-                dataset: uri.to_owned(),
-                offset: self.next,
-                message: panic_message(e),
-            }),
+            Err(e) if e.is_panic() => Err(Error::panicked(uri, self.next, e.into_panic().as_ref())),
             _ => Err(Error::lance("read", uri)(lance::Error::internal(format!(
                 "the scan ended at offset {}, before offset {}",
                 self.next, self.end

@@ -142,6 +142,25 @@ impl Error {
         }
     }
 
+    /// Lance panicked reading `dataset` from `offset` (its decoders assert on damaged
+    /// pages): the read's error, saying what the panic said.
+    pub(crate) fn panicked(
+        dataset: &str,
+        offset: u64,
+        payload: &(dyn std::any::Any + Send),
+    ) -> Error {
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "a panic".to_owned());
+        Error::Panicked {
+            dataset: dataset.to_owned(),
+            offset,
+            message,
+        }
+    }
+
     pub(crate) fn arrow(op: &'static str) -> impl FnOnce(arrow::error::ArrowError) -> Error {
         move |source| Error::Arrow { op, source }
     }

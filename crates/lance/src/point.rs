@@ -258,13 +258,7 @@ fn in_place<T>(dataset: &str, offset: u64, read: impl Future<Output = Result<T>>
                 source: std::io::Error::other("no runtime for the read"),
             })?;
             rt.block_on(std::panic::AssertUnwindSafe(read).catch_unwind())
-                .unwrap_or_else(|panic| {
-                    Err(Error::Panicked {
-                        dataset: dataset.to_owned(),
-                        offset,
-                        message: crate::bucket::panic_text(panic.as_ref()),
-                    })
-                })
+                .unwrap_or_else(|panic| Err(Error::panicked(dataset, offset, panic.as_ref())))
         })
     })
 }
@@ -338,13 +332,7 @@ impl ReaderThread {
             let result = std::panic::AssertUnwindSafe(read)
                 .catch_unwind()
                 .await
-                .unwrap_or_else(|panic| {
-                    Err(Error::Panicked {
-                        dataset: uri,
-                        offset,
-                        message: crate::bucket::panic_text(panic.as_ref()),
-                    })
-                });
+                .unwrap_or_else(|panic| Err(Error::panicked(&uri, offset, panic.as_ref())));
             // the caller may have stopped waiting
             let _ = tx.send(result);
         };
