@@ -10,7 +10,8 @@
 //!
 //! `cargo bench -p persisting-wal --bench compare`. `PERSISTING_BENCH_SECS` sets each
 //! timed run's length (default 3), `PERSISTING_BENCH_DIR` the directory (default: the
-//! target directory's disk).
+//! target directory's disk). `PERSISTING_BENCH_WRITERS=N` runs only the `Always` run
+//! of N writers, once (for profiling and A/B runs of two builds).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::fs::File;
@@ -168,6 +169,14 @@ fn main() {
     }
     let tmp = scratch();
     let dir = tmp.path();
+    if let Ok(w) = std::env::var("PERSISTING_BENCH_WRITERS") {
+        // one measurement only, for profiling and A/B runs
+        let w: usize = w
+            .parse()
+            .expect("PERSISTING_BENCH_WRITERS: a number of writers");
+        println!("entries/s: {:.0}", wal_always_per_s(dir, w));
+        return;
+    }
     println!(
         "WAL comparison, {} s per timed run, in {}",
         secs().as_secs_f64(),
