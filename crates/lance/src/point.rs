@@ -35,7 +35,11 @@
 //!   is used only for local datasets (remote ones read on the caller's runtime through
 //!   Lance's own store);
 //! - a panic while Lance decodes (it asserts on damaged pages) becomes an error of the
-//!   read, in place as on a reader thread.
+//!   read, in place as on a reader thread;
+//! - the file handles every bucket's [`InlineFiles`] keeps open count against one
+//!   process-wide budget (a quarter of the process's open-file limit): past it, a file
+//!   is opened for the read and closed after it, so many buckets with many fragments
+//!   never exhaust the process's descriptors, whatever their number.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -44,7 +48,7 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
@@ -70,6 +74,8 @@ const WHOLE_FILE_MAX: u64 = 8 << 20;
 /// Open file handles [`InlineFiles`] keeps; past it, it closes them all and reopens
 /// the ones read next (data files are immutable, so reopening reads the same bytes).
 const OPEN_FILES_MAX: usize = 1024;
+/// Kept handles allowed in all when the process's open-file limit cannot be read.
+const KEPT_FILES_FALLBACK: usize = 256;
 /// Reader threads started at most (fewer on machines with fewer cores).
 const THREADS_MAX: usize = 4;
 
@@ -348,14 +354,81 @@ impl ReaderThread {
     }
 }
 
+/// How many file handles may be kept open by all [`InlineFiles`] together, and how
+/// many are.
+#[derive(Debug)]
+struct FileBudget {
+    max: usize,
+    kept: AtomicUsize,
+}
+
+impl FileBudget {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            kept: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes one handle's place if one is free.
+    fn take(&self) -> bool {
+        self.kept
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |k| {
+                (k < self.max).then_some(k + 1)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        self.kept.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// The budget of the whole process: a quarter of its open-file limit (the rest is
+/// the WAL's, Lance's writes' and the application's), at least 16.
+static PROCESS_FILES: LazyLock<Arc<FileBudget>> = LazyLock::new(|| {
+    let max = open_files_limit().map_or(KEPT_FILES_FALLBACK, |limit| limit / 4);
+    Arc::new(FileBudget::new(max.max(16)))
+});
+
+/// The soft limit on open files of this process (Linux; `None` elsewhere or when
+/// unlimited).
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.strip_prefix("Max open files")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The local file system, with reads served on the calling thread by `pread` from
 /// files kept open (data files are immutable), not on a blocking-pool thread: for the
 /// reader threads, whose whole point is not to hand work to other threads. Everything
-/// else is the wrapped [`LocalFileSystem`]'s.
-#[derive(Debug, Default)]
+/// else is the wrapped [`LocalFileSystem`]'s. Handles are kept while the process-wide
+/// budget allows; a file read past it is closed after the read.
+#[derive(Debug)]
 struct InlineFiles {
     fs: LocalFileSystem,
     open: Mutex<HashMap<StorePath, Arc<OpenFile>>>,
+    budget: Arc<FileBudget>,
+}
+
+impl Default for InlineFiles {
+    fn default() -> Self {
+        Self::with_budget(Arc::clone(&PROCESS_FILES))
+    }
+}
+
+impl Drop for InlineFiles {
+    fn drop(&mut self) {
+        let kept = self
+            .open
+            .get_mut()
+            .map_or_else(|e| e.into_inner().len(), |m| m.len());
+        self.budget.give_back(kept);
+    }
 }
 
 #[derive(Debug)]
@@ -371,6 +444,14 @@ impl std::fmt::Display for InlineFiles {
 }
 
 impl InlineFiles {
+    fn with_budget(budget: Arc<FileBudget>) -> Self {
+        Self {
+            fs: LocalFileSystem::default(),
+            open: Mutex::default(),
+            budget,
+        }
+    }
+
     fn file(&self, location: &StorePath) -> object_store::Result<Arc<OpenFile>> {
         if let Some(open) = self.lock().get(location) {
             return Ok(Arc::clone(open));
@@ -400,16 +481,26 @@ impl InlineFiles {
         };
         let open = Arc::new(OpenFile { file, meta });
         let mut map = self.lock();
+        if let Some(kept) = map.get(location) {
+            // another read opened it meanwhile: keep one handle
+            return Ok(Arc::clone(kept));
+        }
         if map.len() >= OPEN_FILES_MAX {
+            self.budget.give_back(map.len());
             map.clear();
         }
-        map.insert(location.clone(), Arc::clone(&open));
+        if self.budget.take() {
+            map.insert(location.clone(), Arc::clone(&open));
+        }
         Ok(open)
     }
 
     /// Closes the files whose path `keep` refuses.
     fn keep(&self, keep: impl Fn(&StorePath) -> bool) {
-        self.lock().retain(|path, _| keep(path));
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|path, _| keep(path));
+        self.budget.give_back(before - map.len());
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<StorePath, Arc<OpenFile>>> {
@@ -599,6 +690,51 @@ mod tests {
             .build()
             .unwrap();
         assert!(!ct.block_on(async { on_multi_thread_runtime() }));
+    }
+
+    impl FileBudget {
+        fn kept(&self) -> usize {
+            self.kept.load(Ordering::Acquire)
+        }
+    }
+
+    #[test]
+    fn kept_file_handles_stay_within_the_budget_all_buckets_share() {
+        rt().block_on(async {
+            use object_store::ObjectStoreExt;
+            let dir = tempfile::tempdir().unwrap();
+            let paths: Vec<StorePath> = (0..4u8)
+                .map(|i| {
+                    let p = dir.path().join(format!("f{i}"));
+                    std::fs::write(&p, vec![i; 100]).unwrap();
+                    StorePath::from_filesystem_path(p).unwrap()
+                })
+                .collect();
+            let budget = Arc::new(FileBudget::new(3));
+            let a = InlineFiles::with_budget(Arc::clone(&budget));
+            let b = InlineFiles::with_budget(Arc::clone(&budget));
+            for p in &paths[..2] {
+                a.get_range(p, 0..10).await.unwrap();
+                a.get_range(p, 10..20).await.unwrap(); // kept: no second handle
+            }
+            assert_eq!((a.lock().len(), budget.kept()), (2, 2));
+            // the other bucket gets the last place, then reads without keeping
+            for (i, p) in paths[2..].iter().enumerate() {
+                let got = b.get_range(p, 0..10).await.unwrap();
+                assert_eq!(&got[..], &[i as u8 + 2; 10]);
+            }
+            assert_eq!((b.lock().len(), budget.kept()), (1, 3));
+            // closing handles frees their places
+            a.keep(|p| *p == paths[0]);
+            assert_eq!(budget.kept(), 2);
+            b.get_range(&paths[3], 0..10).await.unwrap();
+            assert_eq!((b.lock().len(), budget.kept()), (2, 3));
+            drop(b);
+            assert_eq!(budget.kept(), 1);
+            drop(a);
+            assert_eq!(budget.kept(), 0);
+        });
+        assert!(PROCESS_FILES.max >= 16);
     }
 
     #[test]
