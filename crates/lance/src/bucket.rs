@@ -236,6 +236,11 @@ pub struct LanceBucket {
     /// Arrow batches of buffered records built while a commit runs (see
     /// [`Converted`]).
     converted: Option<Converted>,
+    /// Records of the last applied commit, not yet freed: the writer frees them the
+    /// next time it waits for a commit to end (its idle time), or hands them to a
+    /// blocking thread when a commit ends without a wait. At most one commit's
+    /// records wait here, freed at the latest with the handle.
+    released: Vec<Record>,
     /// A flush stopped part way or failed after Lance may have committed (schema
     /// changes, or records): the next flush reloads the dataset and counts what landed.
     unsure: bool,
@@ -291,6 +296,7 @@ impl LanceBucket {
             schema: SchemaState::default(),
             buffer: Vec::new(),
             converted: None,
+            released: Vec::new(),
             persisted: 0,
             durability,
             sums,
@@ -697,6 +703,11 @@ impl LanceBucket {
         let Some(pending) = self.commit.as_mut() else {
             return Ok(None);
         };
+        if !pending.handle.is_finished() {
+            // this thread would only wait: it frees the last commit's records
+            // meanwhile, rather than a thread competing with the commit for a core
+            self.released = Vec::new();
+        }
         let joined = (&mut pending.handle).await;
         let records = pending.records;
         let duration = pending.started.elapsed();
@@ -727,8 +738,12 @@ impl LanceBucket {
                 let rest = self.buffer.split_off(records);
                 let flushed = std::mem::replace(&mut self.buffer, rest);
                 // freeing them is the writer's longest step after conversion: done
-                // off its thread
-                tokio::task::spawn_blocking(move || drop(flushed));
+                // while it next waits for a commit, or off its thread when it did not
+                // wait (it is the busier side then)
+                let unfreed = std::mem::replace(&mut self.released, flushed);
+                if !unfreed.is_empty() {
+                    tokio::task::spawn_blocking(move || drop(unfreed));
+                }
                 self.flushes += 1;
                 self.unsure = false;
                 self.last_flush = Some(duration);
