@@ -143,18 +143,13 @@ pub(crate) fn to_batch(
     let layout_at = sinks.iter().position(|s| matches!(s, Sink::Layout(_)));
     let checksum_at = sinks.iter().position(|s| matches!(s, Sink::Checksum(_)));
     for (row, r) in records.iter().enumerate() {
-        let mut hint = 0;
-        for (name, value) in r.iter() {
-            let Some(pos) = state.position_after(name, hint) else {
-                continue;
-            };
-            hint = pos + 1;
+        let canonical = state.place_fields(&types, r, |pos, value| {
             if let Some(c) = column_of[pos].filter(|_| !value.is_null()) {
                 sinks[c].put(row, value);
             }
-        }
+        });
         if let Some(Sink::Layout(b)) = layout_at.map(|i| &mut sinks[i]) {
-            if state.is_canonical(&types, r) {
+            if canonical {
                 b.append_null();
             } else {
                 b.append_value(encode_record(r));

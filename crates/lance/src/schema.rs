@@ -236,18 +236,34 @@ pub(crate) fn reads_back_exactly(ty: &ColType, value: &Value) -> bool {
 /// (`type_at`) exists and reads its value back exactly.
 fn fields_read_back<'t>(
     map: &Record,
-    mut position: impl FnMut(&str, usize) -> Option<usize>,
+    position: impl FnMut(&str, usize) -> Option<usize>,
     type_at: impl Fn(usize) -> Option<&'t ColType>,
 ) -> bool {
+    walk_fields(map, position, type_at, |_, _| {})
+}
+
+/// [`fields_read_back`], also calling `place(position, value)` for every field that
+/// has a position, in the record's order (one walk where a row is built and checked).
+fn walk_fields<'t, 'r>(
+    map: &'r Record,
+    mut position: impl FnMut(&str, usize) -> Option<usize>,
+    type_at: impl Fn(usize) -> Option<&'t ColType>,
+    mut place: impl FnMut(usize, &'r Value),
+) -> bool {
     let mut last: Option<usize> = None;
-    map.iter().all(|(name, value)| {
+    let mut exact = true;
+    for (name, value) in map.iter() {
         let Some(i) = position(name, last.map_or(0, |l| l + 1)) else {
-            return false;
+            exact = false;
+            continue;
         };
-        let in_order = last.is_none_or(|l| l < i);
+        exact = exact
+            && last.is_none_or(|l| l < i)
+            && type_at(i).is_some_and(|t| materialized(t) && reads_back_exactly(t, value));
         last = Some(i);
-        in_order && type_at(i).is_some_and(|t| materialized(t) && reads_back_exactly(t, value))
-    })
+        place(i, value);
+    }
+    exact
 }
 
 /// One field of the registry.
@@ -332,11 +348,25 @@ impl SchemaState {
     /// True when columns of the types `columns` (by registry position; `None`: no
     /// column) reproduce `record` exactly (up to widening): every field has a column,
     /// appears in registry order, and holds no explicit null.
+    #[cfg(test)]
     pub(crate) fn is_canonical(&self, columns: &[Option<ColType>], record: &Record) -> bool {
-        fields_read_back(
+        self.place_fields(columns, record, |_, _| {})
+    }
+
+    /// Calls `place(position, value)` for each field of `record` the registry holds, in
+    /// the record's order, and returns whether `record` is canonical for `columns`
+    /// (see `is_canonical`): what building a row needs, in one walk of its fields.
+    pub(crate) fn place_fields<'r>(
+        &self,
+        columns: &[Option<ColType>],
+        record: &'r Record,
+        place: impl FnMut(usize, &'r Value),
+    ) -> bool {
+        walk_fields(
             record,
             |name, hint| self.position_after(name, hint),
             |i| columns.get(i).and_then(Option::as_ref),
+            place,
         )
     }
 
