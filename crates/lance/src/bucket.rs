@@ -236,10 +236,10 @@ pub struct LanceBucket {
     /// Arrow batches of buffered records built while a commit runs (see
     /// [`Converted`]).
     converted: Option<Converted>,
-    /// Records of the last applied commit, not yet freed: the writer frees them the
-    /// next time it waits for a commit to end (its idle time), or hands them to a
-    /// blocking thread when a commit ends without a wait. At most one commit's
-    /// records wait here, freed at the latest with the handle.
+    /// Records of the last commit a background flush applied, kept only while the
+    /// next commit runs: the writer frees them when it waits for that commit (time it
+    /// would spend idle), or hands them to a blocking thread when it did not wait.
+    /// Empty whenever no commit runs, so an idle bucket holds no freed records.
     released: Vec<Record>,
     /// A flush stopped part way or failed after Lance may have committed (schema
     /// changes, or records): the next flush reloads the dataset and counts what landed.
@@ -533,7 +533,18 @@ impl LanceBucket {
     /// to its `persisted_count`). An error is that flush's, or this one's start: the
     /// records stay buffered and due either way.
     pub async fn start_flush(&mut self) -> Result<Option<FlushReport>> {
-        let earlier = self.catch_up().await?;
+        let result = self.settle_then_start().await;
+        if self.commit.is_none() {
+            // no commit runs to be waited for: nothing stays unfreed
+            self.free_released();
+        }
+        result
+    }
+
+    /// [`Self::start_flush`], keeping the records the settled commit made durable to
+    /// free while the one it starts is waited for.
+    async fn settle_then_start(&mut self) -> Result<Option<FlushReport>> {
+        let earlier = self.catch_up_keeping(true).await?;
         let compacted = self.compact_if_due().await?;
         let report = earlier.map(|settled| self.report(settled, compacted));
         self.start_commit().await?;
@@ -700,6 +711,13 @@ impl LanceBucket {
     /// returned); on failure the buffer stays whole and the next flush first finds out
     /// what Lance kept. Cancel-safe: the commit stays here until it is applied.
     async fn settle_commit(&mut self) -> Result<Option<Settled>> {
+        self.settle_commit_keeping(false).await
+    }
+
+    /// [`Self::settle_commit`]; `keep`: the caller starts the next commit at once, and
+    /// the records this one made durable are kept to be freed while that one is
+    /// waited for (see `released`).
+    async fn settle_commit_keeping(&mut self, keep: bool) -> Result<Option<Settled>> {
         let Some(pending) = self.commit.as_mut() else {
             return Ok(None);
         };
@@ -738,11 +756,12 @@ impl LanceBucket {
                 let rest = self.buffer.split_off(records);
                 let flushed = std::mem::replace(&mut self.buffer, rest);
                 // freeing them is the writer's longest step after conversion: done
-                // while it next waits for a commit, or off its thread when it did not
-                // wait (it is the busier side then)
-                let unfreed = std::mem::replace(&mut self.released, flushed);
-                if !unfreed.is_empty() {
-                    tokio::task::spawn_blocking(move || drop(unfreed));
+                // while it next waits for a commit, or off its thread
+                self.free_released();
+                if keep {
+                    self.released = flushed;
+                } else {
+                    tokio::task::spawn_blocking(move || drop(flushed));
                 }
                 self.flushes += 1;
                 self.unsure = false;
@@ -762,12 +781,25 @@ impl LanceBucket {
         }
     }
 
+    /// Hands the records kept in `released`, if any, to a blocking thread to free.
+    fn free_released(&mut self) {
+        let records = std::mem::take(&mut self.released);
+        if !records.is_empty() {
+            tokio::task::spawn_blocking(move || drop(records));
+        }
+    }
+
     /// Brings this handle up to date with what its own earlier flushes did: applies a
     /// commit a cancelled flush left running, then, if a flush stopped part way or
     /// failed, counts what landed (see `reconcile`). Returns what the running commit
     /// made durable.
     async fn catch_up(&mut self) -> Result<Option<Settled>> {
-        let earlier = self.settle_commit().await?;
+        self.catch_up_keeping(false).await
+    }
+
+    /// [`Self::catch_up`]; `keep` as for [`Self::settle_commit_keeping`].
+    async fn catch_up_keeping(&mut self, keep: bool) -> Result<Option<Settled>> {
+        let earlier = self.settle_commit_keeping(keep).await?;
         if self.unsure {
             self.reconcile().await?;
         }
@@ -1684,4 +1716,63 @@ async fn read_dataset(
     } else {
         ReadAhead::After { version, next: end }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use persisting_codec::{Record, Value};
+
+    use super::{LanceBucket, LanceOptions};
+
+    fn records(range: std::ops::Range<i64>) -> Vec<Record> {
+        range
+            .map(|i| {
+                let mut r = Record::new();
+                r.insert("n", Value::from(i));
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_a_commit_made_durable_wait_to_be_freed_only_while_a_commit_runs() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let opts = LanceOptions {
+                flush_threshold: 0,
+                ..LanceOptions::default()
+            };
+            let mut b = LanceBucket::open(dir.path(), opts).await.unwrap();
+            b.put_batch(records(0..10)).unwrap();
+            b.start_flush().await.unwrap();
+            assert!(b.commit.is_some() && b.released.is_empty());
+            // the first commit is applied and the second started: the first's records
+            // wait to be freed while the second runs
+            b.put_batch(records(10..20)).unwrap();
+            b.start_flush().await.unwrap();
+            assert!(b.commit.is_some());
+            assert_eq!(b.released.len(), 10);
+            // nothing left to commit: no commit runs, nothing stays unfreed
+            b.start_flush().await.unwrap();
+            assert!(b.commit.is_none() && b.released.is_empty());
+            // a flush leaves nothing unfreed either
+            b.put_batch(records(20..30)).unwrap();
+            b.start_flush().await.unwrap();
+            b.put_batch(records(30..40)).unwrap();
+            b.start_flush().await.unwrap();
+            assert_eq!(b.released.len(), 10);
+            b.flush().await.unwrap();
+            assert!(b.commit.is_none() && b.released.is_empty());
+            let back = b.read(0, 100).await.unwrap();
+            assert_eq!(back, records(0..40));
+            assert_eq!(b.stats().persisted_count, 40);
+        });
+    }
 }
