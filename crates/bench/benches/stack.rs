@@ -10,6 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -180,23 +181,64 @@ async fn ingest_ready(dir: &Path, n: u64) -> f64 {
     let mut b = ingest_bucket(dir).await;
     let mut spent = Duration::ZERO;
     for batches in ready_chunks(n) {
-        let t = Instant::now();
-        for batch in batches {
-            b.append(batch).await.unwrap();
-        }
-        b.flush().await.unwrap();
-        spent += t.elapsed();
+        spent += append_chunk(&mut b, batches).await;
     }
     n as f64 / spent.as_secs_f64()
 }
 
-/// The raw path: the same rows, already Arrow batches of the same commit size,
-/// appended with Lance directly (no fsync, no checksums).
-async fn ingest_raw(dir: &Path, n: u64) -> f64 {
+/// The time to append `batches` and flush (a chunk of [`ingest_ready`]).
+async fn append_chunk(b: &mut LanceBucket, batches: Vec<Vec<Record>>) -> Duration {
+    let t = Instant::now();
+    for batch in batches {
+        b.append(batch).await.unwrap();
+    }
+    b.flush().await.unwrap();
+    t.elapsed()
+}
+
+/// Ours as [`ingest_ready`] measures it and the raw path as [`ingest_raw`] does, of
+/// the same rows, alternated chunk by chunk ([`READY_CHUNK`] records ours, then the
+/// same rows raw; both datasets grow to `n`): this VM's speed drifts by up to 20%
+/// within a minute, and two chunks run back to back see the same drift, where two
+/// runs a minute apart do not. Returns (ours, raw) records/s over all chunks, and
+/// prints each chunk's ratio.
+async fn ingest_paired(ours_dir: &Path, raw_dir: &Path, n: u64) -> (f64, f64) {
+    let mut b = ingest_bucket(ours_dir).await;
+    let (mut ours, mut raw) = (Duration::ZERO, Duration::ZERO);
+    let mut ratios = Vec::new();
+    for (i, batches) in ready_chunks(n).enumerate() {
+        let o = append_chunk(&mut b, batches).await;
+        // our flush hands its last records to a blocking thread to free: let that
+        // finish (and write-back settle) before the raw side's clock starts
+        pause();
+        let start = i as u64 * READY_CHUNK;
+        let r = ingest_raw(raw_dir, start..(start + READY_CHUNK).min(n)).await;
+        ratios.push(format!("{:.2}", r.as_secs_f64() / o.as_secs_f64()));
+        pause();
+        ours += o;
+        raw += r;
+    }
+    println!(
+        "ingest vs raw by chunk of {READY_CHUNK}: {}",
+        ratios.join(" ")
+    );
+    (n as f64 / ours.as_secs_f64(), n as f64 / raw.as_secs_f64())
+}
+
+/// A quiet moment between two timed sides of [`ingest_paired`].
+fn pause() {
+    settle();
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+/// The raw path: rows `rows`, already Arrow batches of the same commit size,
+/// appended with Lance directly (no fsync, no checksums); returns the time the
+/// appends took.
+async fn ingest_raw(dir: &Path, rows: Range<u64>) -> Duration {
     let uri = dir.join("raw.lance").to_string_lossy().into_owned();
     let mut spent = Duration::ZERO;
-    for start in (0..n).step_by(INGEST_FLUSH as usize) {
-        let batch = arrow_batch(start, INGEST_FLUSH.min(n - start));
+    for start in rows.clone().step_by(INGEST_FLUSH as usize) {
+        let batch = arrow_batch(start, INGEST_FLUSH.min(rows.end - start));
         let schema = batch.schema();
         let reader = RecordBatchIterator::new(vec![Ok(batch)], schema);
         let params = WriteParams {
@@ -209,7 +251,7 @@ async fn ingest_raw(dir: &Path, n: u64) -> f64 {
             .unwrap();
         spent += t.elapsed();
     }
-    n as f64 / spent.as_secs_f64()
+    spent
 }
 
 fn offsets(n: u64, k: usize, seed: u64) -> Vec<u64> {
@@ -417,10 +459,8 @@ async fn lance_rows(root: &Path) {
     println!("ingest of {n} records: peak RSS {peak:.0} MiB (process start {before:.0} MiB)");
     settle();
     let ready_dir = root.join("ready");
-    let ours = ingest_ready(&ready_dir, n).await;
+    let (ours, raw) = ingest_paired(&ready_dir, &root.join("raw"), n).await;
     let _ = std::fs::remove_dir_all(&ready_dir);
-    settle();
-    let raw = ingest_raw(&root.join("raw"), n).await;
     row(
         "lance",
         &format!(
@@ -888,10 +928,12 @@ fn main() {
             settle();
             let c0 = cpu_secs();
             let t0 = Instant::now();
-            let rate = ingest_ready(&tmp.path().join("ingest"), n).await;
-            println!("ready ingest: {:.2} cores busy", (cpu_secs() - c0) / t0.elapsed().as_secs_f64());
-            settle();
-            let raw = ingest_raw(&tmp.path().join("ingest"), n).await;
+            let (rate, raw) =
+                ingest_paired(&tmp.path().join("ingest"), &tmp.path().join("raw"), n).await;
+            println!(
+                "ready ingest and raw, alternated: {:.2} cores busy",
+                (cpu_secs() - c0) / t0.elapsed().as_secs_f64()
+            );
             println!(
                 "ingest of {n} records: {rate:.0} records/s, raw {raw:.0}: {:.2}x; building included {streamed:.0} records/s: {:.2}x",
                 rate / raw,
