@@ -730,6 +730,8 @@ impl LanceBucket {
         let records = pending.records;
         let duration = pending.started.elapsed();
         self.commit = None;
+        // whatever the outcome, the records kept for this wait are not kept past it
+        self.free_released();
         let (durability, result) = match joined {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -757,7 +759,6 @@ impl LanceBucket {
                 let flushed = std::mem::replace(&mut self.buffer, rest);
                 // freeing them is the writer's longest step after conversion: done
                 // while it next waits for a commit, or off its thread
-                self.free_released();
                 if keep {
                     self.released = flushed;
                 } else {
