@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks to build and test Persisting.
 # Safe to run any number of times: it installs only what is missing.
-#   - protoc (Debian protobuf-compiler): Lance's build needs it;
+#   - protoc (Debian protobuf-compiler) and protobuf's well-known types such as
+#     google/protobuf/empty.proto (Debian libprotobuf-dev, only recommended by
+#     protobuf-compiler, so not installed with it here): Lance's build needs both;
 #   - promtool (Debian prometheus), which checks the metrics endpoint's exposition text
 #     in the tests; if it cannot be installed, those checks say so and are skipped;
 #   - a Python virtual environment with pylance, for the compatibility tests and the
@@ -14,6 +16,11 @@ VENV="${PERSISTING_VENV:-$HOME/.cache/persisting/venv}"
 
 need_apt=()
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+well_known=""
+for dir in /usr/include /usr/local/include; do
+    [ -f "$dir/google/protobuf/empty.proto" ] && well_known="$dir"
+done
+[ -n "$well_known" ] || need_apt+=(libprotobuf-dev)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 
 sudo=""
@@ -34,6 +41,10 @@ if ((${#need_apt[@]})); then
     apt_install "${need_apt[@]}"
 fi
 echo "setup: protoc $(protoc --version 2>/dev/null | awk '{print $2}') ready"
+if [ ! -f /usr/include/google/protobuf/empty.proto ] && [ ! -f /usr/local/include/google/protobuf/empty.proto ]; then
+    echo "setup: ERROR: google/protobuf/empty.proto not found after installing libprotobuf-dev" >&2
+    exit 1
+fi
 
 if ! command -v promtool >/dev/null 2>&1; then
     echo "setup: installing prometheus (for promtool)"
