@@ -37,7 +37,7 @@ pub use encode::{
     encode_record, encode_record_into, encode_value,
 };
 pub use error::{Error, Result};
-pub use value::{DistinctNames, Record, Value};
+pub use value::{DistinctNames, INTERNED_NAME_BYTES_MAX, INTERNED_NAMES, IntoName, Record, Value};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

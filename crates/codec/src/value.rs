@@ -6,8 +6,12 @@
 //! - equality is structural and exact: floats compare by their bit pattern, so `NaN`
 //!   equals the same `NaN` and `0.0` differs from `-0.0`, and two records are equal
 //!   only when they hold the same fields in the same order. This is the equality the
-//!   round-trip guarantee ("a record read back equals the record written") is stated in.
+//!   round-trip guarantee ("a record read back equals the record written") is stated in;
+//! - a name handed back by the per-thread name cache ([`IntoName`]) equals the name
+//!   asked for, byte for byte: the cache only decides which allocation is shared.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -157,8 +161,8 @@ impl Record {
 
     /// Sets `name` to `value`. An existing field keeps its position and its old value
     /// is returned; a new field goes last.
-    pub fn insert(&mut self, name: impl Into<Arc<str>>, value: impl Into<Value>) -> Option<Value> {
-        let name = name.into();
+    pub fn insert(&mut self, name: impl IntoName, value: impl Into<Value>) -> Option<Value> {
+        let name = name.into_name();
         let value = value.into();
         match self.fields.iter_mut().find(|(n, _)| *n == name) {
             Some((_, slot)) => Some(std::mem::replace(slot, value)),
@@ -171,7 +175,7 @@ impl Record {
 
     /// Builder form of [`Record::insert`].
     #[must_use]
-    pub fn with(mut self, name: impl Into<Arc<str>>, value: impl Into<Value>) -> Self {
+    pub fn with(mut self, name: impl IntoName, value: impl Into<Value>) -> Self {
         self.insert(name, value);
         self
     }
@@ -230,8 +234,108 @@ impl Record {
 
     /// Appends a field the caller knows is not present yet (decoders check this
     /// themselves, so they skip the lookup).
-    pub(crate) fn push_unchecked(&mut self, name: impl Into<Arc<str>>, value: Value) {
-        self.fields.push((name.into(), value));
+    pub(crate) fn push_unchecked(&mut self, name: impl IntoName, value: Value) {
+        self.fields.push((name.into_name(), value));
+    }
+}
+
+/// A field name, as [`Record::insert`] takes it: `&str`, `String`, `Box<str>`,
+/// `Cow<str>` or an `Arc<str>` the caller already shares.
+///
+/// Names given by value or by reference are interned per thread: a small cache of
+/// recent names (at most [`INTERNED_NAMES`] names, each at most
+/// [`INTERNED_NAME_BYTES_MAX`] bytes) hands back the `Arc<str>` it already holds for
+/// an equal name. Records built one after another with the same field names then share
+/// one allocation per name instead of allocating every name of every record, which
+/// saves the allocations and keeps the names in cache for whatever walks the records
+/// next (schema checks, conversion to columns). Sharing is invisible: names are
+/// immutable and compare by content.
+pub trait IntoName {
+    /// The shared name.
+    fn into_name(self) -> Arc<str>;
+}
+
+/// How many names each thread's cache holds (see [`IntoName`]).
+pub const INTERNED_NAMES: usize = 64;
+
+/// Longest name the cache holds, in bytes; longer names are allocated each time.
+pub const INTERNED_NAME_BYTES_MAX: usize = 64;
+
+thread_local! {
+    /// Direct-mapped: a name lives in the slot its hash picks, replacing whatever
+    /// name was there.
+    static NAMES: RefCell<Vec<Option<Arc<str>>>> = RefCell::new(vec![None; INTERNED_NAMES]);
+}
+
+/// The cached `Arc<str>` equal to `name`, or a new one (then cached).
+fn intern(name: &str) -> Arc<str> {
+    if name.len() > INTERNED_NAME_BYTES_MAX {
+        return Arc::from(name);
+    }
+    let bytes = name.as_bytes();
+    // cheap and good enough for field names: length, first, middle and last bytes
+    let pick = |i: usize| bytes.get(i).copied().unwrap_or(0);
+    let hash = [0, bytes.len() / 2, bytes.len().wrapping_sub(1)]
+        .into_iter()
+        .fold(bytes.len() as u64, |h, i| {
+            (h.rotate_left(5) ^ pick(i) as u64).wrapping_mul(0x517c_c1b7_2722_0a95)
+        });
+    let slot = (hash >> 32) as usize % INTERNED_NAMES;
+    NAMES
+        .try_with(|cache| {
+            let mut cache = cache.borrow_mut();
+            match &cache[slot] {
+                Some(cached) if **cached == *name => Arc::clone(cached),
+                _ => {
+                    let fresh: Arc<str> = Arc::from(name);
+                    cache[slot] = Some(Arc::clone(&fresh));
+                    fresh
+                }
+            }
+        })
+        // the thread is exiting and its cache is gone
+        .unwrap_or_else(|_| Arc::from(name))
+}
+
+impl IntoName for Arc<str> {
+    fn into_name(self) -> Arc<str> {
+        self
+    }
+}
+
+impl IntoName for &Arc<str> {
+    fn into_name(self) -> Arc<str> {
+        Arc::clone(self)
+    }
+}
+
+impl IntoName for &str {
+    fn into_name(self) -> Arc<str> {
+        intern(self)
+    }
+}
+
+impl IntoName for String {
+    fn into_name(self) -> Arc<str> {
+        intern(&self)
+    }
+}
+
+impl IntoName for &String {
+    fn into_name(self) -> Arc<str> {
+        intern(self)
+    }
+}
+
+impl IntoName for Box<str> {
+    fn into_name(self) -> Arc<str> {
+        intern(&self)
+    }
+}
+
+impl IntoName for Cow<'_, str> {
+    fn into_name(self) -> Arc<str> {
+        intern(&self)
     }
 }
 
@@ -336,7 +440,7 @@ impl<'a> IntoIterator for &'a Record {
     }
 }
 
-impl<K: Into<Arc<str>>, V: Into<Value>> FromIterator<(K, V)> for Record {
+impl<K: IntoName, V: Into<Value>> FromIterator<(K, V)> for Record {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
         let mut record = Record::new();
         for (k, v) in iter {
@@ -474,6 +578,52 @@ mod tests {
 
     fn names(list: &[&str]) -> Vec<Arc<str>> {
         list.iter().map(|n| Arc::from(*n)).collect()
+    }
+
+    fn shared_names(r: &Record) -> Vec<Arc<str>> {
+        r.iter_shared().map(|(n, _)| Arc::clone(n)).collect()
+    }
+
+    #[test]
+    fn records_built_with_the_same_names_share_one_allocation_per_name() {
+        let build = |i: i64| {
+            let mut r = Record::new();
+            r.insert("id", i);
+            r.insert(String::from("user"), "u");
+            r.insert(Cow::Borrowed("text"), "t");
+            r
+        };
+        let (a, b) = (shared_names(&build(1)), shared_names(&build(2)));
+        assert_eq!(a.len(), 3);
+        for (x, y) in a.iter().zip(&b) {
+            assert!(Arc::ptr_eq(x, y), "{x} is allocated per record");
+        }
+        // an Arc the caller shares is kept as it is
+        let own: Arc<str> = Arc::from("id");
+        let r = Record::new().with(Arc::clone(&own), 1);
+        assert!(Arc::ptr_eq(&shared_names(&r)[0], &own));
+    }
+
+    #[test]
+    fn interned_names_are_exact_whatever_the_cache_holds() {
+        // more distinct names than the cache has slots, twice over, so slots are
+        // replaced; long names bypass the cache; every record keeps its own names
+        let long = "n".repeat(INTERNED_NAME_BYTES_MAX + 1);
+        let all: Vec<String> = (0..INTERNED_NAMES * 2)
+            .map(|i| format!("field_{i}"))
+            .chain([long.clone(), String::new(), "é".to_owned()])
+            .collect();
+        for _ in 0..2 {
+            for name in &all {
+                let r = Record::new().with(name.as_str(), 1);
+                assert_eq!(r.keys().collect::<Vec<_>>(), [name.as_str()]);
+            }
+        }
+        let (a, b) = (
+            Record::new().with(long.as_str(), 1),
+            Record::new().with(long.as_str(), 2),
+        );
+        assert_eq!(a.keys().next(), b.keys().next());
     }
 
     #[test]
