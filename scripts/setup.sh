@@ -14,13 +14,15 @@ set -euo pipefail
 PYLANCE_VERSION="14.0.2"
 VENV="${PERSISTING_VENV:-$HOME/.cache/persisting/venv}"
 
+# protobuf's well-known types, where protoc looks for them by default
+has_well_known_types() {
+    [ -f /usr/include/google/protobuf/empty.proto ] ||
+        [ -f /usr/local/include/google/protobuf/empty.proto ]
+}
+
 need_apt=()
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
-well_known=""
-for dir in /usr/include /usr/local/include; do
-    [ -f "$dir/google/protobuf/empty.proto" ] && well_known="$dir"
-done
-[ -n "$well_known" ] || need_apt+=(libprotobuf-dev)
+has_well_known_types || need_apt+=(libprotobuf-dev)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-venv)
 
 sudo=""
@@ -41,7 +43,7 @@ if ((${#need_apt[@]})); then
     apt_install "${need_apt[@]}"
 fi
 echo "setup: protoc $(protoc --version 2>/dev/null | awk '{print $2}') ready"
-if [ ! -f /usr/include/google/protobuf/empty.proto ] && [ ! -f /usr/local/include/google/protobuf/empty.proto ]; then
+if ! has_well_known_types; then
     echo "setup: ERROR: google/protobuf/empty.proto not found after installing libprotobuf-dev" >&2
     exit 1
 fi
