@@ -301,7 +301,7 @@ impl<'a> Cursor<'a> {
             TAG_TRUE => Value::Bool(true),
             TAG_INT => Value::Int(unzigzag(self.varint()?)),
             TAG_FLOAT => Value::Float(self.f64()?),
-            TAG_STRING => Value::String(self.string()?),
+            TAG_STRING => Value::String(self.string()?.into()),
             TAG_BYTES => Value::Bytes(self.sized()?.to_vec()),
             TAG_LIST => {
                 self.enter(depth + 1)?;

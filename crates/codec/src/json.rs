@@ -120,7 +120,7 @@ fn from_json_at(json: &serde_json::Value, path: &mut String) -> Result<Value> {
                 Value::Float(n.as_f64().unwrap_or(f64::NAN))
             }
         }
-        serde_json::Value::String(s) => Value::String(s.clone()),
+        serde_json::Value::String(s) => Value::String(s.as_str().into()),
         serde_json::Value::Array(items) => {
             let mut out = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
@@ -170,7 +170,7 @@ fn to_json_at(value: &Value, path: &mut String, lossy: bool) -> Result<serde_jso
                 });
             }
         },
-        Value::String(s) => J::String(s.clone()),
+        Value::String(s) => J::String(s.to_string()),
         Value::Bytes(b) if lossy => J::Array(b.iter().map(|x| J::from(*x)).collect()),
         Value::Bytes(_) => {
             return Err(Error::NotRepresentable {
@@ -279,10 +279,10 @@ impl<'de> Visitor<'de> for ValueVisitor {
         Ok(Value::Float(v))
     }
     fn visit_str<E>(self, v: &str) -> std::result::Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
+        Ok(Value::String(v.into()))
     }
     fn visit_string<E>(self, v: String) -> std::result::Result<Value, E> {
-        Ok(Value::String(v))
+        Ok(Value::String(v.into()))
     }
     fn visit_bytes<E>(self, v: &[u8]) -> std::result::Result<Value, E> {
         Ok(Value::Bytes(v.to_vec()))
@@ -342,7 +342,7 @@ impl<'de> Deserializer<'de> for Value {
             Value::Bool(b) => visitor.visit_bool(b),
             Value::Int(i) => visitor.visit_i64(i),
             Value::Float(f) => visitor.visit_f64(f),
-            Value::String(s) => visitor.visit_string(s),
+            Value::String(s) => visitor.visit_string(s.into_string()),
             Value::Bytes(b) => visitor.visit_byte_buf(b),
             Value::List(items) => {
                 visitor.visit_seq(de::value::SeqDeserializer::new(items.into_iter()))

@@ -27,6 +27,7 @@ mod decode;
 mod encode;
 mod error;
 mod json;
+mod text;
 mod value;
 
 pub use decode::{
@@ -37,6 +38,7 @@ pub use encode::{
     encode_record, encode_record_into, encode_value,
 };
 pub use error::{Error, Result};
+pub use text::Str;
 pub use value::{DistinctNames, INTERNED_NAME_BYTES_MAX, INTERNED_NAMES, IntoName, Record, Value};
 
 /// The README's examples, compiled and run as doctests.

@@ -15,6 +15,8 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::text::Str;
+
 /// One value of a record field: the JSON data model plus 64-bit integers, floats kept
 /// apart from integers, and raw bytes.
 #[derive(Debug, Clone, Default)]
@@ -28,8 +30,9 @@ pub enum Value {
     Int(i64),
     /// A 64-bit IEEE-754 float, NaN and infinities included.
     Float(f64),
-    /// A UTF-8 string.
-    String(String),
+    /// A UTF-8 string (see [`Str`]: owned, or a range of a block shared by the
+    /// records read together).
+    String(Str),
     /// Raw bytes.
     Bytes(Vec<u8>),
     /// An ordered list of values.
@@ -391,8 +394,7 @@ impl DistinctNames {
     /// For each name `i` in order, `value(i, slot)` either writes name `i`'s value into
     /// `slot` and returns `true`, or returns `false` (the name is absent). `slot` holds
     /// a value left from earlier use (of any kind, [`Value::Null`] when fresh), which
-    /// the callee may reuse, for example by clearing a [`Value::String`] and pushing
-    /// the new text into it. On an error `record` holds the fields written before it.
+    /// the callee may reuse, for example a list's or a map's allocation. On an error `record` holds the fields written before it.
     pub fn refill<E>(
         &self,
         record: &mut Record,
@@ -495,11 +497,16 @@ impl From<f32> for Value {
 }
 impl From<&str> for Value {
     fn from(v: &str) -> Self {
-        Value::String(v.to_owned())
+        Value::String(v.into())
     }
 }
 impl From<String> for Value {
     fn from(v: String) -> Self {
+        Value::String(v.into())
+    }
+}
+impl From<Str> for Value {
+    fn from(v: Str) -> Self {
         Value::String(v)
     }
 }
@@ -535,7 +542,7 @@ impl From<Vec<i64>> for Value {
 }
 impl From<Vec<String>> for Value {
     fn from(v: Vec<String>) -> Self {
-        Value::List(v.into_iter().map(Value::String).collect())
+        Value::List(v.into_iter().map(Value::from).collect())
     }
 }
 impl From<Vec<&str>> for Value {
@@ -663,8 +670,13 @@ mod tests {
             Ok(match (&values[i], slot) {
                 (None, _) => false,
                 (Some(Value::String(new)), Value::String(old)) => {
-                    old.clear();
-                    old.push_str(new);
+                    match old.owned_mut() {
+                        Some(buf) => {
+                            buf.clear();
+                            buf.push_str(new);
+                        }
+                        None => *old = new.clone(),
+                    }
                     true
                 }
                 (Some(v), slot) => {

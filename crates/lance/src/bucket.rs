@@ -1069,26 +1069,40 @@ impl LanceBucket {
     /// the reader on a task of its own; a small read elsewhere reads its rows through
     /// the covering fragments' readers, kept open between reads; a larger one starts
     /// such a scan at its offset.
+    ///
+    /// Strings read from the dataset's string columns are ranges of shared text
+    /// blocks (up to [`TEXT_BLOCK_ROWS`](crate::TEXT_BLOCK_ROWS) rows of one column,
+    /// at most [`TEXT_BLOCK_BYTES`](crate::TEXT_BLOCK_BYTES) unless one row is longer),
+    /// allocated once per block: a record kept after the others are dropped keeps its
+    /// blocks alive ([`persisting_codec::Str::detach`] copies a string out).
     pub async fn read(&self, offset: u64, limit: usize) -> Result<Vec<Record>> {
         let mut out = Vec::new();
-        self.read_into(offset, limit, &mut out).await?;
+        self.fill(offset, limit, &mut out, false).await?;
         Ok(out)
     }
 
     /// [`LanceBucket::read`] into `out`, whose records are replaced, reusing the memory
-    /// they hold (field lists, strings): consuming a range in reads of the same size
+    /// they hold (field lists, strings, which are copied into the records' own
+    /// buffers rather than shared as `read` shares them): consuming a range in reads of the same size
     /// through one `Vec` allocates almost nothing once the `Vec` has grown, where
     /// `read` allocates every record and the caller frees them. `out` ends holding
     /// exactly the records read (it is truncated); on an error it is left empty.
     pub async fn read_into(&self, offset: u64, limit: usize, out: &mut Vec<Record>) -> Result<()> {
-        let result = self.fill(offset, limit, out).await;
+        let result = self.fill(offset, limit, out, true).await;
         if result.is_err() {
             out.clear();
         }
         result
     }
 
-    async fn fill(&self, offset: u64, limit: usize, out: &mut Vec<Record>) -> Result<()> {
+    /// Reads into `out` (see [`from_batch`] for `refill`).
+    async fn fill(
+        &self,
+        offset: u64,
+        limit: usize,
+        out: &mut Vec<Record>,
+        refill: bool,
+    ) -> Result<()> {
         let end = offset.saturating_add(limit as u64).min(self.total_count());
         let mut filled = 0;
         if offset < end {
@@ -1114,7 +1128,7 @@ impl LanceBucket {
                 // each record is checked as it is built; a panic on damaged arrays is
                 // an error of this read, as it is while Lance decodes them
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    from_batch(&batch, &names, at, &self.uri, out, &mut filled)
+                    from_batch(&batch, &names, at, &self.uri, out, &mut filled, refill)
                 }))
                 .map_err(|panic| Error::panicked(&self.uri, at, panic.as_ref()))??;
             }

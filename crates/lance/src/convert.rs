@@ -18,7 +18,7 @@ use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
 use arrow::record_batch::RecordBatch;
 use persisting_codec::{
-    DistinctNames, Record, Value, decode_record, decode_value, encode_record, encode_value,
+    DistinctNames, Record, Str, Value, decode_record, decode_value, encode_record, encode_value,
 };
 
 use crate::error::{Error, Result};
@@ -438,21 +438,33 @@ impl<'a> Columns<'a> {
         })
     }
 
-    /// Writes the value of field `i` in row `row` into `slot`, reusing a string
-    /// slot's buffer; `false` when the row lacks the field.
-    fn fill(&self, i: usize, row: usize, offset: u64, slot: &mut Value) -> Result<bool> {
+    /// Writes the value of field `i` in row `row` into `slot`; `false` when the row
+    /// lacks the field. Strings of the common string columns are ranges of text
+    /// blocks shared by the rows near them (see [`TextBlocks`]), or, when
+    /// `blocks.copy`, copied into the slot's own string buffer, reused.
+    fn fill(
+        &self,
+        i: usize,
+        row: usize,
+        offset: u64,
+        slot: &mut Value,
+        blocks: &mut TextBlocks,
+    ) -> Result<bool> {
         match &self.typed[i] {
             Typed::Str(a) => {
                 if !a.is_valid(row) {
                     return Ok(false);
                 }
-                let text = a.value(row);
                 match slot {
-                    Value::String(s) => {
-                        s.clear();
-                        s.push_str(text);
-                    }
-                    _ => *slot = Value::String(text.to_owned()),
+                    Value::String(s) if blocks.copy => match s.owned_mut() {
+                        Some(buf) => {
+                            buf.clear();
+                            buf.push_str(a.value(row));
+                        }
+                        None => *s = Str::from(a.value(row)),
+                    },
+                    _ if blocks.copy => *slot = Value::String(Str::from(a.value(row))),
+                    _ => *slot = Value::String(blocks.text(i, a, row)),
                 }
                 Ok(true)
             }
@@ -486,9 +498,7 @@ impl<'a> Columns<'a> {
         Ok(match &self.typed[i] {
             Typed::Int(a) => a.is_valid(row).then(|| Value::Int(a.value(row))),
             Typed::Float(a) => a.is_valid(row).then(|| Value::Float(a.value(row))),
-            Typed::Str(a) => a
-                .is_valid(row)
-                .then(|| Value::String(a.value(row).to_owned())),
+            Typed::Str(a) => a.is_valid(row).then(|| Value::String(a.value(row).into())),
             Typed::Bool(a) => a.is_valid(row).then(|| Value::Bool(a.value(row))),
             Typed::Other => value_at(ty, col, row).map_err(|source| Error::Corrupt {
                 column: self.names.names()[i].to_string(),
@@ -557,6 +567,81 @@ impl<'a> Columns<'a> {
     }
 }
 
+/// Rows of text a block holds at most (see [`TextBlocks`]).
+pub const TEXT_BLOCK_ROWS: usize = 64;
+/// Bytes of text a block holds at most, unless one row's text alone is longer.
+pub const TEXT_BLOCK_BYTES: usize = 16 << 10;
+
+/// The text of a batch's string columns, copied out of the batch in blocks: each
+/// block holds the text of up to [`TEXT_BLOCK_ROWS`] consecutive rows of one column
+/// (at most [`TEXT_BLOCK_BYTES`], or one row's text when that is longer), in one
+/// shared `String`, and the strings of those rows are ranges of it ([`Str::in_block`]).
+/// Reading so allocates once per block instead of once per string, and a record kept
+/// on its own keeps at most its blocks alive, never the batch.
+struct TextBlocks {
+    blocks: Vec<Option<TextBlock>>,
+    /// Strings are copied into the records' own buffers instead (records refilled).
+    copy: bool,
+}
+
+struct TextBlock {
+    rows: std::ops::Range<usize>,
+    /// Offset in the column's value data where the block's text starts.
+    base: usize,
+    text: Arc<String>,
+}
+
+impl TextBlocks {
+    fn new(columns: usize, copy: bool) -> Self {
+        Self {
+            blocks: (0..columns).map(|_| None).collect(),
+            copy,
+        }
+    }
+
+    /// The text of row `row` (not null) of string column `i`, `a`.
+    fn text(&mut self, i: usize, a: &arrow::array::StringArray, row: usize) -> Str {
+        let offsets = a.value_offsets();
+        let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+        let slot = &mut self.blocks[i];
+        if !slot.as_ref().is_some_and(|b| b.rows.contains(&row)) {
+            *slot = TextBlock::starting_at(a, row);
+        }
+        slot.as_ref()
+            .and_then(|b| {
+                Str::in_block(
+                    &b.text,
+                    start.checked_sub(b.base)?..end.checked_sub(b.base)?,
+                )
+            })
+            // a block that could not be made: the row's text on its own
+            .unwrap_or_else(|| Str::from(a.value(row)))
+    }
+}
+
+impl TextBlock {
+    /// The block of rows from `row` on; `None` when their text is not one valid
+    /// string (text of null rows may be anything), so rows are copied one by one.
+    fn starting_at(a: &arrow::array::StringArray, row: usize) -> Option<Self> {
+        let offsets = a.value_offsets();
+        let base = offsets[row] as usize;
+        let last = (row + TEXT_BLOCK_ROWS).min(a.len());
+        let mut end_row = row + 1;
+        while end_row < last
+            && (offsets[end_row + 1] as usize).saturating_sub(base) <= TEXT_BLOCK_BYTES
+        {
+            end_row += 1;
+        }
+        let bytes = a.value_data().get(base..offsets[end_row] as usize)?;
+        let text = std::str::from_utf8(bytes).ok()?;
+        Some(Self {
+            rows: row..end_row,
+            base,
+            text: Arc::new(text.to_owned()),
+        })
+    }
+}
+
 /// A row whose checksum does not match is an error naming the dataset and offset.
 fn check_sum(dataset: &str, offset: u64, expected: u32, found: u32) -> Result<()> {
     if expected != found {
@@ -574,7 +659,9 @@ fn check_sum(dataset: &str, offset: u64, expected: u32, found: u32) -> Result<()
 /// checksum, reusing what those records hold (see [`DistinctNames::refill`]); records
 /// are pushed when `out` runs out of them. Advances `*filled` past each record
 /// written. `order` is the field registry (the order fields are put back in);
-/// `first_offset` is the offset of the batch's first row.
+/// `first_offset` is the offset of the batch's first row. `refill`: strings are
+/// copied into the string buffers `out`'s records hold (reused from read to read);
+/// otherwise they share text blocks ([`TextBlocks`]), allocated once per block.
 pub(crate) fn from_batch(
     batch: &RecordBatch,
     order: &[String],
@@ -582,8 +669,10 @@ pub(crate) fn from_batch(
     dataset: &str,
     out: &mut Vec<Record>,
     filled: &mut usize,
+    refill: bool,
 ) -> Result<()> {
     let cols = Columns::of(batch, order)?;
+    let mut blocks = TextBlocks::new(cols.typed.len(), refill);
     for row in 0..batch.num_rows() {
         let offset = first_offset + row as u64;
         if *filled == out.len() {
@@ -592,9 +681,9 @@ pub(crate) fn from_batch(
         let record = &mut out[*filled];
         match cols.layout_record(row, offset)? {
             Some(decoded) => *record = decoded,
-            None => cols
-                .names
-                .refill(record, |i, slot| cols.fill(i, row, offset, slot))?,
+            None => cols.names.refill(record, |i, slot| {
+                cols.fill(i, row, offset, slot, &mut blocks)
+            })?,
         }
         if let Some(expected) = cols.checksum(row) {
             check_sum(dataset, offset, expected, row_checksum(record))?;
@@ -710,8 +799,8 @@ fn scalar_at(col: &ArrayRef, row: usize) -> Value {
             Value::Float(f64::from(col.as_primitive::<t::Float32Type>().value(row)))
         }
         DataType::Float64 => Value::Float(col.as_primitive::<t::Float64Type>().value(row)),
-        DataType::Utf8 => Value::String(col.as_string::<i32>().value(row).to_owned()),
-        DataType::LargeUtf8 => Value::String(col.as_string::<i64>().value(row).to_owned()),
+        DataType::Utf8 => Value::String(col.as_string::<i32>().value(row).into()),
+        DataType::LargeUtf8 => Value::String(col.as_string::<i64>().value(row).into()),
         _ => Value::Null,
     }
 }
@@ -754,4 +843,83 @@ fn value_at(
         }
         _ => scalar_at(col, row),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::StringArray;
+
+    /// Reads every row of `a` through one `TextBlocks`, checking each text against
+    /// the array and each block against its bounds; returns the distinct blocks.
+    fn read_all(a: &StringArray) -> Vec<Arc<String>> {
+        let mut blocks = TextBlocks::new(1, false);
+        let mut seen: Vec<Arc<String>> = Vec::new();
+        for row in 0..a.len() {
+            if !a.is_valid(row) {
+                continue;
+            }
+            let text = blocks.text(0, a, row);
+            assert_eq!(&*text, a.value(row), "row {row}");
+            assert!(text.is_shared(), "row {row}");
+            let block = blocks.blocks[0].as_ref().unwrap();
+            assert!(block.rows.contains(&row));
+            assert!(block.rows.len() <= TEXT_BLOCK_ROWS);
+            assert!(block.rows.len() == 1 || block.text.len() <= TEXT_BLOCK_BYTES);
+            if !seen.iter().any(|b| Arc::ptr_eq(b, &block.text)) {
+                seen.push(Arc::clone(&block.text));
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn text_blocks_give_every_row_its_text_and_stay_within_their_bounds() {
+        let rows: Vec<Option<String>> = (0..300)
+            .map(|i| match i % 7 {
+                0 => None,
+                1 => Some(String::new()),
+                2 => Some(format!("é{i}ü")),
+                // longer than a block on its own
+                3 if i % 50 == 3 => Some("x".repeat(TEXT_BLOCK_BYTES + i)),
+                _ => Some(format!("row {i} ").repeat(i % 40)),
+            })
+            .collect();
+        let a = StringArray::from(rows);
+        let blocks = read_all(&a);
+        assert!(blocks.len() < a.len() / 4, "{} blocks", blocks.len());
+        // an array sliced from the middle: offsets do not start at zero
+        let sliced = a.slice(101, 150);
+        read_all(sliced.as_any().downcast_ref().unwrap());
+    }
+
+    #[test]
+    fn copied_text_reuses_the_slot_and_shares_nothing() {
+        let a = StringArray::from(vec!["first", "second"]);
+        let names = DistinctNames::new(vec![Arc::from("s")]).unwrap();
+        let schema = Arc::new(ArrowSchema::new(vec![Field::new(
+            "s",
+            DataType::Utf8,
+            true,
+        )]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(a)]).unwrap();
+        let cols = Columns::of(&batch, &["s".to_owned()]).unwrap();
+        let mut record = Record::new();
+        let mut copy = TextBlocks::new(1, true);
+        names
+            .refill(&mut record, |i, slot| cols.fill(i, 0, 0, slot, &mut copy))
+            .unwrap();
+        let before = record["s"].as_str().unwrap().as_ptr();
+        names
+            .refill(&mut record, |i, slot| cols.fill(i, 1, 1, slot, &mut copy))
+            .unwrap();
+        assert_eq!(record["s"], Value::from("second"));
+        assert!(matches!(&record["s"], Value::String(s) if !s.is_shared()));
+        assert_eq!(record["s"].as_str().unwrap().as_ptr(), before);
+        let mut share = TextBlocks::new(1, false);
+        names
+            .refill(&mut record, |i, slot| cols.fill(i, 0, 0, slot, &mut share))
+            .unwrap();
+        assert!(matches!(&record["s"], Value::String(s) if s.is_shared() && *s == "first"));
+    }
 }

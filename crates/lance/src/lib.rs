@@ -47,7 +47,7 @@ pub use arrow::record_batch::RecordBatch;
 pub use bucket::{
     ColumnCompression, DATASET_DIR, FileCheck, FlushReport, LanceBucket, LanceOptions, LanceStats,
 };
-pub use convert::row_checksum;
+pub use convert::{TEXT_BLOCK_BYTES, TEXT_BLOCK_ROWS, row_checksum};
 pub use error::{Error, Result};
 pub use schema::{
     CHECKSUM_COLUMN, ColType, ENCODING_CODEC_V1, ENCODING_KEY, LAYOUT_COLUMN, REGISTRY_KEY, Scalar,

@@ -191,7 +191,7 @@ pub fn bucket_path(storage_path: &Path, topic: &str, bucket_id: u32) -> Result<P
 /// shortest form for the common cases.
 pub fn python_str(value: &Value) -> String {
     match value {
-        Value::String(s) => s.clone(),
+        Value::String(s) => s.to_string(),
         Value::Int(i) => i.to_string(),
         Value::Bool(true) => "True".to_owned(),
         Value::Bool(false) => "False".to_owned(),

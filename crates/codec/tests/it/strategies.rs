@@ -47,7 +47,7 @@ pub fn scalar() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         int().prop_map(Value::Int),
         float().prop_map(Value::Float),
-        "\\PC{0,24}".prop_map(Value::String),
+        "\\PC{0,24}".prop_map(Value::from),
         proptest::collection::vec(any::<u8>(), 0..40).prop_map(Value::Bytes),
     ]
 }

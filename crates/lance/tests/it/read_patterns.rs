@@ -305,3 +305,36 @@ fn small_reads_agree_whatever_runtime_and_thread_make_them() {
         .unwrap();
     ct.block_on(check(&b, &all));
 }
+
+/// `read` returns the dataset's strings as ranges of shared text blocks, equal to the
+/// strings written; a string detached from its block, or a record kept after the
+/// others are dropped, still reads the same.
+#[test]
+fn strings_read_from_the_dataset_share_blocks_and_equal_what_was_written() {
+    use persisting_codec::Value;
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = bucket(dir.path(), 10_000).await;
+        let all: Vec<Record> = (0..500).map(varied).collect();
+        b.append(all.clone()).await.unwrap();
+        b.flush().await.unwrap();
+        let got = b.read(0, all.len()).await.unwrap();
+        assert_eq!(got, all);
+        let shared = got
+            .iter()
+            .filter_map(|r| match r.get("s") {
+                Some(Value::String(s)) => Some(s.is_shared()),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        assert!(shared.len() > 100 && shared.iter().filter(|s| **s).count() > 100);
+        let mut kept = got[7].clone();
+        drop(got);
+        assert_eq!(kept, all[7]);
+        if let Some(Value::String(s)) = kept.get_mut("s") {
+            s.detach();
+            assert!(!s.is_shared());
+        }
+        assert_eq!(kept, all[7]);
+    });
+}

@@ -19,7 +19,7 @@ fn value() -> impl Strategy<Value = Value> {
             Just(f64::INFINITY)
         ]
         .prop_map(Value::Float),
-        "\\PC{0,12}".prop_map(Value::String),
+        "\\PC{0,12}".prop_map(Value::from),
         proptest::collection::vec(any::<u8>(), 0..8).prop_map(Value::Bytes),
     ];
     let map = |inner: BoxedStrategy<Value>| {
