@@ -12,8 +12,17 @@ use std::process::{Command, Stdio};
 
 use crate::{command, target_dir, workspace_root};
 
-/// The benchmark targets run, in order.
-const BENCHES: [&str; 4] = ["codec", "compress", "compare", "stack"];
+/// The benchmark targets run, in order, each with its package. Each runs through
+/// `cargo bench -p <package>`, the command its crate's README gives, so the release
+/// build is the one those commands share: a single `cargo bench --workspace` resolves
+/// the features of every member at once and builds Lance and Arrow again (over an
+/// hour on 2 cores) for nothing the benchmarks use.
+const BENCHES: [(&str, &str); 4] = [
+    ("persisting-codec", "codec"),
+    ("persisting-compress", "compress"),
+    ("persisting-wal", "compare"),
+    ("persisting-bench", "stack"),
+];
 
 struct Row {
     group: String,
@@ -196,32 +205,31 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut cargo_args = vec!["bench", "--workspace"];
-    for b in BENCHES {
-        cargo_args.extend(["--bench", b]);
-    }
-    // cargo passes `--bench` to each benchmark binary itself
-    eprintln!("xtask: running cargo {}", cargo_args.join(" "));
-    let mut cmd = command(&cargo);
-    cmd.args(&cargo_args).stdout(Stdio::piped());
-    if let Some(n) = &rows_env {
-        cmd.env("PERSISTING_BENCH_ROWS", n);
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("could not start cargo: {e}"))?;
-    let stdout = child.stdout.take().ok_or("cargo has no stdout")?;
     let mut rows = Vec::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.map_err(|e| e.to_string())?;
-        match Row::parse(&line) {
-            Some(r) => rows.push(r),
-            None => println!("{line}"),
+    for (package, bench) in BENCHES {
+        // cargo passes `--bench` to each benchmark binary itself
+        let cargo_args = ["bench", "-p", package, "--bench", bench];
+        eprintln!("xtask: running cargo {}", cargo_args.join(" "));
+        let mut cmd = command(&cargo);
+        cmd.args(cargo_args).stdout(Stdio::piped());
+        if let Some(n) = &rows_env {
+            cmd.env("PERSISTING_BENCH_ROWS", n);
         }
-    }
-    let status = child.wait().map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err(format!("cargo bench failed with {status}"));
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("could not start cargo: {e}"))?;
+        let stdout = child.stdout.take().ok_or("cargo has no stdout")?;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.map_err(|e| e.to_string())?;
+            match Row::parse(&line) {
+                Some(r) => rows.push(r),
+                None => println!("{line}"),
+            }
+        }
+        let status = child.wait().map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("cargo bench -p {package} failed with {status}"));
+        }
     }
     let machine = machine();
     let shown = match &rows_env {
