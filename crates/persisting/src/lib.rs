@@ -57,7 +57,7 @@ pub use queue::{
 };
 
 pub use persisting_codec as codec;
-pub use persisting_codec::{Record, Value, record};
+pub use persisting_codec::{Record, Str, Value, record};
 pub use persisting_compress as compress;
 pub use persisting_compress::Codec;
 pub use persisting_lance as lance;
