@@ -2,7 +2,7 @@
 //! the facade against the WAL alone and the Lance layer, and put-to-reader latency.
 //!
 //! Run with `cargo xtask bench` (all benchmarks, one table) or
-//! `cargo bench --workspace --bench stack`. `PERSISTING_BENCH_ROWS` sets the
+//! `cargo bench -p persisting-bench --bench stack`. `PERSISTING_BENCH_ROWS` sets the
 //! big dataset's size (default 10^7); `PERSISTING_BENCH_DIR` where data goes (default
 //! the temporary directory); the pylance rows need the venv of `scripts/setup.sh`.
 //! Every ratio's two sides run in this process (or, for pylance, in a child process
