@@ -394,7 +394,8 @@ impl DistinctNames {
     /// For each name `i` in order, `value(i, slot)` either writes name `i`'s value into
     /// `slot` and returns `true`, or returns `false` (the name is absent). `slot` holds
     /// a value left from earlier use (of any kind, [`Value::Null`] when fresh), which
-    /// the callee may reuse, for example a list's or a map's allocation. On an error `record` holds the fields written before it.
+    /// the callee may reuse, for example an owned string's buffer ([`Str::owned_mut`]).
+    /// On an error `record` holds the fields written before it.
     pub fn refill<E>(
         &self,
         record: &mut Record,

@@ -1117,18 +1117,29 @@ impl LanceBucket {
                     end,
                     Arc::clone(&names),
                     false,
+                    !refill,
                     Vec::new(),
-                    |batches: &mut Vec<(RecordBatch, u64)>, batch, at, _| {
-                        batches.push((batch.clone(), at));
+                    |batches: &mut Vec<(RecordBatch, u64, bool)>, batch, at, _, checked| {
+                        batches.push((batch.clone(), at, checked));
                         Ok(())
                     },
                 )
                 .await?;
-            for (batch, at) in batches {
-                // each record is checked as it is built; a panic on damaged arrays is
-                // an error of this read, as it is while Lance decodes them
+            for (batch, at, checked) in batches {
+                // each record is checked as it is built, unless the scan checked its
+                // row in place already; a panic on damaged arrays is an error of this
+                // read, as it is while Lance decodes them
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    from_batch(&batch, &names, at, &self.uri, out, &mut filled, refill)
+                    from_batch(
+                        &batch,
+                        &names,
+                        at,
+                        &self.uri,
+                        out,
+                        &mut filled,
+                        refill,
+                        checked,
+                    )
                 }))
                 .map_err(|panic| Error::panicked(&self.uri, at, panic.as_ref()))??;
             }
@@ -1166,8 +1177,9 @@ impl LanceBucket {
                 end,
                 order,
                 true,
+                false,
                 Vec::new(),
-                move |batches, batch, _, _| {
+                move |batches, batch, _, _, _| {
                     batches.push(record_columns(batch, &names)?);
                     Ok(())
                 },
@@ -1188,20 +1200,26 @@ impl LanceBucket {
     /// batch (with each batch's first offset), after checking their data files. Lance's
     /// decoders assert on damaged pages (a panic, not an error): a panic while reading
     /// becomes an error of this read. `order` is the field registry;
-    /// `check_rows`: every row is checked against its checksum before `sink` sees it
-    /// (otherwise `sink` must check).
+    /// `check_rows`: every row is checked against its checksum before `sink` sees it;
+    /// otherwise `sink` is told, for each batch, whether its rows were checked, and
+    /// checks them when they were not. `check_ahead`: a scan started by this read
+    /// checks rows on its own task, ahead of the reader (worth it when the reader
+    /// has more to do per row than the scan task: `read` building records, not
+    /// `read_into` refilling them).
+    #[allow(clippy::too_many_arguments)]
     async fn read_persisted<T, S>(
         &self,
         offset: u64,
         end: u64,
         order: Arc<[String]>,
         check_rows: bool,
+        check_ahead: bool,
         mut out: T,
         mut sink: S,
     ) -> Result<T>
     where
         T: Send + 'static,
-        S: FnMut(&mut T, &RecordBatch, u64, &str) -> Result<()> + Send + 'static,
+        S: FnMut(&mut T, &RecordBatch, u64, &str, bool) -> Result<()> + Send + 'static,
     {
         let Some(ds) = self.dataset.clone().filter(|_| offset < self.persisted) else {
             return Ok(out);
@@ -1220,11 +1238,12 @@ impl LanceBucket {
             order,
             sums: self.sums.clone(),
             check_rows,
+            check_ahead,
             readers: Arc::clone(&self.readers),
         };
         let read = async move {
-            let state = read_dataset(source, offset, n, state, |batch, at, uri| {
-                sink(&mut out, batch, at, uri)
+            let state = read_dataset(source, offset, n, state, |batch, at, uri, checked| {
+                sink(&mut out, batch, at, uri, checked)
             })
             .await?;
             Ok::<_, Error>((out, state))
@@ -1520,15 +1539,21 @@ struct Source {
     order: Arc<[String]>,
     sums: Option<Arc<FileSums>>,
     check_rows: bool,
+    /// A scan started for this read checks each batch's rows on its own task, before
+    /// handing the batch over (see [`Cursor`]).
+    check_ahead: bool,
     readers: Arc<FragmentReaders>,
 }
 
 /// A scan of the dataset kept between reads. A task of its own reads from `next` to
 /// the end of the dataset, window after window (each window's data files checked
 /// against their seals before Lance reads them), and hands the decoded batches over
-/// through a bounded channel, at most [`AHEAD_BATCHES`] ahead; the reader checks each
-/// row against its checksum as it takes the batch. Decoding and checking so run on
-/// two cores at once. Dropping the cursor stops the task.
+/// through a bounded channel, at most [`AHEAD_BATCHES`] ahead. Rows are checked
+/// against their checksums either by the reader as it takes a batch (`read_arrow`,
+/// `read_into`: decoding and checking so run on two cores at once) or, when the scan
+/// was started with `check_ahead` (`read`, whose reader has records to build), by the
+/// task before it sends the batch; a batch the task could not check whole is sent
+/// unchecked and checked row by row by its reader. Dropping the cursor stops the task.
 struct Cursor {
     version: u64,
     /// Offset of the next row the cursor yields.
@@ -1542,7 +1567,8 @@ struct Cursor {
     received: u64,
     /// The field registry, to check rows.
     order: Arc<[String]>,
-    batches: tokio::sync::mpsc::Receiver<Result<RecordBatch>>,
+    /// Batches, and whether the task checked all their rows.
+    batches: tokio::sync::mpsc::Receiver<Result<(RecordBatch, bool)>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -1595,12 +1621,12 @@ impl Cursor {
             return Ok((b, checked || check));
         }
         if let Some(b) = self.batches.recv().await {
-            let b = b?;
-            if check {
+            let (b, checked) = b?;
+            if check && !checked {
                 verify_rows(&b, &self.order, self.received, uri)?;
             }
             self.received += b.num_rows() as u64;
-            return Ok((b, check));
+            return Ok((b, checked || check));
         }
         // the task ended without an error to send: it panicked (Lance's decoders
         // assert on damaged pages), or the scan came up short
@@ -1619,7 +1645,7 @@ async fn scan_window(
     source: &Source,
     at: u64,
     rows: u64,
-    tx: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
+    tx: &tokio::sync::mpsc::Sender<Result<(RecordBatch, bool)>>,
 ) -> Result<bool> {
     let ds = &source.ds;
     let files = fragment_files(ds, |_| true, at..at + rows);
@@ -1638,8 +1664,16 @@ async fn scan_window(
         .await
         .map_err(Error::lance("read", ds.uri()))?
     {
+        // a batch whose check fails (or panics on damaged arrays) goes unchecked: the
+        // reader checks the rows it takes, so a read of the intact rows before a
+        // damaged one still succeeds and the error names the damaged row's offset
+        let checked = source.check_ahead
+            && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                verify_rows(&batch, &source.order, next, ds.uri())
+            }))
+            .is_ok_and(|r| r.is_ok());
         next += batch.num_rows() as u64;
-        if tx.send(Ok(batch)).await.is_err() {
+        if tx.send(Ok((batch, checked))).await.is_err() {
             return Ok(false);
         }
     }
@@ -1659,7 +1693,7 @@ async fn read_dataset(
     offset: u64,
     n: u64,
     state: ReadAhead,
-    mut sink: impl FnMut(&RecordBatch, u64, &str) -> Result<()>,
+    mut sink: impl FnMut(&RecordBatch, u64, &str, bool) -> Result<()>,
 ) -> Result<ReadAhead> {
     let ds = Arc::clone(&source.ds);
     let uri = ds.uri();
@@ -1682,7 +1716,7 @@ async fn read_dataset(
             let mut fed = offset;
             for (batch, at) in batches {
                 check(&batch, at)?;
-                sink(&batch, at, uri)?;
+                sink(&batch, at, uri, source.check_rows)?;
                 fed = at + batch.num_rows() as u64;
             }
             if fed != end {
@@ -1704,7 +1738,7 @@ async fn read_dataset(
         if source.check_rows {
             verify_rows(&batch, &source.order, offset, uri)?;
         }
-        sink(&batch, offset, uri)?;
+        sink(&batch, offset, uri, source.check_rows)?;
         return Ok(ReadAhead::After { version, next: end });
     }
     // a read elsewhere starts a scan from its offset: if the next read continues it,
@@ -1719,7 +1753,7 @@ async fn read_dataset(
         let (batch, checked) = c.next_batch(uri, check).await?;
         let want = (end - at) as usize;
         let take = batch.num_rows().min(want);
-        sink(&batch.slice(0, take), at, uri)?;
+        sink(&batch.slice(0, take), at, uri, checked)?;
         at += take as u64;
         c.next = at;
         if take < batch.num_rows() {
