@@ -1082,11 +1082,12 @@ impl LanceBucket {
     }
 
     /// [`LanceBucket::read`] into `out`, whose records are replaced, reusing the memory
-    /// they hold (field lists, strings, which are copied into the records' own
-    /// buffers rather than shared as `read` shares them): consuming a range in reads of the same size
-    /// through one `Vec` allocates almost nothing once the `Vec` has grown, where
-    /// `read` allocates every record and the caller frees them. `out` ends holding
-    /// exactly the records read (it is truncated); on an error it is left empty.
+    /// they hold (field lists, and strings, copied into the records' own buffers
+    /// rather than shared as `read` shares them): consuming a range in reads of the
+    /// same size through one `Vec` allocates almost nothing once the `Vec` has grown,
+    /// where `read` allocates every record and the caller frees them. `out` ends
+    /// holding exactly the records read (it is truncated); on an error it is left
+    /// empty.
     pub async fn read_into(&self, offset: u64, limit: usize, out: &mut Vec<Record>) -> Result<()> {
         let result = self.fill(offset, limit, out, true).await;
         if result.is_err() {

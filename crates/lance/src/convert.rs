@@ -439,32 +439,32 @@ impl<'a> Columns<'a> {
     }
 
     /// Writes the value of field `i` in row `row` into `slot`; `false` when the row
-    /// lacks the field. Strings of the common string columns are ranges of text
-    /// blocks shared by the rows near them (see [`TextBlocks`]), or, when
-    /// `blocks.copy`, copied into the slot's own string buffer, reused.
+    /// lacks the field. Strings of the common string columns are ranges of the text
+    /// blocks shared by the rows near them when there are `blocks` (see
+    /// [`TextBlocks`]); without, they are copied into the slot's own string buffer,
+    /// reused when it has one.
     fn fill(
         &self,
         i: usize,
         row: usize,
         offset: u64,
         slot: &mut Value,
-        blocks: &mut TextBlocks,
+        blocks: Option<&mut TextBlocks>,
     ) -> Result<bool> {
         match &self.typed[i] {
             Typed::Str(a) => {
                 if !a.is_valid(row) {
                     return Ok(false);
                 }
-                match slot {
-                    Value::String(s) if blocks.copy => match s.owned_mut() {
-                        Some(buf) => {
-                            buf.clear();
-                            buf.push_str(a.value(row));
-                        }
-                        None => *s = Str::from(a.value(row)),
-                    },
-                    _ if blocks.copy => *slot = Value::String(Str::from(a.value(row))),
-                    _ => *slot = Value::String(blocks.text(i, a, row)),
+                if let Some(blocks) = blocks {
+                    *slot = Value::String(blocks.text(i, a, row));
+                } else if let Value::String(s) = slot
+                    && let Some(buf) = s.owned_mut()
+                {
+                    buf.clear();
+                    buf.push_str(a.value(row));
+                } else {
+                    *slot = Value::String(Str::from(a.value(row)));
                 }
                 Ok(true)
             }
@@ -580,8 +580,6 @@ pub const TEXT_BLOCK_BYTES: usize = 16 << 10;
 /// on its own keeps at most its blocks alive, never the batch.
 struct TextBlocks {
     blocks: Vec<Option<TextBlock>>,
-    /// Strings are copied into the records' own buffers instead (records refilled).
-    copy: bool,
 }
 
 struct TextBlock {
@@ -592,10 +590,9 @@ struct TextBlock {
 }
 
 impl TextBlocks {
-    fn new(columns: usize, copy: bool) -> Self {
+    fn new(columns: usize) -> Self {
         Self {
             blocks: (0..columns).map(|_| None).collect(),
-            copy,
         }
     }
 
@@ -675,7 +672,8 @@ pub(crate) fn from_batch(
     checked: bool,
 ) -> Result<()> {
     let cols = Columns::of(batch, order)?;
-    let mut blocks = TextBlocks::new(cols.typed.len(), refill);
+    // refilled records get their strings copied into their own buffers
+    let mut blocks = (!refill).then(|| TextBlocks::new(cols.typed.len()));
     for row in 0..batch.num_rows() {
         let offset = first_offset + row as u64;
         if *filled == out.len() {
@@ -685,7 +683,7 @@ pub(crate) fn from_batch(
         match cols.layout_record(row, offset)? {
             Some(decoded) => *record = decoded,
             None => cols.names.refill(record, |i, slot| {
-                cols.fill(i, row, offset, slot, &mut blocks)
+                cols.fill(i, row, offset, slot, blocks.as_mut())
             })?,
         }
         if let Some(expected) = cols.checksum(row).filter(|_| !checked) {
@@ -856,7 +854,7 @@ mod tests {
     /// Reads every row of `a` through one `TextBlocks`, checking each text against
     /// the array and each block against its bounds; returns the distinct blocks.
     fn read_all(a: &StringArray) -> Vec<Arc<String>> {
-        let mut blocks = TextBlocks::new(1, false);
+        let mut blocks = TextBlocks::new(1);
         let mut seen: Vec<Arc<String>> = Vec::new();
         for row in 0..a.len() {
             if !a.is_valid(row) {
@@ -908,20 +906,21 @@ mod tests {
         let batch = RecordBatch::try_new(schema, vec![Arc::new(a)]).unwrap();
         let cols = Columns::of(&batch, &["s".to_owned()]).unwrap();
         let mut record = Record::new();
-        let mut copy = TextBlocks::new(1, true);
         names
-            .refill(&mut record, |i, slot| cols.fill(i, 0, 0, slot, &mut copy))
+            .refill(&mut record, |i, slot| cols.fill(i, 0, 0, slot, None))
             .unwrap();
         let before = record["s"].as_str().unwrap().as_ptr();
         names
-            .refill(&mut record, |i, slot| cols.fill(i, 1, 1, slot, &mut copy))
+            .refill(&mut record, |i, slot| cols.fill(i, 1, 1, slot, None))
             .unwrap();
         assert_eq!(record["s"], Value::from("second"));
         assert!(matches!(&record["s"], Value::String(s) if !s.is_shared()));
         assert_eq!(record["s"].as_str().unwrap().as_ptr(), before);
-        let mut share = TextBlocks::new(1, false);
+        let mut share = TextBlocks::new(1);
         names
-            .refill(&mut record, |i, slot| cols.fill(i, 0, 0, slot, &mut share))
+            .refill(&mut record, |i, slot| {
+                cols.fill(i, 0, 0, slot, Some(&mut share))
+            })
             .unwrap();
         assert!(matches!(&record["s"], Value::String(s) if s.is_shared() && *s == "first"));
     }
