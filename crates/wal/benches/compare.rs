@@ -3,7 +3,9 @@
 //!
 //! - `Os` policy, 16 KiB payloads vs a raw sequential `write` loop (MB/s);
 //! - `Always`, 1 writer, 200-byte payloads vs a raw `write` + `fdatasync` loop;
-//! - `Always`, 64 writers vs its own 1-writer entries/s (group commit);
+//! - `Always`, 64 writers vs its own 1-writer entries/s (group commit), as 64 threads
+//!   calling `append` and as 64 tasks of a Tokio runtime awaiting `append_async`
+//!   (writers that hold no thread while they wait);
 //! - okaywal (commit = durable) at 1 and 64 writers, same payloads.
 //!
 //! Runs alternate in 5 rounds; each figure is the median of its rounds.
@@ -11,12 +13,14 @@
 //! `cargo bench -p persisting-wal --bench compare`. `PERSISTING_BENCH_SECS` sets each
 //! timed run's length (default 3), `PERSISTING_BENCH_DIR` the directory (default: the
 //! target directory's disk). `PERSISTING_BENCH_WRITERS=N` runs only the `Always` run
-//! of N writers, once (for profiling and A/B runs of two builds).
+//! of N writers, once (for profiling and A/B runs of two builds);
+//! `PERSISTING_BENCH_TASKS=N` the same for N writer tasks.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -108,8 +112,9 @@ fn raw_fdatasync_per_s(dir: &Path) -> f64 {
     })
 }
 
-fn wal_always_per_s(dir: &Path, threads: usize) -> f64 {
-    let fsync_ns = std::sync::Arc::new(AtomicU64::new(0));
+/// An `Always` log in `dir`, and the total time its fsyncs took so far (ns).
+fn always_log(dir: PathBuf) -> (Wal, Arc<AtomicU64>) {
+    let fsync_ns = Arc::new(AtomicU64::new(0));
     let sum = fsync_ns.clone();
     let opts = WalOptions {
         sync: SyncPolicy::Always,
@@ -118,22 +123,70 @@ fn wal_always_per_s(dir: &Path, threads: usize) -> f64 {
         })),
         ..WalOptions::default()
     };
-    let (wal, _) = Wal::open(dir.join(format!("wal-{threads}")), opts).unwrap();
+    (Wal::open(dir, opts).unwrap().0, fsync_ns)
+}
+
+/// Prints how `wal`'s entries and fsyncs went in a run of `secs` that kept `cores`.
+fn print_run(who: &str, wal: &Wal, fsync_ns: &AtomicU64, cores: f64) {
+    let st = wal.stats();
+    println!(
+        "  {who}: {} entries, {} fsyncs, {:.1} entries per fsync, {:.0} us per write+fsync, {cores:.2} cores busy",
+        st.entries_appended,
+        st.fsyncs,
+        st.entries_appended as f64 / st.fsyncs.max(1) as f64,
+        fsync_ns.load(Ordering::Relaxed) as f64 / 1e3 / st.fsyncs.max(1) as f64
+    );
+}
+
+fn wal_always_per_s(dir: &Path, threads: usize) -> f64 {
+    let (wal, fsync_ns) = always_log(dir.join(format!("wal-{threads}")));
     let buf = [7u8; SMALL];
     let c0 = cpu();
     let rate = run_threads(threads, |_| {
         wal.append(&buf).unwrap();
     });
     let cores = (cpu() - c0) / secs().as_secs_f64();
-    let st = wal.stats();
-    println!(
-        "  {threads} writer(s): {} entries, {} fsyncs, {:.1} entries per fsync, {:.0} us per write+fsync, {cores:.2} cores busy",
-        st.entries_appended,
-        st.fsyncs,
-        st.entries_appended as f64 / st.fsyncs.max(1) as f64,
-        fsync_ns.load(Ordering::Relaxed) as f64 / 1e3 / st.fsyncs.max(1) as f64
-    );
+    print_run(&format!("{threads} writer(s)"), &wal, &fsync_ns, cores);
     rate
+}
+
+/// `Always` entries/s of `tasks` concurrent tasks appending with `append_async` on a
+/// multi-threaded Tokio runtime of one worker thread per core: writers that wait for
+/// durability without holding a thread each.
+fn wal_tasks_per_s(dir: &Path, tasks: usize) -> f64 {
+    let (wal, fsync_ns) = always_log(dir.join(format!("wal-tasks-{tasks}")));
+    let wal = Arc::new(wal);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let c0 = cpu();
+    let start = Instant::now();
+    rt.block_on(async {
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                let (wal, stop, count) = (wal.clone(), stop.clone(), count.clone());
+                tokio::spawn(async move {
+                    let buf = [7u8; SMALL];
+                    while !stop.load(Ordering::Relaxed) {
+                        wal.append_async(&buf).await.unwrap();
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(secs()).await;
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            h.await.unwrap();
+        }
+    });
+    let elapsed = start.elapsed().as_secs_f64();
+    let cores = (cpu() - c0) / elapsed;
+    print_run(&format!("{tasks} task(s)"), &wal, &fsync_ns, cores);
+    count.load(Ordering::Relaxed) as f64 / elapsed
 }
 
 /// CPU seconds this process has used (user + system; Linux).
@@ -177,6 +230,14 @@ fn main() {
         println!("entries/s: {:.0}", wal_always_per_s(dir, w));
         return;
     }
+    if let Ok(t) = std::env::var("PERSISTING_BENCH_TASKS") {
+        // one measurement only: N writer tasks on the async API
+        let t: usize = t
+            .parse()
+            .expect("PERSISTING_BENCH_TASKS: a number of tasks");
+        println!("entries/s: {:.0}", wal_tasks_per_s(dir, t));
+        return;
+    }
     println!(
         "WAL comparison, {} s per timed run, in {}",
         secs().as_secs_f64(),
@@ -196,7 +257,7 @@ fn main() {
     }
     println!("Os MB/s by round: raw {raw_mb:.0?}, ours {wal_mb:.0?}");
     let (raw_mb, wal_mb) = (median(raw_mb), median(wal_mb));
-    let mut rounds: Vec<[f64; 5]> = Vec::new();
+    let mut rounds: Vec<[f64; 6]> = Vec::new();
     for round in 0..ROUNDS {
         settle();
         let d = tempfile::tempdir_in(dir).unwrap();
@@ -208,15 +269,17 @@ fn main() {
             okaywal_per_s(d, 1),
             wal_always_per_s(d, 64),
             okaywal_per_s(d, 64),
+            wal_tasks_per_s(d, 64),
         ];
         println!(
-            "  entries/s: raw fdatasync {:.0}, ours 1w {:.0}, okaywal 1w {:.0}, ours 64w {:.0}, okaywal 64w {:.0}",
-            r[0], r[1], r[2], r[3], r[4]
+            "  entries/s: raw fdatasync {:.0}, ours 1w {:.0}, okaywal 1w {:.0}, ours 64w {:.0}, okaywal 64w {:.0}, ours 64 tasks {:.0}",
+            r[0], r[1], r[2], r[3], r[4], r[5]
         );
         rounds.push(r);
     }
     let of = |i: usize| median(rounds.iter().map(|r| r[i]).collect());
     let (raw_sync, wal_1, okay_1, wal_64, okay_64) = (of(0), of(1), of(2), of(3), of(4));
+    let tasks_64 = of(5);
 
     println!();
     println!("| measurement | persisting-wal | baseline | ratio | floor |");
@@ -230,7 +293,11 @@ fn main() {
         wal_1 / raw_sync
     );
     println!(
-        "| Always, 64 writers vs own 1 writer, entries/s | {wal_64:.0} | {wal_1:.0} | {:.1}x | 20x |",
+        "| Always, 64 writer tasks (append_async) vs own 1 writer, entries/s | {tasks_64:.0} | {wal_1:.0} | {:.1}x | 20x |",
+        tasks_64 / wal_1
+    );
+    println!(
+        "| Always, 64 writer threads (append) vs own 1 writer, entries/s | {wal_64:.0} | {wal_1:.0} | {:.1}x | - |",
         wal_64 / wal_1
     );
     println!(
@@ -263,11 +330,18 @@ fn main() {
         ">=0.8",
     );
     row(
-        "Always, 64 writers vs own 1 writer",
-        wal_64,
+        "Always, 64 writer tasks (append_async) vs own 1 writer (append)",
+        tasks_64,
         wal_1,
         "entries/s",
         ">=20",
+    );
+    row(
+        "Always, 64 writer threads (append) vs own 1 writer",
+        wal_64,
+        wal_1,
+        "entries/s",
+        "-",
     );
     row(
         "Always, 1 writer vs okaywal",

@@ -3,7 +3,9 @@
 //! Entries get dense `u64` sequence numbers (LSNs) that continue across segment
 //! rotation, checkpoints and restarts. Appends are single entries or atomic batches;
 //! durability is chosen at open ([`SyncPolicy`]): fsync before returning with group
-//! commit, fsync at an interval, or leave it to the OS. Recovery at open verifies every
+//! commit, fsync at an interval, or leave it to the OS; writers that are tasks of an
+//! async runtime wait as futures ([`Wal::append_async`], [`Wal::durable`]) that hold no
+//! thread and share fsyncs the same way. Recovery at open verifies every
 //! frame, cuts a torn tail and reports anything else as corruption naming the file,
 //! offset and checksums ([`RecoveryMode`]). The format is specified in
 //! `docs/wal-format.md`.
@@ -40,6 +42,7 @@ mod reader;
 mod recovery;
 mod segment;
 mod sim;
+mod waiting;
 mod writer;
 
 pub use error::{Corruption, Error, Result};
@@ -57,6 +60,7 @@ pub use segment::{
     segment_name,
 };
 pub use sim::{CrashMode, SimFs, SimRng};
+pub use waiting::{AppendDurable, WaitDurable};
 pub use writer::{PREALLOCATE_BYTES_MAX, Wal, WalStats};
 
 /// The README's examples, compiled and run as doctests.

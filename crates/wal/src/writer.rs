@@ -27,8 +27,9 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::Waker;
 use std::thread::{JoinHandle, Thread};
 use std::time::Instant;
 
@@ -42,6 +43,7 @@ use crate::segment::{
     FLAG_CHECKPOINT_BASE, SEGMENT_HEADER_BYTES, SegmentHeader, create_segment, pending_name,
     segment_name,
 };
+use crate::waiting::{AppendDurable, Tasks, WaitDurable, lock_tasks, sync_for_tasks};
 
 /// Largest step in which a segment file is extended ahead of its frames.
 pub const PREALLOCATE_BYTES_MAX: u64 = 1 << 20;
@@ -124,6 +126,20 @@ pub(crate) struct Shared {
     /// Threads a finished sync covers that its leader left for the first of them to
     /// wake (see [`Unpark::hand_over`]): every waiter drains it as it leaves its park.
     backlog: Mutex<Vec<Thread>>,
+    /// Tasks waiting for an LSN to be durable (see the `waiting` module).
+    pub(crate) tasks: Mutex<Tasks>,
+    /// Highest LSN a task waits for: the sync thread syncs while `durable` is below.
+    pub(crate) wanted: AtomicU64,
+    /// Set while the sync thread parks (or is about to): a task unparks it only then.
+    pub(crate) syncer_idle: AtomicBool,
+    /// Set when the log shuts down: waiting tasks fail, the sync thread stops.
+    pub(crate) shut: AtomicBool,
+    /// While the sync thread gathers: woken tasks it still waits for (each new wait
+    /// counts one down, under the tasks' lock).
+    pub(crate) gather_needed: AtomicUsize,
+    /// The sync thread for waiting tasks, started by the first task that needs it.
+    syncer: Mutex<Option<JoinHandle<()>>>,
+    syncer_thread: OnceLock<Thread>,
 }
 
 /// A write-ahead log in one directory. `Send + Sync`: share it with an `Arc`.
@@ -209,6 +225,13 @@ impl Wal {
             durable,
             failed: AtomicBool::new(false),
             backlog: Mutex::new(Vec::new()),
+            tasks: Mutex::new(Tasks::default()),
+            wanted: AtomicU64::new(0),
+            syncer_idle: AtomicBool::new(false),
+            shut: AtomicBool::new(false),
+            gather_needed: AtomicUsize::new(0),
+            syncer: Mutex::new(None),
+            syncer_thread: OnceLock::new(),
         });
         let spawn = |name: &str, f: fn(&Shared)| {
             let s = shared.clone();
@@ -270,6 +293,52 @@ impl Wal {
     pub fn wait_durable(&self, lsn: u64) -> Result<()> {
         let st = lock(&self.shared.state);
         self.shared.wait_durable(st, lsn)
+    }
+
+    /// A future that resolves once every LSN below `lsn` is durable, syncing as needed
+    /// (under any policy), without holding a thread while it waits: the way for tasks
+    /// of an async runtime to wait for durability. Concurrent waits share one fsync, as
+    /// [`Wal::wait_durable`]'s group commit does; a thread of the log's own syncs for
+    /// them. Fails with [`Error::LsnOutOfRange`] for an LSN past the end of the log,
+    /// with the cause when the log is poisoned, with [`Error::Closed`] when the log
+    /// shuts down before `lsn` is durable.
+    pub fn durable(&self, lsn: u64) -> WaitDurable {
+        let st = lock(&self.shared.state);
+        let refused = (lsn > st.next_lsn).then(|| Error::LsnOutOfRange {
+            requested: lsn,
+            first: st.segments.first().map_or(st.next_lsn, |s| s.first_lsn),
+            next: st.next_lsn,
+        });
+        drop(st);
+        WaitDurable::new(self.shared.clone(), lsn, refused)
+    }
+
+    /// Appends a batch as [`Wal::append_batch`] does (one atomic frame) and returns a
+    /// future of its LSNs that resolves when `append_batch` would return: once they are
+    /// durable under [`SyncPolicy::Always`] (see [`Wal::durable`]: the waiting task
+    /// holds no thread), at once under the other policies (the frame is written when
+    /// this returns). The entries are appended whether or not the future is awaited;
+    /// it is `Send + 'static`.
+    pub fn append_batch_async<P: AsRef<[u8]>>(&self, payloads: &[P]) -> AppendDurable {
+        if !matches!(self.shared.opts.sync, SyncPolicy::Always) {
+            return AppendDurable::new(self.shared.append(payloads, true), None);
+        }
+        match self.shared.append(payloads, false) {
+            Ok(range) => {
+                let wait = WaitDurable::new(self.shared.clone(), range.end, None);
+                AppendDurable::new(Ok(range), Some(wait))
+            }
+            Err(e) => AppendDurable::new(Err(e), None),
+        }
+    }
+
+    /// [`Wal::append_batch_async`] of one entry; resolves to its LSN.
+    pub fn append_async(
+        &self,
+        payload: &[u8],
+    ) -> impl std::future::Future<Output = Result<u64>> + Send + 'static + use<> {
+        let append = self.append_batch_async(&[payload]);
+        async move { append.await.map(|r| r.start) }
     }
 
     /// Makes every entry appended so far durable.
@@ -364,6 +433,22 @@ impl Wal {
             }
         };
         lock(&self.shared.state).closed = true;
+        // waiting tasks fail from now on (those whose entries the sync above made
+        // durable resolve Ok), and the sync thread stops
+        self.shared.shut.store(true, Ordering::SeqCst);
+        let mut woken = Vec::new();
+        lock_tasks(&self.shared.tasks).take_covered(None, &mut woken);
+        woken.into_iter().for_each(Waker::wake);
+        let syncer = self
+            .shared
+            .syncer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = syncer {
+            handle.thread().unpark();
+            let _ = handle.join();
+        }
         self.shared.tick.notify_all();
         self.shared.synced.notify_all();
         self.shared.closer.notify_all();
@@ -398,12 +483,14 @@ fn write_zeros(file: &dyn FsFile, range: Range<u64>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Threads to wake, woken when this is run or dropped (after the lock is released).
-struct Unpark(Vec<std::thread::Thread>);
+/// Threads to wake, and tasks, woken when this is run or dropped (after the lock is
+/// released).
+struct Unpark(Vec<std::thread::Thread>, Vec<Waker>);
 
 impl Unpark {
     fn run(&mut self) {
         self.0.drain(..).for_each(|t| t.unpark());
+        self.1.drain(..).for_each(Waker::wake);
     }
 
     /// Wakes the first two threads and leaves the others in `backlog` for them: a
@@ -441,6 +528,57 @@ fn poisoned(cause: &str) -> Error {
 }
 
 impl Shared {
+    /// Every LSN below this one is durable (read without the lock).
+    pub(crate) fn durable_lsn_now(&self) -> u64 {
+        self.durable.load(Ordering::SeqCst)
+    }
+
+    /// True once the log is poisoned (read without the lock).
+    pub(crate) fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// The error every call of a poisoned log returns.
+    pub(crate) fn poison_error(&self) -> Error {
+        match &lock(&self.state).poisoned {
+            Some(cause) => poisoned(cause),
+            None => Error::Closed,
+        }
+    }
+
+    /// Makes every entry appended so far durable (the sync thread's sync).
+    pub(crate) fn sync_all(&self) -> Result<()> {
+        let st = self.writable()?;
+        let target = st.next_lsn;
+        self.wait_durable(st, target)
+    }
+
+    /// Asks the sync thread for a sync covering every LSN below `lsn` (starting the
+    /// thread the first time).
+    pub(crate) fn want_durable(self: &Arc<Self>, lsn: u64) -> Result<()> {
+        self.wanted.fetch_max(lsn, Ordering::SeqCst);
+        if let Some(thread) = self.syncer_thread.get() {
+            if self.syncer_idle.load(Ordering::SeqCst) {
+                thread.unpark();
+            }
+            return Ok(());
+        }
+        let mut slot = self.syncer.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.shut.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        if slot.is_none() {
+            let shared = Arc::clone(self);
+            let handle = std::thread::Builder::new()
+                .name("wal-syncer".to_owned())
+                .spawn(move || sync_for_tasks(&shared))
+                .map_err(|e| Error::io("start a sync thread for", &self.dir, e))?;
+            let _ = self.syncer_thread.set(handle.thread().clone());
+            *slot = Some(handle);
+        }
+        Ok(())
+    }
+
     fn writable(&self) -> Result<MutexGuard<'_, State>> {
         let st = lock(&self.state);
         if let Some(cause) = &st.poisoned {
@@ -466,6 +604,9 @@ impl Shared {
         for (_, thread) in st.waiters.drain(..) {
             thread.unpark();
         }
+        let mut woken = Vec::new();
+        lock_tasks(&self.tasks).take_covered(None, &mut woken);
+        woken.into_iter().for_each(Waker::wake);
         self.synced.notify_all();
         self.closer.notify_all();
         Error::Poisoned { cause }
@@ -474,7 +615,7 @@ impl Shared {
     /// Publishes a new durable LSN: wakes every parked waiter it covers, and one
     /// other waiter to lead the next group commit when nothing is in the way.
     fn advance_durable(&self, st: &mut State, lsn: u64) {
-        let mut wake = Unpark(Vec::new());
+        let mut wake = Unpark(Vec::new(), Vec::new());
         self.advance_durable_deferred(st, lsn, &mut wake);
     }
 
@@ -484,7 +625,8 @@ impl Shared {
     fn advance_durable_deferred(&self, st: &mut State, lsn: u64, wake: &mut Unpark) {
         st.synced_lsn = st.synced_lsn.max(lsn);
         let synced = st.synced_lsn;
-        self.durable.store(synced, Ordering::Release);
+        self.durable.store(synced, Ordering::SeqCst);
+        lock_tasks(&self.tasks).take_covered(Some(synced), &mut wake.1);
         let mut lead = !st.syncing && st.closing.is_empty();
         st.waiters.retain(|(target, thread)| {
             if *target <= synced || std::mem::take(&mut lead) {
@@ -649,7 +791,7 @@ impl Shared {
     fn wait_durable<'a>(&'a self, st: MutexGuard<'a, State>, target: u64) -> Result<()> {
         // threads a finished sync covers, woken once the lock is released (declared
         // before the guard, so it runs after the guard is dropped on return)
-        let mut wake = Unpark(Vec::new());
+        let mut wake = Unpark(Vec::new(), Vec::new());
         let mut st = st;
         // A leader whose own entries are durable commits the frames queued meanwhile
         // once more before returning: the next group starts without waiting for a
@@ -680,7 +822,7 @@ impl Shared {
                 // (woken before it parked) and after each park.
                 drain_backlog(&self.backlog);
                 loop {
-                    if self.durable.load(Ordering::Acquire) >= target {
+                    if self.durable.load(Ordering::SeqCst) >= target {
                         return Ok(());
                     }
                     if self.failed.load(Ordering::Acquire) {
@@ -689,7 +831,7 @@ impl Shared {
                     std::thread::park();
                     drain_backlog(&self.backlog);
                     // woken to lead, or spuriously: look again under the lock
-                    if self.durable.load(Ordering::Acquire) < target {
+                    if self.durable.load(Ordering::SeqCst) < target {
                         break;
                     }
                 }

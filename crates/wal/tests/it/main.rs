@@ -2,6 +2,7 @@
 //! run against both the real file system and the simulated one.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod async_waits;
 mod basics;
 mod corruption;
 mod faults;
