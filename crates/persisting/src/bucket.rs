@@ -4,8 +4,8 @@
 //! - a record's offset is its WAL LSN: the WAL and the Lance buffer are appended in the
 //!   same order under one lock, and the WAL never runs ahead of or behind Lance's count;
 //! - `put` writes the WAL first; with `wal_sync_interval = 0` it returns only once the
-//!   WAL is fsynced, waiting outside the lock (on the bucket's sync thread, see
-//!   `syncer`) so concurrent puts share one fsync;
+//!   WAL is fsynced, waiting outside the lock (`Wal::durable`: a future, no thread
+//!   per waiting put) so concurrent puts share one fsync;
 //! - readers see a record only once it is acknowledged (the visible count);
 //! - `flush` checkpoints the WAL only after the Lance commit is durable, and at open
 //!   the WAL entries at or above Lance's count are replayed with their offsets, so a
@@ -27,7 +27,6 @@ use crate::backend::{BackendStats, StorageBackend};
 use crate::error::{Result, StorageError};
 use crate::metrics::BucketMetrics;
 use crate::options::PersistingOptions;
-use crate::syncer::Syncer;
 
 /// Directory of the WAL inside a bucket's storage path.
 pub const WAL_DIR: &str = "wal";
@@ -68,7 +67,8 @@ struct Inner {
     lance: RwLock<LanceBucket>,
     wal: Option<Arc<Wal>>,
     /// The group-commit leader puts wait on when they wait for durability.
-    syncer: Option<Syncer>,
+    /// Puts wait for their WAL entries to be durable (`wal_sync_interval = 0`).
+    wait_durable: bool,
     compressor: Mutex<Compressor>,
     /// Acknowledged records: what readers may see.
     visible: AtomicU64,
@@ -187,12 +187,9 @@ impl PersistingBackend {
         } else {
             None
         };
-        let syncer = match &wal {
-            Some(w) if w.options().sync == SyncPolicy::Always => {
-                Some(Syncer::start(w.clone(), bucket_id)?)
-            }
-            _ => None,
-        };
+        let wait_durable = wal
+            .as_ref()
+            .is_some_and(|w| w.options().sync == SyncPolicy::Always);
         let compressor = Compressor::new(opts.compression)?;
         let count = lance.total_count();
         let metrics = opts
@@ -213,7 +210,7 @@ impl PersistingBackend {
                 opts,
                 lance: RwLock::new(lance),
                 wal,
-                syncer,
+                wait_durable,
                 compressor: Mutex::new(compressor),
                 visible: AtomicU64::new(count),
                 notify: SyncRwLock::new(Some(notify)),
@@ -298,8 +295,8 @@ impl PersistingBackend {
                     range.start
                 )));
             }
-            // under `Always` the put waits for the sync thread to cover its entries
-            Ok(inner.syncer.as_ref().map(|_| range.end))
+            // under `Always` the put waits (outside the lock) for its entries' fsync
+            Ok(inner.wait_durable.then_some(range.end))
         })?;
         let total = lance.total_count();
         let buffered = lance.buffered_count();
@@ -307,8 +304,10 @@ impl PersistingBackend {
         let wal_bytes = self.wal_bytes();
         let flush_due = self.flush_due(lance.unflushed_count(), wal_bytes);
         drop(lance);
-        if let (Some(end), Some(syncer)) = (wait_for, &inner.syncer) {
-            syncer.wait(end).await?;
+        if let (Some(end), Some(wal)) = (wait_for, &inner.wal) {
+            // concurrent puts share one fsync: the WAL's sync thread syncs for every
+            // waiting task at once
+            wal.durable(end).await?;
             self.publish(end);
         } else {
             self.publish(total);

@@ -43,7 +43,6 @@ mod memory;
 mod metrics;
 mod options;
 mod queue;
-mod syncer;
 
 pub use backend::{BackendStats, StorageBackend, record_stream};
 pub use bucket::{LOCK_FILE, LanceBackend, PersistingBackend, WAL_DIR};
