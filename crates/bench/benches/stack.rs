@@ -225,6 +225,18 @@ async fn ingest_paired(ours_dir: &Path, raw_dir: &Path, n: u64) -> (f64, f64) {
     (n as f64 / ours.as_secs_f64(), n as f64 / raw.as_secs_f64())
 }
 
+/// `n` records ingested into `dir`, then the bucket reopened with its files checked
+/// (the set-up of the read-only modes).
+async fn ingested_for_reads(dir: &Path, n: u64) -> (PathBuf, LanceBucket) {
+    ingest_ours(dir, n).await;
+    settle();
+    let b = LanceBucket::open(dir, LanceOptions::default())
+        .await
+        .unwrap();
+    b.verify_files().await.unwrap();
+    (dir.to_path_buf(), b)
+}
+
 /// A quiet moment between two timed sides of [`ingest_paired`].
 fn pause() {
     settle();
@@ -981,17 +993,28 @@ fn main() {
             }
             return;
         }
+        // `PERSISTING_BENCH_ONLY=records`: only sequential `read` of PERSISTING_BENCH_ROWS
+        // records, three times after a quiet second (for profiling the record path alone)
+        if std::env::var("PERSISTING_BENCH_ONLY").as_deref() == Ok("records") {
+            let n = rows_big();
+            let (_, b) = ingested_for_reads(&tmp.path().join("read"), n).await;
+            std::thread::sleep(Duration::from_secs(1));
+            for _ in 0..3 {
+                let c0 = cpu_secs();
+                let t0 = Instant::now();
+                let records = sequential_ours(&b, n).await;
+                println!(
+                    "sequential read {records:.0} rows/s, {:.2} cores",
+                    (cpu_secs() - c0) / t0.elapsed().as_secs_f64()
+                );
+            }
+            return;
+        }
         // `PERSISTING_BENCH_ONLY=read`: only the reads of PERSISTING_BENCH_ROWS records,
         // twice (for profiling)
         if std::env::var("PERSISTING_BENCH_ONLY").as_deref() == Ok("read") {
             let n = rows_big();
-            let dir = tmp.path().join("read");
-            ingest_ours(&dir, n).await;
-            settle();
-            let b = LanceBucket::open(&dir, LanceOptions::default())
-                .await
-                .unwrap();
-            b.verify_files().await.unwrap();
+            let (dir, b) = ingested_for_reads(&tmp.path().join("read"), n).await;
             let ds = Dataset::open(&dir.join("data.lance").to_string_lossy())
                 .await
                 .unwrap();
