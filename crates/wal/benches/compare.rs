@@ -14,7 +14,8 @@
 //! timed run's length (default 3), `PERSISTING_BENCH_DIR` the directory (default: the
 //! target directory's disk). `PERSISTING_BENCH_WRITERS=N` runs only the `Always` run
 //! of N writers, once (for profiling and A/B runs of two builds);
-//! `PERSISTING_BENCH_TASKS=N` the same for N writer tasks.
+//! `PERSISTING_BENCH_TASKS=N` the same for N writer tasks, `PERSISTING_BENCH_OKAYWAL=N`
+//! for okaywal with N writers.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::fs::File;
@@ -228,6 +229,14 @@ fn main() {
             .parse()
             .expect("PERSISTING_BENCH_WRITERS: a number of writers");
         println!("entries/s: {:.0}", wal_always_per_s(dir, w));
+        return;
+    }
+    if let Ok(w) = std::env::var("PERSISTING_BENCH_OKAYWAL") {
+        // okaywal alone with N writers, once
+        let w: usize = w
+            .parse()
+            .expect("PERSISTING_BENCH_OKAYWAL: a number of writers");
+        println!("entries/s: {:.0}", okaywal_per_s(dir, w));
         return;
     }
     if let Ok(t) = std::env::var("PERSISTING_BENCH_TASKS") {

@@ -100,6 +100,10 @@ fn run(seed: u64, segment_close: SegmentClose) -> Result<(), String> {
             .map_err(|e| format!("seed {seed} step {step}: open failed: {e}"))
     };
     let mut wal = open(0)?;
+    // runs the async appends' waits; its tasks are the writers
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| e.to_string())?;
     let mut model = Model {
         entries: HashMap::new(),
         durable: 0,
@@ -107,7 +111,7 @@ fn run(seed: u64, segment_close: SegmentClose) -> Result<(), String> {
         next: 0,
     };
     for step in 0..120 {
-        match rng.below(20) {
+        match rng.below(22) {
             0..=7 => {
                 let p = payload(&mut rng);
                 let lsn = wal
@@ -186,6 +190,42 @@ fn run(seed: u64, segment_close: SegmentClose) -> Result<(), String> {
                 model.durable = model.next;
                 wal = open(step)?;
                 check(&wal, &model, seed, step)?;
+            }
+            18 | 19 => {
+                // concurrent writer tasks: each batch is appended when its future is
+                // made (so LSNs follow that order); the tasks then wait together
+                let k = 1 + rng.below(6) as usize;
+                let batches: Vec<Vec<Vec<u8>>> = (0..k)
+                    .map(|_| (0..1 + rng.below(3)).map(|_| payload(&mut rng)).collect())
+                    .collect();
+                let waits: Vec<_> = batches.iter().map(|b| wal.append_batch_async(b)).collect();
+                let ranges = rt.block_on(async {
+                    let tasks: Vec<_> = waits.into_iter().map(|w| tokio::spawn(w)).collect();
+                    let mut ranges = Vec::new();
+                    for t in tasks {
+                        ranges.push(t.await.map_err(|e| e.to_string())?);
+                    }
+                    Ok::<_, String>(ranges)
+                })?;
+                for (batch, range) in batches.into_iter().zip(ranges) {
+                    let r = range.map_err(|e| format!("seed {seed} step {step}: {e}"))?;
+                    if r.start != model.next || r.end - r.start != batch.len() as u64 {
+                        return Err(format!(
+                            "seed {seed} step {step}: async batch at {r:?}, expected {} + {}",
+                            model.next,
+                            batch.len()
+                        ));
+                    }
+                    for (i, p) in batch.into_iter().enumerate() {
+                        model.entries.insert(r.start + i as u64, p);
+                    }
+                    model.next = r.end;
+                }
+                if rng.below(2) == 0 {
+                    rt.block_on(wal.durable(model.next))
+                        .map_err(|e| format!("seed {seed} step {step}: durable: {e}"))?;
+                    model.durable = model.next;
+                }
             }
             _ => check(&wal, &model, seed, step)?,
         }
