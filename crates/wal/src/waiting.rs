@@ -17,8 +17,9 @@
 //!   flag under the lock of the waiting tasks, and whoever changes them (publishing a
 //!   durable LSN, poisoning, shutting down) takes that lock after the change to wake
 //!   the tasks it finds;
-//! - lock order: the log's state, then the waiting tasks; a task never takes the
-//!   state's lock while holding the tasks' lock;
+//! - lock order: the log's state, then the waiting tasks; a task's poll never takes
+//!   the state's lock at all (the poison's cause is kept apart for it), so a waker
+//!   run while the state is locked cannot deadlock even if it polls at once;
 //! - the sync thread never syncs for an LSN that was not appended (a wait past the end
 //!   of the log is refused when made), so it never spins on a target it cannot reach;
 //! - shutting the log down wakes every waiting task (with [`Error::Closed`] when its

@@ -123,6 +123,9 @@ pub(crate) struct Shared {
     durable: AtomicU64,
     /// Set once the log is poisoned, read by parked waiters without the lock.
     failed: AtomicBool,
+    /// Why the log was poisoned, readable without the lock (a waiting task's poll
+    /// never takes the state's lock: a waker may poll while it is held).
+    poison_cause: OnceLock<String>,
     /// Threads a finished sync covers that its leader left for the first of them to
     /// wake (see [`Unpark::hand_over`]): every waiter drains it as it leaves its park.
     backlog: Mutex<Vec<Thread>>,
@@ -224,6 +227,7 @@ impl Wal {
             closer: Condvar::new(),
             durable,
             failed: AtomicBool::new(false),
+            poison_cause: OnceLock::new(),
             backlog: Mutex::new(Vec::new()),
             tasks: Mutex::new(Tasks::default()),
             wanted: AtomicU64::new(0),
@@ -540,7 +544,7 @@ impl Shared {
 
     /// The error every call of a poisoned log returns.
     pub(crate) fn poison_error(&self) -> Error {
-        match &lock(&self.state).poisoned {
+        match self.poison_cause.get() {
             Some(cause) => poisoned(cause),
             None => Error::Closed,
         }
@@ -600,7 +604,8 @@ impl Shared {
 
     fn poison(&self, st: &mut State, cause: String) -> Error {
         st.poisoned = Some(cause.clone());
-        self.failed.store(true, Ordering::Release);
+        let _ = self.poison_cause.set(cause.clone());
+        self.failed.store(true, Ordering::SeqCst);
         for (_, thread) in st.waiters.drain(..) {
             thread.unpark();
         }
