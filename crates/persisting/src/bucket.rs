@@ -66,7 +66,6 @@ struct Inner {
     opts: PersistingOptions,
     lance: RwLock<LanceBucket>,
     wal: Option<Arc<Wal>>,
-    /// The group-commit leader puts wait on when they wait for durability.
     /// Puts wait for their WAL entries to be durable (`wal_sync_interval = 0`).
     wait_durable: bool,
     compressor: Mutex<Compressor>,

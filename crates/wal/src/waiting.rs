@@ -92,7 +92,7 @@ impl std::fmt::Debug for WaitDurable {
 }
 
 /// What a wait for `target` resolves to now, if it resolves: durable, or the log
-/// failed (`true`: read the cause once no lock is held), or it was shut.
+/// failed (the cause is read once no lock is held), or it was shut.
 enum Outcome {
     Durable,
     Failed,

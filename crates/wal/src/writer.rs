@@ -85,7 +85,6 @@ struct State {
     next_lsn: u64,
     synced_lsn: u64,
     syncing: bool,
-    poisoned: Option<String>,
     closed: bool,
     scratch: Vec<u8>,
     fsyncs: u64,
@@ -123,8 +122,9 @@ pub(crate) struct Shared {
     durable: AtomicU64,
     /// Set once the log is poisoned, read by parked waiters without the lock.
     failed: AtomicBool,
-    /// Why the log was poisoned, readable without the lock (a waiting task's poll
-    /// never takes the state's lock: a waker may poll while it is held).
+    /// Why the log was poisoned: set once, under the state's lock, by `poison`, and
+    /// readable without it (a waiting task's poll never takes the state's lock: a
+    /// waker may poll while it is held).
     poison_cause: OnceLock<String>,
     /// Threads a finished sync covers that its leader left for the first of them to
     /// wake (see [`Unpark::hand_over`]): every waiter drains it as it leaves its park.
@@ -208,7 +208,6 @@ impl Wal {
             next_lsn: recovered.next_lsn,
             synced_lsn: recovered.next_lsn,
             syncing: false,
-            poisoned: None,
             closed: false,
             scratch: Vec::new(),
             fsyncs: 0,
@@ -347,9 +346,7 @@ impl Wal {
 
     /// Makes every entry appended so far durable.
     pub fn sync(&self) -> Result<()> {
-        let st = self.shared.writable()?;
-        let target = st.next_lsn;
-        self.shared.wait_durable(st, target)
+        self.shared.sync_all()
     }
 
     /// Declares entries below `lsn` no longer needed: every segment wholly below it is
@@ -411,7 +408,7 @@ impl Wal {
             total_bytes: st.segments.iter().map(|s| s.bytes).sum(),
             fsyncs: st.fsyncs,
             entries_appended: st.entries_appended,
-            poisoned: st.poisoned.is_some(),
+            poisoned: self.shared.poison_cause.get().is_some(),
         }
     }
 
@@ -425,10 +422,8 @@ impl Wal {
             let st = lock(&self.shared.state);
             if st.closed {
                 Ok(())
-            } else if let Some(cause) = &st.poisoned {
-                Err(Error::Poisoned {
-                    cause: cause.clone(),
-                })
+            } else if let Some(cause) = self.shared.poison_cause.get() {
+                Err(poisoned(cause))
             } else {
                 let target = st.next_lsn;
                 self.shared
@@ -440,9 +435,7 @@ impl Wal {
         // waiting tasks fail from now on (those whose entries the sync above made
         // durable resolve Ok), and the sync thread stops
         self.shared.shut.store(true, Ordering::SeqCst);
-        let mut woken = Vec::new();
-        lock_tasks(&self.shared.tasks).take_covered(None, &mut woken);
-        woken.into_iter().for_each(Waker::wake);
+        self.shared.wake_all_tasks();
         let syncer = self
             .shared
             .syncer
@@ -550,11 +543,19 @@ impl Shared {
         }
     }
 
-    /// Makes every entry appended so far durable (the sync thread's sync).
+    /// Makes every entry appended so far durable ([`Wal::sync`], and the sync
+    /// thread's sync).
     pub(crate) fn sync_all(&self) -> Result<()> {
         let st = self.writable()?;
         let target = st.next_lsn;
         self.wait_durable(st, target)
+    }
+
+    /// Wakes every waiting task (on poison and shutdown: each then finds why).
+    fn wake_all_tasks(&self) {
+        let mut woken = Vec::new();
+        lock_tasks(&self.tasks).take_covered(None, &mut woken);
+        woken.into_iter().for_each(Waker::wake);
     }
 
     /// Asks the sync thread for a sync covering every LSN below `lsn` (starting the
@@ -585,7 +586,7 @@ impl Shared {
 
     fn writable(&self) -> Result<MutexGuard<'_, State>> {
         let st = lock(&self.state);
-        if let Some(cause) = &st.poisoned {
+        if let Some(cause) = self.poison_cause.get() {
             return Err(poisoned(cause));
         }
         if st.closed {
@@ -603,15 +604,12 @@ impl Shared {
     }
 
     fn poison(&self, st: &mut State, cause: String) -> Error {
-        st.poisoned = Some(cause.clone());
         let _ = self.poison_cause.set(cause.clone());
         self.failed.store(true, Ordering::SeqCst);
         for (_, thread) in st.waiters.drain(..) {
             thread.unpark();
         }
-        let mut woken = Vec::new();
-        lock_tasks(&self.tasks).take_covered(None, &mut woken);
-        woken.into_iter().for_each(Waker::wake);
+        self.wake_all_tasks();
         self.synced.notify_all();
         self.closer.notify_all();
         Error::Poisoned { cause }
@@ -767,7 +765,7 @@ impl Shared {
         while st.syncing {
             st = self.synced.wait(st).unwrap_or_else(PoisonError::into_inner);
         }
-        if let Some(cause) = &st.poisoned {
+        if let Some(cause) = self.poison_cause.get() {
             return Err(poisoned(cause));
         }
         if st.queued.is_empty() {
@@ -803,7 +801,7 @@ impl Shared {
         // parked thread to be scheduled.
         let mut extra_rounds = 1;
         loop {
-            if let Some(cause) = &st.poisoned {
+            if let Some(cause) = self.poison_cause.get() {
                 return Err(poisoned(cause));
             }
             if st.synced_lsn >= target {
@@ -944,7 +942,7 @@ impl Shared {
     /// Waits until the closer has no work left (or the log is poisoned).
     fn drain_closing<'a>(&'a self, mut st: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>> {
         while !st.closing.is_empty() {
-            if let Some(cause) = &st.poisoned {
+            if let Some(cause) = self.poison_cause.get() {
                 return Err(poisoned(cause));
             }
             st = self.synced.wait(st).unwrap_or_else(PoisonError::into_inner);
@@ -956,7 +954,7 @@ impl Shared {
     fn close_segments(&self) {
         let mut st = lock(&self.state);
         loop {
-            if st.poisoned.is_some() {
+            if self.poison_cause.get().is_some() {
                 return;
             }
             let Some(job) = st.closing.front().cloned() else {
@@ -1068,7 +1066,7 @@ impl Shared {
                 .wait_timeout(st, every)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
-            if st.closed || st.poisoned.is_some() {
+            if st.closed || self.poison_cause.get().is_some() {
                 return;
             }
             if st.synced_lsn < st.next_lsn && !st.syncing {
