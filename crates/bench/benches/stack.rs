@@ -305,6 +305,49 @@ async fn random_reads_ours(b: &LanceBucket, n: u64) -> f64 {
     random_reads_ours_cold(b, n).await.0
 }
 
+/// Mean seconds of `read(offset, 100)` at the offsets [`offsets`] gives for `seed`.
+async fn random_reads_seeded(b: &LanceBucket, n: u64, seed: u64) -> f64 {
+    let t = Instant::now();
+    for o in offsets(n, READS, seed) {
+        assert_eq!(b.read(o, 100).await.unwrap().len(), 100);
+    }
+    t.elapsed().as_secs_f64() / READS as f64
+}
+
+/// Rounds of the pylance comparison of random reads.
+const PY_ROUNDS: u64 = 7;
+
+/// Random reads of `b` (whose dataset is at `uri`, `n` rows) against pylance's, in
+/// [`PY_ROUNDS`] rounds of [`READS`] reads at the same offsets, ours and pylance's
+/// alternated (one warm-up round each first): the medians of the mean seconds per
+/// read, ours then pylance's. `None` without pylance.
+async fn random_vs_pylance(b: &LanceBucket, uri: &Path, n: u64) -> Option<(f64, f64)> {
+    let mut py = PylanceReads::start(uri)?;
+    py.round(READS, 99)?;
+    random_reads_seeded(b, n, 99).await;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 0..PY_ROUNDS {
+        let seed = 7 + 2 * round;
+        ours.push(random_reads_seeded(b, n, seed).await);
+        theirs.push(py.round(READS, seed)?);
+    }
+    let ratios: Vec<String> = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(o, p)| format!("{:.2}", p / o))
+        .collect();
+    println!(
+        "random reads vs pylance by round (ms ours / pylance): {}; ratios {}",
+        ours.iter()
+            .zip(&theirs)
+            .map(|(o, p)| format!("{:.3}/{:.3}", o * 1e3, p * 1e3))
+            .collect::<Vec<_>>()
+            .join(" "),
+        ratios.join(" ")
+    );
+    Some((median(ours), median(theirs)))
+}
+
 /// [`random_reads_ours`] by a task of the runtime (on a worker thread) rather than by
 /// the `block_on` thread; gives the bucket back.
 async fn random_reads_in_task(b: LanceBucket, n: u64) -> (f64, LanceBucket) {
@@ -373,7 +416,7 @@ async fn sequential_raw(ds: &Dataset) -> f64 {
 }
 
 const PYLANCE: &str = r#"
-import sys, time, json, random
+import sys, time, json
 import lance, pyarrow as pa
 mode = sys.argv[1]
 if mode == "ingest":
@@ -394,27 +437,37 @@ if mode == "ingest":
         spent += time.perf_counter() - t0
     print(json.dumps({"value": n / spent}))
 else:
-    path, k = sys.argv[2], int(sys.argv[3])
+    # rounds of reads driven by the benchmark: a line "k seed" on stdin times k
+    # reads at the offsets the benchmark's own xorshift gives for seed
+    path = sys.argv[2]
     ds = lance.dataset(path)
     n = ds.count_rows()
-    rnd = random.Random(7)
-    offs = [rnd.randrange(0, n - 100) for _ in range(k)]
-    warm = random.Random(99)
-    for _ in range(k):
-        ds.to_table(offset=warm.randrange(0, n - 100), limit=100)
-    t0 = time.perf_counter()
-    for o in offs:
-        assert ds.to_table(offset=o, limit=100).num_rows == 100
-    print(json.dumps({"value": (time.perf_counter() - t0) / k}))
+    mask = (1 << 64) - 1
+    for line in sys.stdin:
+        k, seed = map(int, line.split())
+        x, offs = seed | 1, []
+        for _ in range(k):
+            x ^= (x << 13) & mask
+            x ^= x >> 7
+            x ^= (x << 17) & mask
+            offs.append(x % (n - 100))
+        t0 = time.perf_counter()
+        for o in offs:
+            assert ds.to_table(offset=o, limit=100).num_rows == 100
+        print(json.dumps({"value": (time.perf_counter() - t0) / k}), flush=True)
 "#;
 
-fn pylance(args: &[&str]) -> Option<f64> {
-    let venv = std::env::var_os("PERSISTING_VENV")
+/// The virtual environment the set-up script installs pylance into.
+fn venv() -> Option<PathBuf> {
+    std::env::var_os("PERSISTING_VENV")
         .map(PathBuf::from)
         .or_else(|| {
             std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/persisting/venv"))
-        })?;
-    let out = std::process::Command::new(venv.join("bin/python"))
+        })
+}
+
+fn pylance(args: &[&str]) -> Option<f64> {
+    let out = std::process::Command::new(venv()?.join("bin/python"))
         .arg("-c")
         .arg(PYLANCE)
         .args(args)
@@ -433,6 +486,56 @@ fn pylance(args: &[&str]) -> Option<f64> {
             None
         }
     }
+}
+
+/// pylance's `to_table(offset, limit=100)` in a process kept open, timed in rounds
+/// the caller interleaves with its own (so both sides see the same machine state).
+struct PylanceReads {
+    child: std::process::Child,
+    answers: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl PylanceReads {
+    fn start(uri: &Path) -> Option<Self> {
+        use std::process::Stdio;
+        let mut child = std::process::Command::new(venv()?.join("bin/python"))
+            .arg("-c")
+            .arg(PYLANCE)
+            .args(["reads", &uri.to_string_lossy()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| println!("pylance skipped (run scripts/setup.sh): {e}"))
+            .ok()?;
+        let out = child.stdout.take()?;
+        Some(Self {
+            child,
+            answers: std::io::BufRead::lines(std::io::BufReader::new(out)),
+        })
+    }
+
+    /// Mean seconds of `k` reads at the offsets [`offsets`] gives for `seed`.
+    fn round(&mut self, k: usize, seed: u64) -> Option<f64> {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut()?;
+        writeln!(stdin, "{k} {seed}").ok()?;
+        let line = self.answers.next()?.ok()?;
+        let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+        v["value"].as_f64()
+    }
+}
+
+impl Drop for PylanceReads {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take()); // end of input ends the script
+        let _ = self.child.wait();
+    }
+}
+
+/// The middle value of `v` (the upper one of an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// CPU seconds (user + system) this process has used so far (Linux).
@@ -575,15 +678,17 @@ async fn lance_rows(root: &Path) {
         in_task / ours_big,
         "-",
     );
-    let uri = big.join("data.lance");
-    if let Some(py) = pylance(&["reads", &uri.to_string_lossy(), &READS.to_string()]) {
+    if let Some((ours, py)) = random_vs_pylance(&b, &big.join("data.lance"), n).await {
         row(
             "lance",
-            &format!("random read(offset, 100) at {n} rows vs pylance to_table(offset, limit)"),
-            1.0 / ours_big,
+            &format!(
+                "random read(offset, 100) at {n} rows vs pylance to_table(offset, limit), \
+                 medians of {PY_ROUNDS} alternated rounds"
+            ),
+            1.0 / ours,
             1.0 / py,
             "reads/s",
-            py / ours_big,
+            py / ours,
             ">=3",
         );
     }
@@ -989,6 +1094,14 @@ fn main() {
                     "random {:.3} ms all, {:.3} ms within the first {part}",
                     random_reads_ours(&b, n).await * 1e3,
                     random_reads_ours(&b, part).await * 1e3
+                );
+            }
+            if let Some((ours, py)) = random_vs_pylance(&b, &dir.join("data.lance"), n).await {
+                println!(
+                    "random vs pylance, medians: {:.3} vs {:.3} ms: {:.2}x",
+                    ours * 1e3,
+                    py * 1e3,
+                    py / ours
                 );
             }
             return;
