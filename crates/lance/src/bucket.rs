@@ -107,8 +107,10 @@ pub struct LanceOptions {
     pub column_compression: ColumnCompression,
     /// A flush that leaves more small fragments than this compacts them (default 64;
     /// 0 disables automatic compaction). A fragment is small below
-    /// `target_rows_per_fragment / 16` rows: flushes of that size or more make
-    /// fragments reads do not suffer from, and are not rewritten on their own.
+    /// `target_rows_per_fragment / 32` rows: flushes of that size or more make
+    /// fragments reads do not suffer from, and are not rewritten on their own (a flush
+    /// of at least twice that is written in parts of that size or more at once, one
+    /// per core, each its own fragment).
     pub compact_fragments_max: usize,
     /// Rows per fragment that compaction aims for (default 1,048,576).
     pub target_rows_per_fragment: usize,
@@ -676,13 +678,12 @@ impl LanceBucket {
         let params = self.write_params(mode);
         let mut durability = self.durability.take();
         let sums = self.sums.clone();
+        let parts = self.write_parts(records);
         let handle = tokio::spawn(async move {
             let _running = running;
             let committed = match base {
-                Some(mut ds) => ds
-                    .append(reader(batch), Some(params))
+                Some(ds) => append_in_parts(ds, batch, params, parts)
                     .await
-                    .map(|()| ds)
                     .map_err(Error::lance("append to", &uri)),
                 None => Dataset::write(reader(batch), uri.as_str(), Some(params))
                     .await
@@ -1008,8 +1009,20 @@ impl LanceBucket {
         result
     }
 
+    /// Fragments with fewer rows than this are small: automatic compaction merges them.
+    fn small_rows(&self) -> usize {
+        (self.opts.target_rows_per_fragment / 32).max(1)
+    }
+
+    /// Tasks a commit of `rows` records writes its data files with: one per core, each
+    /// writing a fragment that is not small (automatic compaction leaves it alone).
+    fn write_parts(&self, rows: usize) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (rows / self.small_rows()).clamp(1, cores)
+    }
+
     fn small_fragments(&self) -> usize {
-        let small = (self.opts.target_rows_per_fragment / 16).max(1);
+        let small = self.small_rows();
         self.dataset.as_ref().map_or(0, |ds| {
             ds.manifest()
                 .fragments
@@ -1463,6 +1476,90 @@ fn fragment_files(ds: &Dataset, keep: impl Fn(u64) -> bool, range: Range<u64>) -
     names
 }
 
+/// Appends `batches` to `ds` as one commit whose data files are written by `parts`
+/// tasks at once, each taking a run of consecutive rows (Lance writes one stream's
+/// files one after another, on about one core): the fragments are committed in row
+/// order, so offsets are as one writer would have made them. A part that fails fails
+/// the append, after every part has ended; the files the others wrote are in no
+/// version (Lance's cleanup removes such files).
+async fn append_in_parts(
+    mut ds: Dataset,
+    batches: Vec<RecordBatch>,
+    params: WriteParams,
+    parts: usize,
+) -> lance::Result<Dataset> {
+    use lance::dataset::transaction::{Operation, TransactionBuilder};
+    use lance::dataset::{CommitBuilder, InsertBuilder};
+    if parts <= 1 {
+        ds.append(reader(batches), Some(params)).await?;
+        return Ok(ds);
+    }
+    let base = Arc::new(ds);
+    let tasks: Vec<_> = split_rows(batches, parts)
+        .into_iter()
+        .map(|part| {
+            let (base, params) = (Arc::clone(&base), params.clone());
+            tokio::spawn(async move {
+                InsertBuilder::new(base)
+                    .with_params(&params)
+                    .execute_uncommitted(part)
+                    .await
+            })
+        })
+        .collect();
+    let mut fragments = Vec::new();
+    let mut failure = None;
+    for task in tasks {
+        let written = task.await.unwrap_or_else(|e| {
+            Err(lance::Error::io(format!(
+                "a part of the append stopped: {e}"
+            )))
+        });
+        match written.map(|t| t.operation) {
+            Ok(Operation::Append { fragments: f }) => fragments.extend(f),
+            Ok(other) => {
+                failure.get_or_insert(lance::Error::internal(format!(
+                    "a part of the append wrote {other:?}, not an append"
+                )));
+            }
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let transaction =
+        TransactionBuilder::new(base.manifest.version, Operation::Append { fragments }).build();
+    CommitBuilder::new(base).execute(transaction).await
+}
+
+/// `batches` cut into `parts` runs of consecutive rows, as even as the rows allow
+/// (a batch is sliced where a run ends inside it); none empty.
+fn split_rows(batches: Vec<RecordBatch>, parts: usize) -> Vec<Vec<RecordBatch>> {
+    let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let parts = parts.clamp(1, total.max(1));
+    let mut out: Vec<Vec<RecordBatch>> = vec![Vec::new(); parts];
+    // run `k` takes rows [k * total / parts, (k + 1) * total / parts)
+    let end = |k: usize| (k + 1) * total / parts;
+    let (mut at, mut k) = (0, 0); // rows placed so far, the run taking row `at`
+    for batch in batches {
+        let mut from = 0;
+        while from < batch.num_rows() {
+            while end(k) <= at {
+                k += 1;
+            }
+            let take = (end(k) - at).min(batch.num_rows() - from);
+            out[k].push(batch.slice(from, take));
+            from += take;
+            at += take;
+        }
+    }
+    out.retain(|p| !p.is_empty());
+    out
+}
+
 fn reader(
     batches: Vec<RecordBatch>,
 ) -> RecordBatchIterator<
@@ -1774,7 +1871,12 @@ mod tests {
 
     use persisting_codec::{Record, Value};
 
-    use super::{LanceBucket, LanceOptions};
+    use std::sync::Arc;
+
+    use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
+    use arrow::record_batch::RecordBatch;
+
+    use super::{LanceBucket, LanceOptions, split_rows};
 
     fn records(range: std::ops::Range<i64>) -> Vec<Record> {
         range
@@ -1784,6 +1886,56 @@ mod tests {
                 r
             })
             .collect()
+    }
+
+    #[test]
+    fn split_rows_cuts_consecutive_even_runs_and_keeps_every_row() {
+        use arrow::array::{AsArray, Int64Array};
+        let batch = |r: std::ops::Range<i64>| {
+            let schema = Arc::new(ArrowSchema::new(vec![Field::new(
+                "i",
+                DataType::Int64,
+                false,
+            )]));
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(r))]).unwrap()
+        };
+        for (sizes, parts) in [
+            (vec![10], 2),
+            (vec![3, 3, 4], 2),
+            (vec![1, 1, 1], 2),
+            (vec![7, 0, 9, 2], 3),
+            (vec![5], 8),
+            (vec![100, 1], 1),
+        ] {
+            let mut at = 0;
+            let batches: Vec<RecordBatch> = sizes
+                .iter()
+                .map(|&k| {
+                    at += k;
+                    batch(at - k..at)
+                })
+                .collect();
+            let total = at as usize;
+            let runs = split_rows(batches, parts);
+            assert_eq!(runs.len(), parts.min(total), "{sizes:?} in {parts}");
+            let lens: Vec<usize> = runs
+                .iter()
+                .map(|r| r.iter().map(RecordBatch::num_rows).sum())
+                .collect();
+            let (min, max) = (lens.iter().min().unwrap(), lens.iter().max().unwrap());
+            assert!(max - min <= 1, "{sizes:?} in {parts}: {lens:?}");
+            let rows: Vec<i64> = runs
+                .iter()
+                .flatten()
+                .flat_map(|b| {
+                    b.column(0)
+                        .as_primitive::<arrow::datatypes::Int64Type>()
+                        .values()
+                        .to_vec()
+                })
+                .collect();
+            assert_eq!(rows, (0..at).collect::<Vec<_>>(), "{sizes:?} in {parts}");
+        }
     }
 
     #[test]

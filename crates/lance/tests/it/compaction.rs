@@ -59,12 +59,12 @@ fn flushes_past_the_fragment_limit_compact_automatically() {
 }
 
 #[test]
-fn fragments_of_a_sixteenth_of_the_target_or_more_are_not_compacted_on_their_own() {
+fn fragments_of_a_thirty_second_of_the_target_or_more_are_not_compacted_on_their_own() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let opts = LanceOptions {
             compact_fragments_max: 2,
-            target_rows_per_fragment: 160, // small below 10 rows
+            target_rows_per_fragment: 320, // small below 10 rows
             ..LanceOptions::default()
         };
         let mut b = LanceBucket::open(dir.path(), opts).await.unwrap();

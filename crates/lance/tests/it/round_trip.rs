@@ -287,6 +287,58 @@ fn a_large_flush_keeps_every_offset_and_checksum() {
     });
 }
 
+/// A flush into an existing dataset of at least twice `target_rows_per_fragment / 32`
+/// records is written in parts at once, one per core, each a fragment of consecutive
+/// rows committed in row order: every offset reads its own record, from either side of
+/// a part boundary, after the flush and after a restart, and the version count is one
+/// commit per flush.
+#[test]
+fn a_flush_written_in_parts_keeps_every_offset() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = LanceOptions {
+            flush_threshold: 0,
+            target_rows_per_fragment: 32 * 1000, // parts of at least 1000 rows
+            ..LanceOptions::default()
+        };
+        let mut bucket = LanceBucket::open(dir.path(), opts.clone()).await.unwrap();
+        let record = |i: i64| record! {"i" => i, "s" => format!("s{i}")};
+        bucket.put_batch((0..10).map(record).collect()).unwrap();
+        bucket.flush().await.unwrap(); // creates the dataset: one fragment
+        let before = bucket.stats();
+        let n = 10_000i64;
+        bucket
+            .put_batch((10..10 + n).map(record).collect())
+            .unwrap();
+        bucket.flush().await.unwrap();
+        let after = bucket.stats();
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        assert_eq!(after.fragments - before.fragments, cores.min(10));
+        assert_eq!(after.version, before.version + 1, "one commit");
+        let all: Vec<Record> = (0..10 + n).map(record).collect();
+        check(
+            &all,
+            &bucket.read(0, usize::MAX).await.unwrap(),
+            "after flush",
+        );
+        drop(bucket);
+        let bucket = LanceBucket::open(dir.path(), opts).await.unwrap();
+        assert_eq!(bucket.persisted_count(), (10 + n) as u64);
+        check(
+            &all,
+            &bucket.read(0, usize::MAX).await.unwrap(),
+            "after restart",
+        );
+        for at in [0, 9, 10, 11, 5_009, 5_010, 5_011, 10 + n - 1] {
+            assert_eq!(
+                bucket.read(at as u64, 2).await.unwrap(),
+                all[at as usize..(at as usize + 2).min(all.len())].to_vec(),
+                "offset {at}"
+            );
+        }
+    });
+}
+
 /// A flush of this size converts its records in parts, on as many threads as the
 /// machine has cores: every kind of record reads back equal on both sides of every
 /// part boundary (absent fields, explicit nulls, lists, maps, records in another field
