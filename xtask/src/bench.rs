@@ -102,8 +102,8 @@ fn machine() -> Vec<(String, String)> {
         ),
     ];
     m.push((
-        "LANCE_CPU_THREADS (Lance's encode pool, for every side)".to_owned(),
-        lance_cpu_threads(),
+        "Lance's compute threads (LANCE_CPU_THREADS; unset: cores - 2, at least 1)".to_owned(),
+        std::env::var("LANCE_CPU_THREADS").unwrap_or_else(|_| "unset".to_owned()),
     ));
     let tmp = std::env::temp_dir();
     let disk = Command::new("df")
@@ -193,16 +193,6 @@ fn json(rows: &[Row], machine: &[(String, String)]) -> String {
     s
 }
 
-/// The encode threads the benchmarks give Lance: the caller's `LANCE_CPU_THREADS`, or
-/// the core count.
-fn lance_cpu_threads() -> String {
-    std::env::var("LANCE_CPU_THREADS").unwrap_or_else(|_| {
-        std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .to_string()
-    })
-}
-
 /// `cargo xtask bench [--rows N]`.
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut rows_env = None;
@@ -229,9 +219,6 @@ pub fn run(args: &[String]) -> Result<(), String> {
         if let Some(n) = &rows_env {
             cmd.env("PERSISTING_BENCH_ROWS", n);
         }
-        // Lance encodes on a pool of (cores - 2) threads, one on up to 3 cores; every
-        // side (ours, raw Lance, pylance, which the bench starts) gets all the cores
-        cmd.env("LANCE_CPU_THREADS", lance_cpu_threads());
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("could not start cargo: {e}"))?;
