@@ -1330,7 +1330,7 @@ impl LanceBucket {
             buffered_count: self.buffered_count(),
             flushing_count: self.flushing() as u64,
             fragments: self.fragments(),
-            version: self.dataset.as_ref().map_or(0, |ds| ds.version().version),
+            version: self.dataset.as_ref().map_or(0, |ds| ds.manifest().version),
             flushes: self.flushes,
             compactions: self.compactions,
             last_flush: self.last_flush,
@@ -1680,7 +1680,7 @@ impl Cursor {
     /// Starts the scan of rows `[offset, source.persisted)`, `window` rows at a time.
     fn open(source: Source, offset: u64, window: u64) -> Self {
         let (tx, batches) = tokio::sync::mpsc::channel(AHEAD_BATCHES);
-        let version = source.ds.version().version;
+        let version = source.ds.manifest().version;
         let end = source.persisted;
         let order = Arc::clone(&source.order);
         let task = tokio::spawn(async move {
@@ -1795,7 +1795,7 @@ async fn read_dataset(
 ) -> Result<ReadAhead> {
     let ds = Arc::clone(&source.ds);
     let uri = ds.uri();
-    let version = ds.version().version;
+    let version = ds.manifest().version;
     let end = offset + n;
     let (cursor, sequential) = match state {
         ReadAhead::Open(c) if c.version == version && c.next == offset => (Some(c), true),
