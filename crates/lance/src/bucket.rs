@@ -1517,10 +1517,10 @@ async fn append_in_parts(
         });
         match written.map(|t| t.operation) {
             Ok(Operation::Append { fragments: f }) => fragments.extend(f),
-            Ok(other) => {
-                failure.get_or_insert(lance::Error::internal(format!(
-                    "a part of the append wrote {other:?}, not an append"
-                )));
+            Ok(_) => {
+                failure.get_or_insert(lance::Error::internal(
+                    "a part of the append made another kind of transaction",
+                ));
             }
             Err(e) => {
                 failure.get_or_insert(e);
