@@ -24,7 +24,8 @@ pub struct BackendArgs {
     #[arg(long, default_value = "persisting")]
     pub backend: String,
     /// A backend option, key=value (repeatable): enable_wal, compression,
-    /// wal_sync_interval, max_wal_size, flush_threshold, batch_size, enable_metrics.
+    /// wal_sync_interval, max_wal_size, flush_threshold, batch_size, enable_metrics,
+    /// target_rows_per_fragment.
     #[arg(long = "option", short = 'o', value_name = "KEY=VALUE")]
     pub options: Vec<String>,
     /// Buckets of the topic (default: as many as exist, else 4).

@@ -49,6 +49,16 @@ impl RunConfig {
             max_wal_size: 16_384 << rng.below(5),
             flush_threshold: 20 + rng.below(400) as usize,
             batch_size: 1 + rng.below(200) as usize,
+            // half the seeds: a fragment target so small that flushes write their
+            // data files in parts (a generator of its own keeps older seeds' runs)
+            target_rows_per_fragment: {
+                let mut parts = SimRng::new(seed ^ 0x9a27);
+                if parts.below(2) == 0 {
+                    32 * (4 + parts.below(12) as usize)
+                } else {
+                    PersistingOptions::default().target_rows_per_fragment
+                }
+            },
             ..PersistingOptions::default()
         };
         Self {
@@ -68,11 +78,12 @@ impl RunConfig {
     pub fn describe(&self) -> String {
         let o = &self.options;
         format!(
-            "compression={} wal_sync_interval={}s max_wal_size={} flush_threshold={} widen_at={}",
+            "compression={} wal_sync_interval={}s max_wal_size={} flush_threshold={} target_rows_per_fragment={} widen_at={}",
             o.compression.name(),
             o.wal_sync_interval.as_secs_f64(),
             o.max_wal_size,
             o.flush_threshold,
+            o.target_rows_per_fragment,
             self.widen_at
         )
     }

@@ -174,6 +174,7 @@ impl PersistingBackend {
             // flushes are triggered here, after the WAL write
             flush_threshold: 0,
             column_compression: column_compression(opts.compression),
+            target_rows_per_fragment: opts.target_rows_per_fragment,
             ..LanceOptions::default()
         };
         // a flush commit left running by a dropped handle lands before this open counts

@@ -27,6 +27,11 @@ pub struct PersistingOptions {
     pub wal_sync_interval: Duration,
     /// WAL size that triggers a flush and checkpoint, in bytes (default 100 MiB).
     pub max_wal_size: u64,
+    /// Rows per Lance fragment that compaction aims for (default 1,048,576; at least
+    /// 32). Fragments below a thirty-second of it are small: more than 64 of them are
+    /// compacted. A flush of at least twice that many records writes its data files in
+    /// parts at once, one per core.
+    pub target_rows_per_fragment: usize,
     /// The `topic` label of this bucket's metrics (the queue sets it; default
     /// `"default"`). Not an option of the string map.
     pub metrics_topic: String,
@@ -42,13 +47,14 @@ impl Default for PersistingOptions {
             enable_metrics: false,
             wal_sync_interval: Duration::from_secs(1),
             max_wal_size: 100 * 1024 * 1024,
+            target_rows_per_fragment: 1 << 20,
             metrics_topic: "default".to_owned(),
         }
     }
 }
 
 /// The option keys this crate knows.
-pub const KNOWN_OPTIONS: [&str; 7] = [
+pub const KNOWN_OPTIONS: [&str; 8] = [
     "batch_size",
     "flush_threshold",
     "enable_wal",
@@ -56,6 +62,7 @@ pub const KNOWN_OPTIONS: [&str; 7] = [
     "enable_metrics",
     "wal_sync_interval",
     "max_wal_size",
+    "target_rows_per_fragment",
 ];
 
 fn as_text(v: &Json) -> String {
@@ -121,6 +128,9 @@ impl PersistingOptions {
                 "enable_wal" => opts.enable_wal = flag(key, v)?,
                 "enable_metrics" => opts.enable_metrics = flag(key, v)?,
                 "max_wal_size" => opts.max_wal_size = count(key, v, 4096)?,
+                "target_rows_per_fragment" => {
+                    opts.target_rows_per_fragment = count(key, v, 32)? as usize;
+                }
                 "compression" => {
                     opts.compression = match v {
                         Json::Null => Codec::None,

@@ -17,6 +17,10 @@ fn bad_option_values_name_the_option() {
         ),
         (serde_json::json!({"enable_wal": "maybe"}), "enable_wal"),
         (serde_json::json!({"max_wal_size": 10}), "max_wal_size"),
+        (
+            serde_json::json!({"target_rows_per_fragment": 8}),
+            "target_rows_per_fragment",
+        ),
     ] {
         let err = PersistingOptions::from_map(json.as_object().unwrap()).unwrap_err();
         match &err {
@@ -25,9 +29,15 @@ fn bad_option_values_name_the_option() {
         }
         assert!(err.to_string().contains(name), "{err}");
     }
-    let (opts, ignored) =
-        PersistingOptions::from_pairs(["enable_wal=true", "compression=ZSTD", "shiny=1"]).unwrap();
+    let (opts, ignored) = PersistingOptions::from_pairs([
+        "enable_wal=true",
+        "compression=ZSTD",
+        "target_rows_per_fragment=320",
+        "shiny=1",
+    ])
+    .unwrap();
     assert!(opts.enable_wal);
+    assert_eq!(opts.target_rows_per_fragment, 320);
     assert_eq!(opts.compression.name(), "zstd");
     assert_eq!(ignored, ["shiny"]);
 }
