@@ -282,22 +282,17 @@ fn offsets(n: u64, k: usize, seed: u64) -> Vec<u64> {
 /// ones, as many reads, so every fragment of the big dataset has most likely been
 /// read once (a long-lived reader's steady state; the first pass is reported too).
 fn warm_up_offsets(n: u64) -> Vec<u64> {
-    offsets(n, READS, 99)
+    offsets(n, READS, WARM_UP_SEED)
 }
+
+/// The seed of [`warm_up_offsets`].
+const WARM_UP_SEED: u64 = 99;
 
 /// Mean seconds of `read(offset, 100)` at random offsets, first over the warm-up
 /// offsets (returned second: a freshly opened bucket), then over the timed ones.
 async fn random_reads_ours_cold(b: &LanceBucket, n: u64) -> (f64, f64) {
-    let t = Instant::now();
-    for o in warm_up_offsets(n) {
-        assert_eq!(b.read(o, 100).await.unwrap().len(), 100);
-    }
-    let cold = t.elapsed().as_secs_f64() / READS as f64;
-    let t = Instant::now();
-    for o in offsets(n, READS, 7) {
-        assert_eq!(b.read(o, 100).await.unwrap().len(), 100);
-    }
-    (t.elapsed().as_secs_f64() / READS as f64, cold)
+    let cold = random_reads_seeded(b, n, WARM_UP_SEED).await;
+    (random_reads_seeded(b, n, 7).await, cold)
 }
 
 /// Mean seconds of `read(offset, 100)` at random offsets, after the warm-up pass.
@@ -323,26 +318,24 @@ const PY_ROUNDS: u64 = 7;
 /// read, ours then pylance's. `None` without pylance.
 async fn random_vs_pylance(b: &LanceBucket, uri: &Path, n: u64) -> Option<(f64, f64)> {
     let mut py = PylanceReads::start(uri)?;
-    py.round(READS, 99)?;
-    random_reads_seeded(b, n, 99).await;
+    py.round(READS, WARM_UP_SEED)?;
+    random_reads_seeded(b, n, WARM_UP_SEED).await;
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut times, mut ratios) = (Vec::new(), Vec::new());
     for round in 0..PY_ROUNDS {
         let seed = 7 + 2 * round;
-        ours.push(random_reads_seeded(b, n, seed).await);
-        theirs.push(py.round(READS, seed)?);
+        let (o, p) = (
+            random_reads_seeded(b, n, seed).await,
+            py.round(READS, seed)?,
+        );
+        times.push(format!("{:.3}/{:.3}", o * 1e3, p * 1e3));
+        ratios.push(format!("{:.2}", p / o));
+        ours.push(o);
+        theirs.push(p);
     }
-    let ratios: Vec<String> = ours
-        .iter()
-        .zip(&theirs)
-        .map(|(o, p)| format!("{:.2}", p / o))
-        .collect();
     println!(
         "random reads vs pylance by round (ms ours / pylance): {}; ratios {}",
-        ours.iter()
-            .zip(&theirs)
-            .map(|(o, p)| format!("{:.3}/{:.3}", o * 1e3, p * 1e3))
-            .collect::<Vec<_>>()
-            .join(" "),
+        times.join(" "),
         ratios.join(" ")
     );
     Some((median(ours), median(theirs)))
@@ -466,12 +459,15 @@ fn venv() -> Option<PathBuf> {
         })
 }
 
+/// The [`PYLANCE`] script run by the set-up script's Python with `args`.
+fn pylance_command(args: &[&str]) -> Option<std::process::Command> {
+    let mut cmd = std::process::Command::new(venv()?.join("bin/python"));
+    cmd.arg("-c").arg(PYLANCE).args(args);
+    Some(cmd)
+}
+
 fn pylance(args: &[&str]) -> Option<f64> {
-    let out = std::process::Command::new(venv()?.join("bin/python"))
-        .arg("-c")
-        .arg(PYLANCE)
-        .args(args)
-        .output();
+    let out = pylance_command(args)?.output();
     match out {
         Ok(o) if o.status.success() => {
             let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
@@ -498,10 +494,7 @@ struct PylanceReads {
 impl PylanceReads {
     fn start(uri: &Path) -> Option<Self> {
         use std::process::Stdio;
-        let mut child = std::process::Command::new(venv()?.join("bin/python"))
-            .arg("-c")
-            .arg(PYLANCE)
-            .args(["reads", &uri.to_string_lossy()])
+        let mut child = pylance_command(&["reads", &uri.to_string_lossy()])?
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

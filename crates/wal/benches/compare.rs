@@ -190,6 +190,9 @@ fn wal_tasks_per_s(dir: &Path, tasks: usize) -> f64 {
     count.load(Ordering::Relaxed) as f64 / elapsed
 }
 
+/// One measurement: entries/s in a directory with a number of writers or tasks.
+type Measure = fn(&Path, usize) -> f64;
+
 /// CPU seconds this process has used (user + system; Linux).
 fn cpu() -> f64 {
     let s = std::fs::read_to_string("/proc/self/stat").unwrap();
@@ -223,29 +226,21 @@ fn main() {
     }
     let tmp = scratch();
     let dir = tmp.path();
-    if let Ok(w) = std::env::var("PERSISTING_BENCH_WRITERS") {
-        // one measurement only, for profiling and A/B runs
-        let w: usize = w
-            .parse()
-            .expect("PERSISTING_BENCH_WRITERS: a number of writers");
-        println!("entries/s: {:.0}", wal_always_per_s(dir, w));
-        return;
-    }
-    if let Ok(w) = std::env::var("PERSISTING_BENCH_OKAYWAL") {
-        // okaywal alone with N writers, once
-        let w: usize = w
-            .parse()
-            .expect("PERSISTING_BENCH_OKAYWAL: a number of writers");
-        println!("entries/s: {:.0}", okaywal_per_s(dir, w));
-        return;
-    }
-    if let Ok(t) = std::env::var("PERSISTING_BENCH_TASKS") {
-        // one measurement only: N writer tasks on the async API
-        let t: usize = t
-            .parse()
-            .expect("PERSISTING_BENCH_TASKS: a number of tasks");
-        println!("entries/s: {:.0}", wal_tasks_per_s(dir, t));
-        return;
+    // one measurement only, for profiling and A/B runs of two builds
+    let single: [(&str, Measure); 3] = [
+        ("PERSISTING_BENCH_WRITERS", wal_always_per_s),
+        ("PERSISTING_BENCH_OKAYWAL", okaywal_per_s),
+        ("PERSISTING_BENCH_TASKS", wal_tasks_per_s),
+    ];
+    for (var, measure) in single {
+        if let Ok(n) = std::env::var(var) {
+            let n: usize = n
+                .parse()
+                .map_err(|e| format!("{var} takes a number of writers or tasks: {e}"))
+                .unwrap();
+            println!("entries/s: {:.0}", measure(dir, n));
+            return;
+        }
     }
     println!(
         "WAL comparison, {} s per timed run, in {}",
