@@ -1017,8 +1017,7 @@ impl LanceBucket {
     /// Tasks a commit of `rows` records writes its data files with: one per core, each
     /// writing a fragment that is not small (automatic compaction leaves it alone).
     fn write_parts(&self, rows: usize) -> usize {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (rows / self.small_rows()).clamp(1, cores)
+        (rows / self.small_rows()).clamp(1, crate::cores())
     }
 
     fn small_fragments(&self) -> usize {

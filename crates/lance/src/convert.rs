@@ -178,8 +178,7 @@ pub(crate) fn to_batches(
     state: &SchemaState,
     records: &[Record],
 ) -> Result<Vec<RecordBatch>> {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let parts = cores.min(records.len() / PART_ROWS_MIN).max(1);
+    let parts = crate::cores().min(records.len() / PART_ROWS_MIN).max(1);
     if parts == 1 {
         return Ok(vec![to_batch(schema, state, records)?]);
     }

@@ -55,6 +55,13 @@ pub use schema::{
 };
 pub use sums::SUMS_FILE;
 
+/// The cores this process may run on, asked of the system once (on Linux that reads
+/// the cgroup quota files): conversions and flushes split their work by it.
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
