@@ -7,7 +7,7 @@ use clap::Args;
 use persisting::lance::{DATASET_DIR, LanceBucket, LanceOptions};
 use persisting::{
     BackendStats, BucketSpec, PersistingBackend, PersistingOptions, QueueOptions, QueueSystem,
-    QueueWriter, Record, Registry, StorageBackend, StorageError, WAL_DIR,
+    QueueWriter, Record, Registry, StorageBackend, StorageError, WAL_DIR, bucket_dir_name,
 };
 
 use crate::CliResult;
@@ -15,9 +15,12 @@ use crate::CliResult;
 /// Where a command reads or writes, and with which backend.
 #[derive(Args, Debug)]
 pub struct BackendArgs {
-    /// A bucket's storage directory, or with --topic the queue's storage root.
+    /// A bucket's storage directory; a topic's directory (one holding bucket_0,
+    /// bucket_1, ...: what Pulsing writes for a queue given a storage_path); or with
+    /// --topic the root of topics.
     pub path: PathBuf,
-    /// Treat PATH as a queue root and work on this topic's buckets.
+    /// Treat PATH as a root of topics and work on {PATH}/{TOPIC}/bucket_{id} (Pulsing's
+    /// layout for a queue without a storage_path of its own).
     #[arg(long)]
     pub topic: Option<String>,
     /// Backend: persisting, lance or memory.
@@ -108,36 +111,77 @@ pub async fn read_only(dir: &Path) -> CliResult<LanceBucket> {
         .map_err(|e| e.to_string())
 }
 
+/// A topic PATH names: its name (for metrics labels) and its directory.
+struct TopicAt {
+    name: String,
+    dir: PathBuf,
+}
+
 impl BackendArgs {
-    /// The bucket directories PATH names (one, or every bucket of the topic).
-    pub fn bucket_dirs(&self) -> CliResult<Vec<PathBuf>> {
-        let Some(topic) = &self.topic else {
-            return Ok(vec![self.path.clone()]);
-        };
-        persisting::validate_topic(topic).map_err(|e| e.to_string())?;
-        let topic_dir = self.path.join(topic);
-        let n = existing_buckets(&topic_dir);
-        if n == 0 {
-            return Err(format!("no topic {topic:?} under {}", self.path.display()));
+    /// The topic PATH names, if it names one: `--topic T` is `{PATH}/{T}`, and a PATH
+    /// holding `bucket_0` is itself a topic's directory.
+    fn topic_at(&self) -> CliResult<Option<TopicAt>> {
+        match &self.topic {
+            Some(t) => {
+                let dir = QueueOptions::new(&self.path)
+                    .topic_dir(t)
+                    .map_err(|e| e.to_string())?;
+                Ok(Some(TopicAt {
+                    name: t.clone(),
+                    dir,
+                }))
+            }
+            None if self.path.join(bucket_dir_name(0)).is_dir() => {
+                let name = self
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .filter(|n| persisting::validate_topic(n).is_ok())
+                    .unwrap_or_else(|| "topic".to_owned());
+                Ok(Some(TopicAt {
+                    name,
+                    dir: self.path.clone(),
+                }))
+            }
+            None => Ok(None),
         }
-        Ok((0..n)
-            .map(|b| topic_dir.join(format!("bucket_{b}")))
-            .collect())
     }
 
-    async fn open_topic(&self, topic: &str, metrics: bool, must_exist: bool) -> CliResult<Opened> {
-        persisting::validate_topic(topic).map_err(|e| e.to_string())?;
-        let topic_dir = self.path.join(topic);
+    /// The bucket directories PATH names (one, or every bucket of the topic).
+    pub fn bucket_dirs(&self) -> CliResult<Vec<PathBuf>> {
+        let Some(topic) = self.topic_at()? else {
+            return Ok(vec![self.path.clone()]);
+        };
+        let n = existing_buckets(&topic.dir);
+        if n == 0 {
+            return Err(format!(
+                "no topic {:?}: no bucket directories in {}",
+                topic.name,
+                topic.dir.display()
+            ));
+        }
+        Ok((0..n).map(|b| topic.dir.join(bucket_dir_name(b))).collect())
+    }
+
+    async fn open_topic(
+        &self,
+        topic: TopicAt,
+        metrics: bool,
+        must_exist: bool,
+    ) -> CliResult<Opened> {
+        let TopicAt {
+            name: topic,
+            dir: topic_dir,
+        } = topic;
         let existing = existing_buckets(&topic_dir);
         if must_exist && existing == 0 {
             return Err(format!(
-                "no topic {topic:?} under {} (no bucket directories in {})",
-                self.path.display(),
+                "no topic {topic:?}: no bucket directories in {}",
                 topic_dir.display()
             ));
         }
         let wal_present =
-            (0..existing).any(|b| topic_dir.join(format!("bucket_{b}/{WAL_DIR}")).is_dir());
+            (0..existing).any(|b| topic_dir.join(bucket_dir_name(b)).join(WAL_DIR).is_dir());
         let num_buckets = match self.buckets {
             Some(n) if existing > 0 && n != existing => {
                 return Err(format!(
@@ -149,15 +193,15 @@ impl BackendArgs {
             None => 4,
         };
         let opts = QueueOptions {
-            storage_path: self.path.clone(),
             backend: self.backend.clone(),
             num_buckets,
             bucket_column: self.bucket_column.clone(),
             backend_options: options_map(self, wal_present, metrics)?,
+            ..QueueOptions::at(topic_dir)
         };
         let system = QueueSystem::new();
         let writer = system
-            .write_queue(topic, opts)
+            .write_queue(&topic, opts)
             .await
             .map_err(|e| e.to_string())?;
         Ok(Opened::Topic(Box::new(writer)))
@@ -180,7 +224,7 @@ impl BackendArgs {
 
     /// Opens for writing (creating the bucket or topic if needed).
     pub async fn open_for_write(&self, metrics: bool) -> CliResult<Opened> {
-        match &self.topic {
+        match self.topic_at()? {
             Some(t) => self.open_topic(t, metrics, false).await,
             None => Ok(Opened::Bucket(self.open_bucket(metrics).await?)),
         }
@@ -189,7 +233,7 @@ impl BackendArgs {
     /// Opens an existing bucket or topic for reading. A bucket another process holds
     /// is read from its committed Lance data.
     pub async fn open_for_read(&self, metrics: bool) -> CliResult<Opened> {
-        if let Some(t) = &self.topic {
+        if let Some(t) = self.topic_at()? {
             return self.open_topic(t, metrics, true).await;
         }
         read_only_check(&self.path)?;

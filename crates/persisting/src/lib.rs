@@ -48,11 +48,13 @@ pub use backend::{BackendStats, StorageBackend, record_stream};
 pub use bucket::{LOCK_FILE, LanceBackend, PersistingBackend, WAL_DIR};
 pub use error::{Result, StorageError, WALError};
 pub use memory::MemoryBackend;
-pub use metrics::{DURATION_BUCKETS, MetricsEndpoint, serve_metrics};
+pub use metrics::{
+    DURATION_BUCKETS, MetricsEndpoint, MetricsRecorder, install_metrics_recorder, serve_metrics,
+};
 pub use options::{KNOWN_OPTIONS, PersistingOptions};
 pub use queue::{
     Assignment, BackendFactory, BucketSpec, QueueOptions, QueueReader, QueueSystem, QueueWriter,
-    Registry, Topic, bucket_path, python_str, validate_topic,
+    Registry, Topic, bucket_dir_name, bucket_path, python_str, validate_topic,
 };
 
 pub use persisting_codec as codec;

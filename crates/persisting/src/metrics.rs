@@ -197,3 +197,34 @@ pub fn serve_metrics(addr: SocketAddr) -> Result<MetricsEndpoint> {
         .map_err(|e| failed(&e))?;
     Ok(MetricsEndpoint { addr, handle })
 }
+
+/// The process-wide Prometheus recorder installed without an HTTP endpoint (see
+/// [`install_metrics_recorder`]): its exposition text is read in-process.
+#[derive(Clone, Debug)]
+pub struct MetricsRecorder {
+    handle: PrometheusHandle,
+}
+
+impl MetricsRecorder {
+    /// The exposition text a scrape would return now.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+}
+
+/// Installs the process-wide `metrics` recorder, like [`serve_metrics`] but serving
+/// nothing: for programs that read their metrics in-process (the Python package's
+/// `get_metrics()`). Fails if a recorder is already installed in this process.
+pub fn install_metrics_recorder() -> Result<MetricsRecorder> {
+    let failed = |e: &dyn std::fmt::Display| StorageError::Metrics(format!("in-process: {e}"));
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_duration_seconds".to_owned()),
+            &DURATION_BUCKETS,
+        )
+        .map_err(|e| failed(&e))?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|e| failed(&e))?;
+    Ok(MetricsRecorder { handle })
+}

@@ -4,9 +4,11 @@
 //! Invariants:
 //! - a record goes to bucket `md5(str(record[bucket_column])) % num_buckets`, the bucket
 //!   the Python queue picks, so data written here lands where its readers look;
+//! - buckets live where Pulsing puts them: `{storage_path}/bucket_{id}` when the queue
+//!   is given a `storage_path`, `{base_storage_path}/{topic}/bucket_{id}` otherwise, so
+//!   a topic written from Python is read here and back;
 //! - a topic is a single path component: names with separators, `..`, `.` or NUL are
-//!   refused, so bucket directories `{storage_path}/{topic}/bucket_{id}` never escape
-//!   the storage root;
+//!   refused, so bucket directories under `base_storage_path` never escape it;
 //! - within one [`QueueSystem`], a topic's writer and readers share the same bucket
 //!   instances, so a blocked reader sees a put at once.
 
@@ -31,7 +33,7 @@ use crate::options::PersistingOptions;
 pub struct BucketSpec {
     /// The bucket.
     pub bucket_id: u64,
-    /// Its directory: `{storage_path}/{topic}/bucket_{id}`.
+    /// Its directory (see [`QueueOptions::topic_dir`]).
     pub storage_path: PathBuf,
     /// The queue's `backend_options`.
     pub options: serde_json::Map<String, Json>,
@@ -135,8 +137,12 @@ impl Registry {
 /// Options of a queue topic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueOptions {
-    /// Root directory of all topics.
-    pub storage_path: PathBuf,
+    /// The topic's own directory, Pulsing's `storage_path`: buckets are
+    /// `{storage_path}/bucket_{id}`. `None`: `{base_storage_path}/{topic}`.
+    pub storage_path: Option<PathBuf>,
+    /// Root of the topics without a `storage_path` of their own (Pulsing's
+    /// `./queue_storage`).
+    pub base_storage_path: PathBuf,
     /// Backend name in the registry (default `memory`).
     pub backend: String,
     /// Buckets per topic (default 4).
@@ -148,15 +154,38 @@ pub struct QueueOptions {
 }
 
 impl QueueOptions {
-    /// Defaults under `storage_path`.
-    pub fn new(storage_path: impl Into<PathBuf>) -> Self {
+    /// Defaults, with every topic under `base_storage_path`
+    /// (`{base_storage_path}/{topic}/bucket_{id}`).
+    pub fn new(base_storage_path: impl Into<PathBuf>) -> Self {
         Self {
-            storage_path: storage_path.into(),
+            storage_path: None,
+            base_storage_path: base_storage_path.into(),
             backend: "memory".to_owned(),
             num_buckets: 4,
             bucket_column: "id".to_owned(),
             backend_options: serde_json::Map::new(),
         }
+    }
+
+    /// Defaults, with the topic's buckets directly in `storage_path`
+    /// (`{storage_path}/bucket_{id}`), as Pulsing does when a queue is given a
+    /// `storage_path`.
+    pub fn at(storage_path: impl Into<PathBuf>) -> Self {
+        let storage_path = storage_path.into();
+        Self {
+            storage_path: Some(storage_path.clone()),
+            ..Self::new(storage_path)
+        }
+    }
+
+    /// The directory holding `topic`'s buckets: `storage_path` when set, else
+    /// `{base_storage_path}/{topic}` (the topic checked to be one plain name).
+    pub fn topic_dir(&self, topic: &str) -> Result<PathBuf> {
+        validate_topic(topic)?;
+        Ok(match &self.storage_path {
+            Some(dir) => dir.clone(),
+            None => self.base_storage_path.join(topic),
+        })
     }
 }
 
@@ -180,10 +209,18 @@ pub fn validate_topic(topic: &str) -> Result<()> {
     }
 }
 
-/// The bucket directory of a topic, checked to lie under the storage root.
-pub fn bucket_path(storage_path: &Path, topic: &str, bucket_id: u32) -> Result<PathBuf> {
+/// The bucket directory of a topic under a root of topics
+/// (`{base_storage_path}/{topic}/bucket_{id}`), checked to lie under the root.
+pub fn bucket_path(base_storage_path: &Path, topic: &str, bucket_id: u32) -> Result<PathBuf> {
     validate_topic(topic)?;
-    Ok(storage_path.join(topic).join(format!("bucket_{bucket_id}")))
+    Ok(base_storage_path
+        .join(topic)
+        .join(bucket_dir_name(bucket_id)))
+}
+
+/// The name of bucket `bucket_id`'s directory in its topic's directory.
+pub fn bucket_dir_name(bucket_id: u32) -> String {
+    format!("bucket_{bucket_id}")
 }
 
 /// `str(value)` as Python prints it, for the values that pick buckets: strings and
@@ -241,7 +278,7 @@ impl QueueSystem {
     }
 
     async fn topic(&self, topic: &str, opts: &QueueOptions) -> Result<Topic> {
-        validate_topic(topic)?;
+        let dir = opts.topic_dir(topic)?;
         if opts.num_buckets == 0 {
             return Err(StorageError::invalid(
                 "num_buckets",
@@ -249,7 +286,7 @@ impl QueueSystem {
                 "must be at least 1",
             ));
         }
-        let key = (opts.storage_path.clone(), topic.to_owned());
+        let key = (dir.clone(), topic.to_owned());
         if let Some(t) = self
             .topics
             .lock()
@@ -263,7 +300,7 @@ impl QueueSystem {
         for id in 0..opts.num_buckets {
             let spec = BucketSpec {
                 bucket_id: u64::from(id),
-                storage_path: bucket_path(&opts.storage_path, topic, id)?,
+                storage_path: dir.join(bucket_dir_name(id)),
                 options: opts.backend_options.clone(),
                 topic: topic.to_owned(),
             };

@@ -1,0 +1,36 @@
+"""Persisting: durable storage backends for Pulsing's distributed queue.
+
+``import persisting as pst`` and register a backend with Pulsing::
+
+    from pulsing.streaming import register_backend
+    register_backend("persisting", pst.queue.PersistingBackend)
+
+The storage engine is Rust (a segmented, checksummed WAL in front of Lance datasets);
+this package is its Python face.
+"""
+
+from __future__ import annotations
+
+from . import queue
+from ._native import __version__
+from .errors import (
+    BucketLockedError,
+    InvalidOptionError,
+    SchemaError,
+    StorageError,
+    WALError,
+)
+from .queue import LanceBackend, PersistingBackend, StorageBackend
+
+__all__ = [
+    "queue",
+    "LanceBackend",
+    "PersistingBackend",
+    "StorageBackend",
+    "StorageError",
+    "WALError",
+    "InvalidOptionError",
+    "SchemaError",
+    "BucketLockedError",
+    "__version__",
+]

@@ -1,0 +1,36 @@
+"""Exceptions raised by Persisting.
+
+Every storage failure is a :class:`StorageError`; its message is the Rust error's,
+which names what failed (path, offset, segment, option and value).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "StorageError",
+    "WALError",
+    "InvalidOptionError",
+    "SchemaError",
+    "BucketLockedError",
+]
+
+
+class StorageError(Exception):
+    """Base exception of storage operations."""
+
+
+class WALError(StorageError):
+    """The write-ahead log failed, is damaged, or lacks records Lance does not hold."""
+
+
+class InvalidOptionError(StorageError, ValueError):
+    """An option with a value it cannot take; the message names the option."""
+
+
+class SchemaError(StorageError, TypeError):
+    """A batch whose field types conflict with the bucket's columns; nothing of it is
+    stored."""
+
+
+class BucketLockedError(StorageError):
+    """Another backend, in this process or another, has the bucket open for writing."""

@@ -1,0 +1,361 @@
+//! `persisting._native.Bucket`: one bucket's facade backend behind asyncio awaitables.
+//!
+//! Invariants (see the crate docs for the runtime's): writes run as tasks of the
+//! runtime and finish even when their awaitable is cancelled; reads and waits are
+//! plain futures, dropped with their awaitable; a waiting read is woken by the
+//! bucket's count channel (a put publishes to it), never by polling.
+
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use persisting::{PersistingBackend, StorageBackend, StorageError};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use tokio::task::JoinHandle;
+
+use crate::convert::{self, Records};
+use crate::errors::{self, Kind};
+use crate::metrics;
+use crate::options;
+
+/// The runtime every bucket of the process runs on (pyo3-async-runtimes' own).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    pyo3_async_runtimes::tokio::get_runtime()
+}
+
+/// Awaits a write task: the task runs to its end whatever happens to the awaitable.
+async fn finish<T: Send + 'static>(task: JoinHandle<Result<T, StorageError>>) -> PyResult<T> {
+    match task.await {
+        Ok(result) => result.map_err(errors::storage),
+        Err(e) => Err(PyRuntimeError::new_err(format!(
+            "a storage task did not finish: {e}"
+        ))),
+    }
+}
+
+/// One bucket of a queue topic, opened for writing (holds the bucket's lock).
+#[pyclass(module = "persisting._native", frozen)]
+pub(crate) struct Bucket {
+    /// The open backend; `None` once closed (the handle is dropped then, so the
+    /// bucket's lock is released when the last running call ends).
+    backend: Mutex<Option<PersistingBackend>>,
+    bucket_id: u64,
+    topic: String,
+    kind: String,
+    metrics: bool,
+}
+
+impl Bucket {
+    /// Takes the backend out: later calls raise `StorageError` (closed).
+    fn take(&self) -> Option<PersistingBackend> {
+        self.backend
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// The open backend, or `StorageError` once closed.
+    fn open(&self) -> PyResult<PersistingBackend> {
+        self.backend
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| {
+                errors::storage(StorageError::Closed {
+                    bucket_id: self.bucket_id,
+                })
+            })
+    }
+}
+
+#[pymethods]
+impl Bucket {
+    /// Opens (creating if needed, recovering the WAL) the bucket at `storage_path`
+    /// with `options` (known option names only). `kind` is `"lance"` or
+    /// `"persisting"`, reported by `stats()`.
+    #[new]
+    #[pyo3(signature = (bucket_id, storage_path, options, kind))]
+    fn new(
+        py: Python<'_>,
+        bucket_id: u64,
+        storage_path: PathBuf,
+        options: &Bound<'_, PyDict>,
+        kind: String,
+    ) -> PyResult<Self> {
+        let text = storage_path.to_string_lossy();
+        if text.is_empty() {
+            return Err(
+                Kind::InvalidOption.err("invalid option storage_path = '': must name a directory")
+            );
+        }
+        if text.contains("://") {
+            return Err(Kind::InvalidOption.err(format!(
+                "invalid option storage_path = {text:?}: object-store URIs are not supported; give a local directory"
+            )));
+        }
+        // the metrics label: the bucket's parent directory, the topic in Pulsing's
+        // default layout ({base}/{topic}/bucket_{id})
+        let topic = storage_path
+            .parent()
+            .and_then(|p| p.file_name())
+            .map_or_else(
+                || "default".to_owned(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+        let asked = options::parse(options, topic.clone())?;
+        let metrics = asked.opts.enable_metrics;
+        if metrics {
+            metrics::ensure(asked.metrics_addr)?;
+        } else if let Some(addr) = asked.metrics_addr {
+            return Err(Kind::InvalidOption.err(format!(
+                "invalid option metrics_addr = {addr}: metrics are off (enable_metrics=False)"
+            )));
+        }
+        let opts = asked.opts;
+        let backend = py
+            .detach(|| runtime().block_on(PersistingBackend::open(bucket_id, &storage_path, opts)))
+            .map_err(errors::storage)?;
+        Ok(Self {
+            backend: Mutex::new(Some(backend)),
+            bucket_id,
+            topic,
+            kind,
+            metrics,
+        })
+    }
+
+    /// Acknowledged records (buffer + persisted). Cheap: called before every put.
+    fn total_count(&self) -> PyResult<u64> {
+        Ok(self.open()?.total_count())
+    }
+
+    /// Stores `records` (a list of dicts) as one unit; an awaitable. The batch is
+    /// converted before anything is stored: a bad value raises and stores nothing.
+    fn put_batch<'py>(
+        &self,
+        py: Python<'py>,
+        records: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let records = convert::records(records)?;
+        let backend = self.open()?;
+        let task = runtime().spawn(async move { backend.put_batch(records).await });
+        pyo3_async_runtimes::tokio::future_into_py(py, finish(task))
+    }
+
+    /// Stores one record (a dict); an awaitable.
+    fn put<'py>(&self, py: Python<'py>, record: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let record = convert::record(record, 0)?;
+        let backend = self.open()?;
+        let task = runtime().spawn(async move { backend.put(record).await });
+        pyo3_async_runtimes::tokio::future_into_py(py, finish(task))
+    }
+
+    /// Records `[offset, offset + limit)` clipped to what exists (`limit=None`: to the
+    /// end); an awaitable of a list of dicts.
+    #[pyo3(signature = (offset, limit=None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        offset: u64,
+        limit: Option<usize>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let backend = self.open()?;
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            backend
+                .get(offset, limit)
+                .await
+                .map(Records)
+                .map_err(errors::storage)
+        })
+    }
+
+    /// Up to `limit` records from `offset`; when there are none yet and `wait` is
+    /// true, waits until a put makes one visible (at most `timeout` seconds when it is
+    /// given and positive), then reads. An empty list means nothing came.
+    #[pyo3(signature = (offset, limit, wait=false, timeout=None))]
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        offset: u64,
+        limit: usize,
+        wait: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let bound = match timeout {
+            Some(t) if t.is_nan() || t < 0.0 => {
+                return Err(PyValueError::new_err(format!(
+                    "timeout must be a number of seconds of at least 0, not {t}"
+                )));
+            }
+            Some(t) if t > 0.0 => Some(Duration::try_from_secs_f64(t).map_err(|e| {
+                PyValueError::new_err(format!("timeout {t} is not a duration: {e}"))
+            })?),
+            _ => None,
+        };
+        let backend = self.open()?;
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let first = backend
+                .get(offset, Some(limit))
+                .await
+                .map_err(errors::storage)?;
+            if !first.is_empty() || !wait || limit == 0 {
+                return Ok(Records(first));
+            }
+            let mut count = backend.subscribe();
+            // true once a put made a record at `offset` visible; false if the bucket
+            // closed (the guard the wait returns is not kept across an await)
+            let arrived = async { count.wait_for(|c| *c > offset).await.is_ok() };
+            let arrived = match bound {
+                Some(d) => tokio::time::timeout(d, arrived).await.unwrap_or(false),
+                None => arrived.await,
+            };
+            if !arrived {
+                return Ok(Records(Vec::new()));
+            }
+            backend
+                .get(offset, Some(limit))
+                .await
+                .map(Records)
+                .map_err(errors::storage)
+        })
+    }
+
+    /// Makes the buffered records a durable Lance commit; an awaitable.
+    fn flush<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let backend = self.open()?;
+        let task = runtime().spawn(async move { backend.flush().await });
+        pyo3_async_runtimes::tokio::future_into_py(py, finish(task))
+    }
+
+    /// Flushes, then merges small Lance fragments; an awaitable.
+    fn compact<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let backend = self.open()?;
+        let task = runtime().spawn(async move { backend.compact().await });
+        pyo3_async_runtimes::tokio::future_into_py(py, finish(task))
+    }
+
+    /// Flushes and closes: waiting reads end, later calls raise, and the bucket's
+    /// lock is released once no call is running; an awaitable.
+    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let taken = self.take();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            match taken {
+                Some(backend) => {
+                    finish(runtime().spawn(async move { backend.close().await })).await
+                }
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// [`Bucket::close`] for code without an event loop: blocks, GIL released.
+    fn close_sync(&self, py: Python<'_>) -> PyResult<()> {
+        match self.take() {
+            Some(backend) => py
+                .detach(|| runtime().block_on(async move { backend.close().await }))
+                .map_err(errors::storage),
+            None => Ok(()),
+        }
+    }
+
+    /// Statistics as plain Python values; an awaitable of a dict.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let backend = self.open()?;
+        let kind = self.kind.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let stats = backend.stats().await.map_err(errors::storage)?;
+            let mut json = serde_json::to_value(&stats)
+                .map_err(|e| PyRuntimeError::new_err(format!("stats: {e}")))?;
+            if let Some(map) = json.as_object_mut() {
+                // the keys of Pulsing's memory backend beside the seed's
+                map.insert("buffer_size".to_owned(), stats.buffer_count.into());
+                map.insert("backend".to_owned(), kind.into());
+            }
+            Ok(Json(json))
+        })
+    }
+
+    /// This bucket's Prometheus samples by metric name (empty without
+    /// `enable_metrics`), plus where they are served.
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        if !self.metrics {
+            return Ok(dict);
+        }
+        for (name, value) in metrics::samples(&self.topic, self.bucket_id) {
+            dict.set_item(name, value)?;
+        }
+        Ok(dict)
+    }
+
+    /// The address the process serves Prometheus metrics on, if it does.
+    #[staticmethod]
+    fn metrics_addr() -> Option<String> {
+        metrics::served_on().map(|a| a.to_string())
+    }
+
+    /// The `topic` label of this bucket's metrics.
+    #[getter]
+    fn metrics_topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The options in force, by name.
+    fn options<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let backend = self.open()?;
+        let o = backend.options();
+        let dict = PyDict::new(py);
+        dict.set_item("batch_size", o.batch_size)?;
+        dict.set_item("flush_threshold", o.flush_threshold)?;
+        dict.set_item("enable_wal", o.enable_wal)?;
+        dict.set_item("compression", o.compression.name())?;
+        dict.set_item("enable_metrics", o.enable_metrics)?;
+        dict.set_item("wal_sync_interval", o.wal_sync_interval.as_secs_f64())?;
+        dict.set_item("max_wal_size", o.max_wal_size)?;
+        dict.set_item("target_rows_per_fragment", o.target_rows_per_fragment)?;
+        Ok(dict)
+    }
+}
+
+/// A JSON value on its way to Python (dicts, lists, numbers, strings, None).
+struct Json(serde_json::Value);
+
+fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
+    use serde_json::Value as J;
+    Ok(match v {
+        J::Null => py.None().into_bound(py),
+        J::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
+        J::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => i.into_pyobject(py)?.into_any(),
+            (None, Some(u)) => u.into_pyobject(py)?.into_any(),
+            _ => n.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any(),
+        },
+        J::String(s) => s.into_pyobject(py)?.into_any(),
+        J::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(json_to_py(py, item)?)?;
+            }
+            list.into_any()
+        }
+        J::Object(map) => {
+            let dict = PyDict::new(py);
+            for (k, item) in map {
+                dict.set_item(k, json_to_py(py, item)?)?;
+            }
+            dict.into_any()
+        }
+    })
+}
+
+impl<'py> IntoPyObject<'py> for Json {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        json_to_py(py, &self.0)
+    }
+}

@@ -1,0 +1,257 @@
+//! Python objects to records and back, in Rust, without a JSON detour.
+//!
+//! | Python | record value |
+//! |---|---|
+//! | `None` | `Null` |
+//! | `bool` (checked before `int`) | `Bool` |
+//! | `int` within 64 bits | `Int` (a larger one raises `OverflowError`) |
+//! | `float` | `Float` (NaN and infinities kept) |
+//! | `str` | `String` |
+//! | `bytes` | `Bytes` |
+//! | `list` | `List` |
+//! | `dict` with `str` keys | `Map` |
+//!
+//! Invariants:
+//! - every type above converts back to the same Python type and value, so a dict
+//!   written reads back equal (field order kept);
+//! - anything else (a tuple, a set, a `datetime`, a non-`str` key, …) raises
+//!   `TypeError` naming the record's index in its batch and the field path
+//!   (`meta.tags[2]`); a batch converts whole or not at all;
+//! - field names are interned per thread on the way in (records of one batch share one
+//!   allocation per name) and each distinct name object is made once per batch on the
+//!   way out.
+
+use std::sync::Arc;
+
+use persisting::{Record, Value};
+use pyo3::exceptions::{PyOverflowError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
+
+/// What a value of a field could not be.
+enum Refusal {
+    /// A type with no record value.
+    Type(String),
+    /// An `int` outside 64 bits.
+    Overflow(String),
+    /// A dict key that is not a `str`.
+    Key(String),
+}
+
+/// A refusal and the path to the value refused, innermost step first.
+struct Refused {
+    why: Refusal,
+    path: Vec<String>,
+}
+
+impl Refused {
+    fn at(mut self, step: String) -> Self {
+        self.path.push(step);
+        self
+    }
+
+    fn into_err(self, record: usize) -> PyErr {
+        let mut path = String::new();
+        for step in self.path.iter().rev() {
+            if !step.starts_with('[') && !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(step);
+        }
+        let place = if path.is_empty() {
+            format!("record {record}")
+        } else {
+            format!("record {record}, field {path:?}")
+        };
+        match self.why {
+            Refusal::Type(t) => PyTypeError::new_err(format!(
+                "{place}: a value of type {t} cannot be stored (supported: None, bool, int, float, str, bytes, list, dict with str keys)"
+            )),
+            Refusal::Overflow(v) => PyOverflowError::new_err(format!(
+                "{place}: the integer {v} does not fit in 64 bits (from -2**63 to 2**63-1)"
+            )),
+            Refusal::Key(t) => {
+                PyTypeError::new_err(format!("{place}: a field name must be a str, not {t}"))
+            }
+        }
+    }
+}
+
+fn type_name(ob: &Bound<'_, PyAny>) -> String {
+    ob.get_type()
+        .name()
+        .map_or_else(|_| "?".to_owned(), |n| n.to_string())
+}
+
+fn refuse(why: Refusal) -> Refused {
+    Refused {
+        why,
+        path: Vec::new(),
+    }
+}
+
+fn value(ob: &Bound<'_, PyAny>) -> Result<Value, Refused> {
+    if ob.is_none() {
+        return Ok(Value::Null);
+    }
+    if let Ok(b) = ob.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if let Ok(s) = ob.cast::<PyString>() {
+        let text = s
+            .to_str()
+            .map_err(|_| refuse(Refusal::Type("str with lone surrogates".to_owned())))?;
+        return Ok(Value::String(text.into()));
+    }
+    if ob.is_instance_of::<PyInt>() {
+        return ob
+            .extract::<i64>()
+            .map(Value::Int)
+            .map_err(|_| refuse(Refusal::Overflow(ob.to_string())));
+    }
+    if let Ok(f) = ob.cast::<PyFloat>() {
+        return Ok(Value::Float(f.value()));
+    }
+    if let Ok(b) = ob.cast::<PyBytes>() {
+        return Ok(Value::Bytes(b.as_bytes().to_vec()));
+    }
+    if let Ok(list) = ob.cast::<PyList>() {
+        let mut items = Vec::with_capacity(list.len());
+        for (i, item) in list.iter().enumerate() {
+            items.push(value(&item).map_err(|r| r.at(format!("[{i}]")))?);
+        }
+        return Ok(Value::List(items));
+    }
+    if let Ok(dict) = ob.cast::<PyDict>() {
+        return map(dict).map(Value::Map);
+    }
+    Err(refuse(Refusal::Type(type_name(ob))))
+}
+
+fn map(dict: &Bound<'_, PyDict>) -> Result<Record, Refused> {
+    let mut record = Record::with_capacity(dict.len());
+    for (k, v) in dict.iter() {
+        let Ok(key) = k.cast::<PyString>() else {
+            return Err(refuse(Refusal::Key(type_name(&k))));
+        };
+        let name = key
+            .to_str()
+            .map_err(|_| refuse(Refusal::Key("str with lone surrogates".to_owned())))?;
+        let v = value(&v).map_err(|r| r.at(name.to_owned()))?;
+        record.insert(name, v);
+    }
+    Ok(record)
+}
+
+/// One record from a dict; `index` names it in errors.
+pub(crate) fn record(ob: &Bound<'_, PyAny>, index: usize) -> PyResult<Record> {
+    let dict = ob.cast::<PyDict>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "record {index}: a record must be a dict, not {}",
+            type_name(ob)
+        ))
+    })?;
+    map(dict).map_err(|r| r.into_err(index))
+}
+
+/// A batch of records from a list of dicts, whole or not at all.
+pub(crate) fn records(ob: &Bound<'_, PyAny>) -> PyResult<Vec<Record>> {
+    let list = ob.cast::<PyList>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "records must be a list of dicts, not {}",
+            type_name(ob)
+        ))
+    })?;
+    let mut out = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        out.push(record(&item, i)?);
+    }
+    Ok(out)
+}
+
+/// The Python `str` of each field name met while building one result, so each
+/// distinct name is made once (records read together share their names' `Arc`).
+#[derive(Default)]
+struct Names {
+    seen: Vec<(Arc<str>, Py<PyString>)>,
+}
+
+/// Distinct names remembered per result; past this, names are made per field.
+const NAMES_MAX: usize = 256;
+
+impl Names {
+    fn get<'py>(&mut self, py: Python<'py>, name: &Arc<str>) -> Bound<'py, PyString> {
+        if let Some((_, s)) = self
+            .seen
+            .iter()
+            .find(|(n, _)| Arc::ptr_eq(n, name) || **n == **name)
+        {
+            return s.bind(py).clone();
+        }
+        let s = PyString::new(py, name);
+        if self.seen.len() < NAMES_MAX {
+            self.seen.push((Arc::clone(name), s.clone().unbind()));
+        }
+        s
+    }
+}
+
+fn value_to_py<'py>(py: Python<'py>, v: &Value, names: &mut Names) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Value::Int(i) => i.into_pyobject(py)?.into_any(),
+        Value::Float(f) => PyFloat::new(py, *f).into_any(),
+        Value::String(s) => PyString::new(py, s).into_any(),
+        Value::Bytes(b) => PyBytes::new(py, b).into_any(),
+        Value::List(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(value_to_py(py, item, names)?)?;
+            }
+            list.into_any()
+        }
+        Value::Map(r) => record_to_py(py, r, names)?.into_any(),
+    })
+}
+
+fn record_to_py<'py>(
+    py: Python<'py>,
+    r: &Record,
+    names: &mut Names,
+) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (name, v) in r.iter_shared() {
+        dict.set_item(names.get(py, name), value_to_py(py, v, names)?)?;
+    }
+    Ok(dict)
+}
+
+/// Records on their way to Python: a `list` of `dict`s, built when the result is
+/// handed to the event loop.
+pub(crate) struct Records(pub(crate) Vec<Record>);
+
+impl<'py> IntoPyObject<'py> for Records {
+    type Target = PyList;
+    type Output = Bound<'py, PyList>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut names = Names::default();
+        let list = PyList::empty(py);
+        for r in &self.0 {
+            list.append(record_to_py(py, r, &mut names)?)?;
+        }
+        Ok(list)
+    }
+}
+
+/// Converts `records` (a list of dicts) to records and back: what a put and a read
+/// do to a batch at the boundary, without storage. For tests and benchmarks.
+#[pyfunction]
+pub(crate) fn round_trip<'py>(
+    py: Python<'py>,
+    records: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    Records(self::records(records)?).into_pyobject(py)
+}

@@ -1,0 +1,85 @@
+//! Rust errors as the Python exceptions of `persisting.errors`.
+//!
+//! The exception classes are defined in Python (so `WALError` subclasses
+//! `StorageError` and `InvalidOptionError` is also a `ValueError`); this module looks
+//! them up once and raises them with the Rust error's message, which names what failed.
+
+use persisting::StorageError;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyType;
+
+/// The Python exception classes, by name in `persisting.errors`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Kind {
+    /// `StorageError`: any storage failure.
+    Storage,
+    /// `WALError(StorageError)`: the write-ahead log failed or is damaged.
+    Wal,
+    /// `InvalidOptionError(StorageError, ValueError)`: a bad option value.
+    InvalidOption,
+    /// `SchemaError(StorageError, TypeError)`: a batch conflicts with the bucket's
+    /// schema.
+    Schema,
+    /// `BucketLockedError(StorageError)`: another handle or process writes the bucket.
+    Locked,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Storage => "StorageError",
+            Kind::Wal => "WALError",
+            Kind::InvalidOption => "InvalidOptionError",
+            Kind::Schema => "SchemaError",
+            Kind::Locked => "BucketLockedError",
+        }
+    }
+
+    /// The exception class, looked up in `persisting.errors` once per process.
+    fn class(self, py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
+        static CLASSES: [PyOnceLock<Py<PyType>>; 5] = [
+            PyOnceLock::new(),
+            PyOnceLock::new(),
+            PyOnceLock::new(),
+            PyOnceLock::new(),
+            PyOnceLock::new(),
+        ];
+        let cell = &CLASSES[self as usize];
+        let class = cell.get_or_try_init(py, || -> PyResult<Py<PyType>> {
+            let module = py.import("persisting.errors")?;
+            Ok(module.getattr(self.name())?.cast_into::<PyType>()?.unbind())
+        })?;
+        Ok(class.bind(py).clone())
+    }
+
+    /// An exception of this class with `message`.
+    pub(crate) fn err(self, message: impl Into<String>) -> PyErr {
+        let message = message.into();
+        Python::attach(|py| match self.class(py) {
+            Ok(class) => PyErr::from_type(class, message),
+            Err(e) => PyRuntimeError::new_err(format!(
+                "{message} (and persisting.errors.{} could not be loaded: {e})",
+                self.name()
+            )),
+        })
+    }
+}
+
+/// The kind of Python exception a storage error is raised as.
+fn kind_of(e: &StorageError) -> Kind {
+    match e {
+        StorageError::Wal(_) | StorageError::WalGap { .. } => Kind::Wal,
+        StorageError::InvalidOption { .. } => Kind::InvalidOption,
+        StorageError::Lance(persisting::lance::Error::SchemaConflict { .. }) => Kind::Schema,
+        StorageError::Lance(persisting::lance::Error::InvalidOption { .. }) => Kind::InvalidOption,
+        StorageError::Locked { .. } => Kind::Locked,
+        _ => Kind::Storage,
+    }
+}
+
+/// A storage error as its Python exception, with the Rust message.
+pub(crate) fn storage(e: StorageError) -> PyErr {
+    kind_of(&e).err(e.to_string())
+}

@@ -1,0 +1,35 @@
+//! The native half of the Python package `persisting` (`persisting._native`).
+//!
+//! The Python classes in `persisting/queue.py` (`LanceBackend`, `PersistingBackend`)
+//! are thin: each holds one [`bucket::Bucket`], which owns a facade
+//! [`persisting::PersistingBackend`] and turns its futures into asyncio awaitables.
+//!
+//! Invariants:
+//! - no Rust work runs on the event loop's thread with the GIL held beyond converting
+//!   Python objects to records (which needs the GIL) and back: storage work runs on the
+//!   extension's tokio runtime, and blocking calls (open, the sync `close`) release the
+//!   GIL;
+//! - a write (`put_batch`, `flush`, `compact`, `close`) runs to its end on the runtime
+//!   even if the awaiting Python task is cancelled, so a cancelled await never leaves a
+//!   batch half-written; reads and waits are dropped when their awaitable is
+//!   cancelled, so a cancelled stream leaves nothing running;
+//! - a batch is converted whole before any of it is stored: a value that cannot be
+//!   stored raises (naming the record and field) and stores nothing.
+
+mod bucket;
+mod convert;
+mod errors;
+mod metrics;
+mod options;
+
+use pyo3::prelude::*;
+
+/// The extension module `persisting._native`.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<bucket::Bucket>()?;
+    m.add("KNOWN_OPTIONS", persisting::KNOWN_OPTIONS.to_vec())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(convert::round_trip, m)?)?;
+    Ok(())
+}
