@@ -6,12 +6,14 @@
 #     protobuf-compiler, so not installed with it here): Lance's build needs both;
 #   - promtool (Debian prometheus), which checks the metrics endpoint's exposition text
 #     in the tests; if it cannot be installed, those checks say so and are skipped;
-#   - a Python virtual environment with pylance, for the compatibility tests and the
-#     benchmarks against pylance, at $PERSISTING_VENV (default
+#   - a Python virtual environment with pylance (compatibility tests, benchmarks
+#     against pylance), Pulsing 0.1.2, pytest and maturin (the Python package's
+#     tests and build), at $PERSISTING_VENV (default
 #     $HOME/.cache/persisting/venv, outside the clone so it survives fresh clones).
 set -euo pipefail
 
 PYLANCE_VERSION="14.0.2"
+PULSING_VERSION="0.1.2"
 VENV="${PERSISTING_VENV:-$HOME/.cache/persisting/venv}"
 
 # protobuf's well-known types, where protoc looks for them by default
@@ -58,9 +60,22 @@ if command -v promtool >/dev/null 2>&1; then
     echo "setup: $(promtool --version 2>&1 | head -1) ready"
 fi
 
-if ! "$VENV/bin/python" -c "import lance, sys; sys.exit(lance.__version__ != '$PYLANCE_VERSION')" 2>/dev/null; then
-    echo "setup: installing pylance $PYLANCE_VERSION into $VENV"
-    python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "pylance==$PYLANCE_VERSION"
+# The Python package's tests and benchmarks: the real Pulsing client, pytest, and
+# maturin (which builds the package's wheel).
+python_ready() {
+    "$VENV/bin/python" - 2>/dev/null <<EOF
+import sys
+from importlib.metadata import version
+import lance, pulsing, pytest, pytest_asyncio, maturin, pyarrow
+sys.exit(lance.__version__ != "$PYLANCE_VERSION" or version("pulsing") != "$PULSING_VERSION")
+EOF
+}
+if ! python_ready; then
+    echo "setup: installing pylance $PYLANCE_VERSION, pulsing $PULSING_VERSION, pytest, maturin into $VENV"
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+        "pylance==$PYLANCE_VERSION" "pulsing==$PULSING_VERSION" pyarrow \
+        "pytest>=8" "pytest-asyncio>=0.24" "maturin>=1.9.4,<2"
 fi
-echo "setup: pylance $("$VENV/bin/python" -c 'import lance; print(lance.__version__)') ready in $VENV"
+python_ready || { echo "setup: ERROR: the Python tools are not usable in $VENV" >&2; exit 1; }
+echo "setup: pylance $PYLANCE_VERSION, pulsing $PULSING_VERSION, pytest, maturin ready in $VENV"

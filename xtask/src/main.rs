@@ -5,7 +5,8 @@
 //!
 //! Commands:
 //! - `setup`: install what a fresh Debian machine lacks (`scripts/setup.sh`);
-//! - `test`: setup, then every test of the workspace;
+//! - `test`: setup, then every test of the workspace, then the Python package's
+//!   pytest suite against Pulsing (the package staged with the debug extension);
 //! - `ci`: setup, `cargo fmt --check`, clippy with `-D warnings`, `test`, then a short
 //!   fixed `crash-fuzz` run;
 //! - `demo [ARGS]`: build, then `persisting demo ARGS` (the README's main job);
@@ -20,7 +21,8 @@
 //! `$HOME/.cache/persisting/target` otherwise, so builds survive fresh clones.
 
 use std::env;
-use std::path::PathBuf;
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 mod bench;
@@ -109,7 +111,82 @@ fn setup() -> Result<(), String> {
 fn test() -> Result<(), String> {
     setup()?;
     cargo(&["test", "--workspace", "--all-targets"])?;
-    cargo(&["test", "--workspace", "--doc"])
+    cargo(&["test", "--workspace", "--doc"])?;
+    python_tests()
+}
+
+/// The Python virtual environment `scripts/setup.sh` makes.
+fn venv() -> PathBuf {
+    if let Some(dir) = env::var_os("PERSISTING_VENV").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home = env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    home.join(".cache/persisting/venv")
+}
+
+/// Copies the files of directory `from` into `to` (made if missing), recursively.
+fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
+    let failed =
+        |e: std::io::Error| format!("could not copy {} to {}: {e}", from.display(), to.display());
+    fs::create_dir_all(to).map_err(failed)?;
+    for entry in fs::read_dir(from).map_err(failed)? {
+        let entry = entry.map_err(failed)?;
+        let path = entry.path();
+        if entry.file_name() == "__pycache__" {
+            continue;
+        }
+        if path.is_dir() {
+            copy_dir(&path, &to.join(entry.file_name()))?;
+        } else {
+            fs::copy(&path, to.join(entry.file_name())).map_err(failed)?;
+        }
+    }
+    Ok(())
+}
+
+/// The Python package with the debug build of its extension, laid out as an
+/// installed package at `{target}/python-debug/persisting` (what `maturin develop`
+/// installs, without rebuilding: the extension is the one `--workspace` built, so
+/// Lance is not built again for another feature set). Returns the directory to put on
+/// `PYTHONPATH`.
+fn stage_python_package() -> Result<PathBuf, String> {
+    cargo(&["build", "--workspace", "--all-targets"])?;
+    let stage = target_dir().join("python-debug");
+    let package = stage.join("persisting");
+    if package.exists() {
+        fs::remove_dir_all(&package)
+            .map_err(|e| format!("could not clear {}: {e}", package.display()))?;
+    }
+    copy_dir(
+        &workspace_root().join("crates/python/python/persisting"),
+        &package,
+    )?;
+    let built = target_dir().join("debug/lib_native.so");
+    fs::copy(&built, package.join("_native.abi3.so"))
+        .map_err(|e| format!("could not copy {}: {e}", built.display()))?;
+    Ok(stage)
+}
+
+/// The Python package's pytest suite, against the real Pulsing in the venv.
+fn python_tests() -> Result<(), String> {
+    let stage = stage_python_package()?;
+    let python = venv().join("bin/python");
+    eprintln!(
+        "xtask: running pytest (crates/python/tests) with {}",
+        python.display()
+    );
+    let status = command(&python.to_string_lossy())
+        .current_dir(workspace_root().join("crates/python"))
+        .env("PYTHONPATH", &stage)
+        .env("PERSISTING_CLI", target_dir().join("debug/persisting"))
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"])
+        .status()
+        .map_err(|e| format!("could not start {}: {e}", python.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("the Python tests failed with {status}"))
+    }
 }
 
 /// Builds what the tests build (same features, so nothing is built twice) and returns
@@ -154,7 +231,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   setup   install what a fresh Debian machine lacks (protoc, test tools)
-  test    setup, then run every test of the workspace
+  test    setup, then every test of the workspace and the Python package's suite
   ci      setup, format check, clippy -D warnings, test, a short crash-fuzz run
   demo [--dir D] [--records N]
           the end-to-end demo: write a topic (WAL, zstd), reopen, read back, verify

@@ -297,12 +297,15 @@ async fn tail(target: BackendArgs, offset: Option<u64>, follow: bool, metrics: b
                 .map_err(|e| e.to_string())?;
             print_records(&records)
         }
-        Opened::ReadOnly(r) => {
-            let records = r
-                .read(from(r.total_count()), usize::MAX)
-                .await
-                .map_err(|e| e.to_string())?;
-            print_records(&records)
+        Opened::ReadOnly(buckets) => {
+            for r in &buckets {
+                let records = r
+                    .read(from(r.total_count()), usize::MAX)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                print_records(&records)?;
+            }
+            Ok(())
         }
         Opened::Topic(writer) => {
             for b in writer.buckets() {

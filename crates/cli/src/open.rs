@@ -43,8 +43,9 @@ pub struct BackendArgs {
 pub enum Opened {
     /// A bucket this process holds (its lock taken, its WAL replayed).
     Bucket(Arc<dyn StorageBackend>),
-    /// A bucket another process writes: its committed Lance data, read-only.
-    ReadOnly(Box<LanceBucket>),
+    /// Buckets another process writes (one, or a topic's): their committed Lance
+    /// data, read-only.
+    ReadOnly(Vec<LanceBucket>),
     /// A topic's buckets (written by bucket column).
     Topic(Box<QueueWriter>),
 }
@@ -233,20 +234,26 @@ impl BackendArgs {
     /// Opens an existing bucket or topic for reading. A bucket another process holds
     /// is read from its committed Lance data.
     pub async fn open_for_read(&self, metrics: bool) -> CliResult<Opened> {
-        if let Some(t) = self.topic_at()? {
-            return self.open_topic(t, metrics, true).await;
-        }
-        read_only_check(&self.path)?;
-        match self.open_bucket(metrics).await {
-            Ok(b) => Ok(Opened::Bucket(b)),
+        let opened = match self.topic_at()? {
+            Some(t) => self.open_topic(t, metrics, true).await,
+            None => {
+                read_only_check(&self.path)?;
+                self.open_bucket(metrics).await.map(Opened::Bucket)
+            }
+        };
+        match opened {
             Err(e) if e.contains("is open in another handle or process") => {
                 eprintln!(
                     "note: {} is open for writing elsewhere; showing what it has committed to Lance",
                     self.path.display()
                 );
-                Ok(Opened::ReadOnly(Box::new(read_only(&self.path).await?)))
+                let mut buckets = Vec::new();
+                for dir in self.bucket_dirs()? {
+                    buckets.push(read_only(&dir).await?);
+                }
+                Ok(Opened::ReadOnly(buckets))
             }
-            Err(e) => Err(e),
+            other => other,
         }
     }
 }
@@ -264,7 +271,20 @@ impl Opened {
         let limit = limit.unwrap_or(usize::MAX);
         match self {
             Opened::Bucket(b) => b.get(offset, Some(limit)).await.map_err(|e| e.to_string()),
-            Opened::ReadOnly(r) => r.read(offset, limit).await.map_err(|e| e.to_string()),
+            Opened::ReadOnly(buckets) => {
+                let mut out = Vec::new();
+                for r in buckets {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let got = r
+                        .read(offset, limit - out.len())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    out.extend(got);
+                }
+                Ok(out)
+            }
             Opened::Topic(writer) => {
                 let mut out = Vec::new();
                 for b in writer.buckets() {
@@ -285,18 +305,21 @@ impl Opened {
     pub async fn stats(&self) -> CliResult<Vec<BackendStats>> {
         match self {
             Opened::Bucket(b) => Ok(vec![b.stats().await.map_err(|e| e.to_string())?]),
-            Opened::ReadOnly(r) => {
-                let ls = r.stats();
-                Ok(vec![BackendStats {
-                    bucket_id: 0,
-                    total_count: ls.persisted_count,
-                    buffer_count: 0,
-                    persisted_count: ls.persisted_count,
-                    storage_path: r.storage_path().display().to_string(),
-                    column_compression: ls.column_compression,
-                    ..BackendStats::default()
-                }])
-            }
+            Opened::ReadOnly(buckets) => Ok(buckets
+                .iter()
+                .map(|r| {
+                    let ls = r.stats();
+                    BackendStats {
+                        bucket_id: bucket_id_of(r.storage_path()),
+                        total_count: ls.persisted_count,
+                        buffer_count: 0,
+                        persisted_count: ls.persisted_count,
+                        storage_path: r.storage_path().display().to_string(),
+                        column_compression: ls.column_compression,
+                        ..BackendStats::default()
+                    }
+                })
+                .collect()),
             Opened::Topic(writer) => {
                 let mut all = Vec::new();
                 for b in writer.buckets() {

@@ -61,7 +61,7 @@ impl Refused {
         let place = if path.is_empty() {
             format!("record {record}")
         } else {
-            format!("record {record}, field {path:?}")
+            format!("record {record}, field '{path}'")
         };
         match self.why {
             Refusal::Type(t) => PyTypeError::new_err(format!(
