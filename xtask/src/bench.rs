@@ -194,11 +194,76 @@ fn json(rows: &[Row], machine: &[(String, String)]) -> String {
 }
 
 /// `cargo xtask bench [--rows N]`.
+/// The Python package's comparisons (`crates/python/benches/compare.py`) against a
+/// release wheel built by maturin and installed into the venv. Returns their rows.
+fn python_rows() -> Result<Vec<Row>, String> {
+    let venv = crate::venv();
+    let wheels = target_dir().join("wheels");
+    let maturin = venv.join("bin/maturin").to_string_lossy().into_owned();
+    eprintln!("xtask: building the Python package's release wheel (maturin)");
+    let status = command(&maturin)
+        .current_dir(workspace_root().join("crates/python"))
+        .args(["build", "--release", "--out"])
+        .arg(&wheels)
+        .status()
+        .map_err(|e| format!("could not start {maturin}: {e}"))?;
+    if !status.success() {
+        return Err(format!("maturin build --release failed with {status}"));
+    }
+    let wheel = std::fs::read_dir(&wheels)
+        .map_err(|e| format!("cannot list {}: {e}", wheels.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "whl"))
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .ok_or_else(|| format!("maturin wrote no wheel to {}", wheels.display()))?;
+    let python = venv.join("bin/python").to_string_lossy().into_owned();
+    let status = command(&python)
+        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+        .args(["--force-reinstall", "--no-deps"])
+        .arg(&wheel)
+        .status()
+        .map_err(|e| format!("could not start {python}: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "pip install {} failed with {status}",
+            wheel.display()
+        ));
+    }
+    let mut cmd = command(&python);
+    cmd.arg(workspace_root().join("crates/python/benches/compare.py"))
+        .env_remove("PYTHONPATH");
+    rows_of(cmd, "crates/python/benches/compare.py")
+}
+
+/// Runs a benchmark command, echoing its output and collecting its rows.
+fn rows_of(mut cmd: Command, name: &str) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("could not start {name}: {e}"))?;
+    let stdout = child.stdout.take().ok_or("the benchmark has no stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        match Row::parse(&line) {
+            Some(r) => rows.push(r),
+            None => println!("{line}"),
+        }
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("{name} failed with {status}"));
+    }
+    Ok(rows)
+}
+
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut rows_env = None;
+    let mut python_only = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--python-only" => python_only = true,
             "--rows" => {
                 let n = it.next().ok_or("--rows needs a number")?;
                 n.parse::<u64>()
@@ -211,42 +276,39 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut rows = Vec::new();
     for (package, bench) in BENCHES {
+        if python_only {
+            break;
+        }
         // cargo passes `--bench` to each benchmark binary itself
         let cargo_args = ["bench", "-p", package, "--bench", bench];
         eprintln!("xtask: running cargo {}", cargo_args.join(" "));
         let mut cmd = command(&cargo);
-        cmd.args(cargo_args).stdout(Stdio::piped());
+        cmd.args(cargo_args);
         if let Some(n) = &rows_env {
             cmd.env("PERSISTING_BENCH_ROWS", n);
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("could not start cargo: {e}"))?;
-        let stdout = child.stdout.take().ok_or("cargo has no stdout")?;
-        for line in BufReader::new(stdout).lines() {
-            let line = line.map_err(|e| e.to_string())?;
-            match Row::parse(&line) {
-                Some(r) => rows.push(r),
-                None => println!("{line}"),
-            }
-        }
-        let status = child.wait().map_err(|e| e.to_string())?;
-        if !status.success() {
-            return Err(format!("cargo bench -p {package} failed with {status}"));
-        }
+        rows.extend(rows_of(cmd, &format!("cargo bench -p {package}"))?);
     }
+    rows.extend(python_rows()?);
     let machine = machine();
-    let shown = match &rows_env {
-        Some(n) => format!("cargo xtask bench --rows {n}"),
-        None => "cargo xtask bench".to_owned(),
+    let shown = match (&rows_env, python_only) {
+        (_, true) => "cargo xtask bench --python-only".to_owned(),
+        (Some(n), false) => format!("cargo xtask bench --rows {n}"),
+        (None, false) => "cargo xtask bench".to_owned(),
     };
     let md = markdown(&rows, &machine, &shown);
     println!("\n{md}");
     let docs = workspace_root().join("docs");
-    write(&docs.join("benchmarks.md"), &md)?;
-    write(&docs.join("benchmarks.json"), &json(&rows, &machine))?;
+    // the Python rows alone go beside the full table, not over it
+    let name = if python_only {
+        "benchmarks-python"
+    } else {
+        "benchmarks"
+    };
+    write(&docs.join(format!("{name}.md")), &md)?;
+    write(&docs.join(format!("{name}.json")), &json(&rows, &machine))?;
     eprintln!(
-        "xtask: wrote docs/benchmarks.md and docs/benchmarks.json (release build in {})",
+        "xtask: wrote docs/{name}.md and docs/{name}.json (release build in {})",
         target_dir().display()
     );
     let missed = rows.iter().filter(|r| r.met() == Some(false)).count();

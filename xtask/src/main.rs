@@ -11,8 +11,10 @@
 //!   fixed `crash-fuzz` run;
 //! - `demo [ARGS]`: build, then `persisting demo ARGS` (the README's main job);
 //! - `crash-fuzz [ARGS]`: build, then the crash-recovery fuzzer (`persisting-fuzz`);
-//! - `bench [--rows N]`: every comparison benchmark in release, one table of ratios,
-//!   written to `docs/benchmarks.md` and `docs/benchmarks.json`.
+//! - `bench [--rows N] [--python-only]`: every comparison benchmark in release (the
+//!   Python package's through a release wheel), one table of ratios, written to
+//!   `docs/benchmarks.md` and `docs/benchmarks.json` (`--python-only`: the Python
+//!   rows alone, to `docs/benchmarks-python.md` and `.json`).
 //!
 //! Debug builds are made with `--workspace --all-targets`, the set the tests build, so
 //! the demo, the fuzzer and the tests share one build of Lance.
@@ -116,7 +118,7 @@ fn test() -> Result<(), String> {
 }
 
 /// The Python virtual environment `scripts/setup.sh` makes.
-fn venv() -> PathBuf {
+pub(crate) fn venv() -> PathBuf {
     if let Some(dir) = env::var_os("PERSISTING_VENV").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
@@ -237,8 +239,9 @@ commands:
           the end-to-end demo: write a topic (WAL, zstd), reopen, read back, verify
   crash-fuzz [kill|power|corrupt|all] [--iterations N] [--seed S] [--from S] [--kills K]
           crash-recovery fuzzing of the whole stack (default: all modes, 10 iterations)
-  bench [--rows N]
-          release benchmarks vs their baselines; writes docs/benchmarks.md and .json";
+  bench [--rows N] [--python-only]
+          release benchmarks vs their baselines; writes docs/benchmarks.md and .json
+          (--python-only: the Python package's, to docs/benchmarks-python.md)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();

@@ -16,6 +16,9 @@
 //! - a batch is converted whole before any of it is stored: a value that cannot be
 //!   stored raises (naming the record and field) and stores nothing.
 
+// the futures of a compaction and a close nest deeply (Lance under the facade)
+#![recursion_limit = "256"]
+
 mod bucket;
 mod convert;
 mod errors;

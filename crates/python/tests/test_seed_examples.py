@@ -85,3 +85,16 @@ async def test_streaming_blocking_read_woken_by_put(system, tmp_path):
     async for batch in backend.get_stream(limit=3, block=True):
         seen.extend(batch)
     assert [r["id"] for r in seen] == ["0", "1", "2"]
+
+
+def test_the_example_script_runs(tmp_path):
+    """`examples/seed_examples.py`, which the README gives a newcomer, as a script."""
+    from pathlib import Path
+
+    from conftest import run_python
+
+    script = Path(__file__).parent.parent / "examples" / "seed_examples.py"
+    out = run_python(script.read_text(), str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "basic: [{'id': '1', 'value': 42}]" in out.stdout
+    assert "stream: woke with [{'id': 'late', 'value': -1}]" in out.stdout

@@ -188,3 +188,42 @@ fn a_blocked_reader_sees_a_put_of_the_same_process_at_once() {
         assert_eq!(got.len(), 3);
     });
 }
+
+/// Pulsing's two layouts: a queue given a `storage_path` keeps its buckets directly in
+/// it; one without keeps them under `{base}/{topic}`. A reader opens the same buckets
+/// again.
+#[test]
+fn buckets_live_where_pulsing_puts_them() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("queues");
+        let opts = QueueOptions {
+            backend: "lance".to_owned(),
+            ..QueueOptions::at(&own)
+        };
+        assert_eq!(opts.topic_dir("example").unwrap(), own);
+        assert_eq!(
+            QueueOptions::new(dir.path()).topic_dir("example").unwrap(),
+            dir.path().join("example")
+        );
+        assert!(QueueOptions::at(&own).topic_dir("../escape").is_err());
+        let system = QueueSystem::new();
+        let writer = system.write_queue("example", opts.clone()).await.unwrap();
+        writer
+            .put_batch((0..12).map(|i| record! {"id" => i.to_string()}).collect())
+            .await
+            .unwrap();
+        writer.flush().await.unwrap();
+        for b in 0..4u32 {
+            assert!(own.join(format!("bucket_{b}")).join("data.lance").exists());
+        }
+        assert!(!own.join("example").exists());
+        drop(writer);
+        drop(system);
+        let mut reader = QueueSystem::new()
+            .read_queue("example", opts, Assignment::All)
+            .await
+            .unwrap();
+        assert_eq!(reader.get(None).await.unwrap().len(), 12);
+    });
+}
