@@ -13,27 +13,12 @@ use persisting::{PersistingBackend, StorageBackend, StorageError};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use tokio::task::JoinHandle;
 
+use crate::bridge::{Cancel, awaitable, runtime};
 use crate::convert::{self, Records};
 use crate::errors::{self, Kind};
 use crate::metrics;
 use crate::options;
-
-/// The runtime every bucket of the process runs on (pyo3-async-runtimes' own).
-fn runtime() -> &'static tokio::runtime::Runtime {
-    pyo3_async_runtimes::tokio::get_runtime()
-}
-
-/// Awaits a write task: the task runs to its end whatever happens to the awaitable.
-async fn finish<T: Send + 'static>(task: JoinHandle<Result<T, StorageError>>) -> PyResult<T> {
-    match task.await {
-        Ok(result) => result.map_err(errors::storage),
-        Err(e) => Err(PyRuntimeError::new_err(format!(
-            "a storage task did not finish: {e}"
-        ))),
-    }
-}
 
 /// One bucket of a queue topic, opened for writing (holds the bucket's lock).
 #[pyclass(module = "persisting._native", frozen)]
@@ -114,8 +99,9 @@ impl Bucket {
             )));
         }
         let opts = asked.opts;
+        let runtime = runtime()?;
         let backend = py
-            .detach(|| runtime().block_on(PersistingBackend::open(bucket_id, &storage_path, opts)))
+            .detach(|| runtime.block_on(PersistingBackend::open(bucket_id, &storage_path, opts)))
             .map_err(errors::storage)?;
         Ok(Self {
             backend: Mutex::new(Some(backend)),
@@ -140,16 +126,18 @@ impl Bucket {
     ) -> PyResult<Bound<'py, PyAny>> {
         let records = convert::records(records)?;
         let backend = self.open()?;
-        let task = runtime().spawn(async move { backend.put_batch(records).await });
-        pyo3_async_runtimes::tokio::future_into_py(py, finish(task))
+        awaitable(py, Cancel::RunToEnd, async move {
+            backend.put_batch(records).await.map_err(errors::storage)
+        })
     }
 
     /// Stores one record (a dict); an awaitable.
     fn put<'py>(&self, py: Python<'py>, record: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let record = convert::record(record, 0)?;
         let backend = self.open()?;
-        let task = runtime().spawn(async move { backend.put(record).await });
-        pyo3_async_runtimes::tokio::future_into_py(py, finish(task))
+        awaitable(py, Cancel::RunToEnd, async move {
+            backend.put(record).await.map_err(errors::storage)
+        })
     }
 
     /// Records `[offset, offset + limit)` clipped to what exists (`limit=None`: to the
@@ -162,7 +150,7 @@ impl Bucket {
         limit: Option<usize>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let backend = self.open()?;
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        awaitable(py, Cancel::Drop, async move {
             backend
                 .get(offset, limit)
                 .await
@@ -195,7 +183,7 @@ impl Bucket {
             _ => None,
         };
         let backend = self.open()?;
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        awaitable(py, Cancel::Drop, async move {
             let first = backend
                 .get(offset, Some(limit))
                 .await
@@ -225,26 +213,26 @@ impl Bucket {
     /// Makes the buffered records a durable Lance commit; an awaitable.
     fn flush<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let backend = self.open()?;
-        let task = runtime().spawn(async move { backend.flush().await });
-        pyo3_async_runtimes::tokio::future_into_py(py, finish(task))
+        awaitable(py, Cancel::RunToEnd, async move {
+            backend.flush().await.map_err(errors::storage)
+        })
     }
 
     /// Flushes, then merges small Lance fragments; an awaitable.
     fn compact<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let backend = self.open()?;
-        let task = runtime().spawn(async move { backend.compact().await });
-        pyo3_async_runtimes::tokio::future_into_py(py, finish(task))
+        awaitable(py, Cancel::RunToEnd, async move {
+            backend.compact().await.map_err(errors::storage)
+        })
     }
 
     /// Flushes and closes: waiting reads end, later calls raise, and the bucket's
     /// lock is released once no call is running; an awaitable.
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let taken = self.take();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        awaitable(py, Cancel::RunToEnd, async move {
             match taken {
-                Some(backend) => {
-                    finish(runtime().spawn(async move { backend.close().await })).await
-                }
+                Some(backend) => backend.close().await.map_err(errors::storage),
                 None => Ok(()),
             }
         })
@@ -254,7 +242,7 @@ impl Bucket {
     fn close_sync(&self, py: Python<'_>) -> PyResult<()> {
         match self.take() {
             Some(backend) => py
-                .detach(|| runtime().block_on(async move { backend.close().await }))
+                .detach(|| runtime().map(|rt| rt.block_on(async move { backend.close().await })))?
                 .map_err(errors::storage),
             None => Ok(()),
         }
@@ -264,7 +252,7 @@ impl Bucket {
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let backend = self.open()?;
         let kind = self.kind.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        awaitable(py, Cancel::Drop, async move {
             let stats = backend.stats().await.map_err(errors::storage)?;
             let mut json = serde_json::to_value(&stats)
                 .map_err(|e| PyRuntimeError::new_err(format!("stats: {e}")))?;

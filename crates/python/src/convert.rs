@@ -23,6 +23,7 @@
 
 use std::sync::Arc;
 
+use persisting::codec::{DistinctNames, IntoName};
 use persisting::{Record, Value};
 use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
@@ -154,6 +155,61 @@ pub(crate) fn record(ob: &Bound<'_, PyAny>, index: usize) -> PyResult<Record> {
     map(dict).map_err(|r| r.into_err(index))
 }
 
+/// The keys of the last record converted, and their names: the next record with the
+/// very same key objects in the same order (the common case: dicts built by one
+/// piece of code) reuses the names without reading, interning or checking its keys.
+/// The key objects are held, so their addresses cannot be reused while compared.
+struct Shape<'py> {
+    keys: Vec<Bound<'py, PyAny>>,
+    names: DistinctNames,
+}
+
+/// The shape of a record with these fields: their names, read and interned.
+fn new_shape<'py>(
+    fields: &[(Bound<'py, PyAny>, Bound<'py, PyAny>)],
+) -> Result<Shape<'py>, Refused> {
+    let mut names = Vec::with_capacity(fields.len());
+    for (k, _) in fields {
+        let Ok(key) = k.cast::<PyString>() else {
+            return Err(refuse(Refusal::Key(type_name(k))));
+        };
+        let name = key
+            .to_str()
+            .map_err(|_| refuse(Refusal::Key("str with lone surrogates".to_owned())))?;
+        names.push(name.into_name());
+    }
+    // a dict's keys are distinct objects, and two str objects with equal text are
+    // equal keys: the names are distinct
+    let names = DistinctNames::new(names)
+        .map_err(|e| refuse(Refusal::Key(format!("a repeated name ({e})"))))?;
+    Ok(Shape {
+        keys: fields.iter().map(|(k, _)| k.clone()).collect(),
+        names,
+    })
+}
+
+/// One record from a dict, through `shape` when its keys are the shape's.
+fn record_shaped<'py>(
+    dict: &Bound<'py, PyDict>,
+    shape: &mut Option<Shape<'py>>,
+    fields: &mut Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+) -> Result<Record, Refused> {
+    fields.clear();
+    fields.extend(dict.iter());
+    let same = |s: &Shape<'py>| {
+        s.keys.len() == fields.len() && s.keys.iter().zip(fields.iter()).all(|(a, (b, _))| a.is(b))
+    };
+    let shape = match shape {
+        Some(s) if same(s) => s,
+        slot => slot.insert(new_shape(fields)?),
+    };
+    shape.names.record(|j| {
+        value(&fields[j].1)
+            .map(Some)
+            .map_err(|r| r.at(shape.names.names()[j].to_string()))
+    })
+}
+
 /// A batch of records from a list of dicts, whole or not at all.
 pub(crate) fn records(ob: &Bound<'_, PyAny>) -> PyResult<Vec<Record>> {
     let list = ob.cast::<PyList>().map_err(|_| {
@@ -163,8 +219,16 @@ pub(crate) fn records(ob: &Bound<'_, PyAny>) -> PyResult<Vec<Record>> {
         ))
     })?;
     let mut out = Vec::with_capacity(list.len());
+    let mut shape = None;
+    let mut fields = Vec::new();
     for (i, item) in list.iter().enumerate() {
-        out.push(record(&item, i)?);
+        let dict = item.cast::<PyDict>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "record {i}: a record must be a dict, not {}",
+                type_name(&item)
+            ))
+        })?;
+        out.push(record_shaped(dict, &mut shape, &mut fields).map_err(|r| r.into_err(i))?);
     }
     Ok(out)
 }

@@ -19,6 +19,7 @@
 // the futures of a compaction and a close nest deeply (Lance under the facade)
 #![recursion_limit = "256"]
 
+mod bridge;
 mod bucket;
 mod convert;
 mod errors;

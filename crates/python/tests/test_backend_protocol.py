@@ -176,3 +176,34 @@ def test_signatures_match_pulsings_protocol():
         ours = list(inspect.signature(getattr(PersistingBackend, name)).parameters)
         theirs = list(inspect.signature(getattr(PulsingProtocol, name)).parameters)
         assert ours[: len(theirs)] == theirs, name
+
+
+async def test_long_streams_read_ahead_and_keep_every_offset_once(tmp_path):
+    b = PersistingBackend(bucket_id=0, storage_path=str(tmp_path), batch_size=100,
+                          flush_threshold=3000)
+    await b.put_batch([{"i": i} for i in range(10_000)])
+    got = [r["i"] async for batch in b.get_stream(None, 0) for r in batch]
+    assert got == list(range(10_000))
+    sizes = {len(batch) async for batch in b.get_stream(9000, 500)}
+    assert sizes == {100}
+    got = [r["i"] async for batch in b.get_stream(9000, 500) for r in batch]
+    assert got == list(range(500, 9500))
+
+    # a waiting stream that read ahead: a put after it caught up still wakes it
+    async def follow():
+        out = []
+        async for batch in b.get_stream(10_050, 0, True, 30):
+            out.extend(r["i"] for r in batch)
+        return out
+
+    task = asyncio.create_task(follow())
+    await asyncio.sleep(0.3)
+    await b.put_batch([{"i": 10_000 + i} for i in range(50)])
+    assert await asyncio.wait_for(task, 10) == list(range(10_050))
+
+    # closed after its first batch, with a read ahead in flight: nothing is left
+    stream = b.get_stream(None, 0)
+    assert len(await stream.__anext__()) == 100
+    await stream.aclose()
+    await asyncio.wait_for(b.close(), 10)
+    PersistingBackend(bucket_id=0, storage_path=str(tmp_path))

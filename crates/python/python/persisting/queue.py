@@ -16,6 +16,7 @@ event loop's thread and without the GIL.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import warnings
 from typing import Any, AsyncIterator, Protocol, runtime_checkable
@@ -26,6 +27,9 @@ from .errors import InvalidOptionError
 __all__ = ["LanceBackend", "PersistingBackend", "StorageBackend"]
 
 Record = dict[str, Any]
+
+#: records a stream reads from storage at once (it yields them batch_size at a time)
+_READ_AHEAD = 4096
 
 
 @runtime_checkable
@@ -152,15 +156,33 @@ class LanceBackend:
             wait = wait or block
         offset = _count("offset", offset, 0)
         remaining = None if limit is None else _count("limit", limit, 0)
-        while remaining is None or remaining > 0:
-            want = self.batch_size if remaining is None else min(self.batch_size, remaining)
-            records = await self._bucket.read(offset, want, bool(wait), timeout)
-            if not records:
-                return
-            yield records
-            offset += len(records)
-            if remaining is not None:
-                remaining -= len(records)
+        # one read from storage serves several yields (each await of the storage
+        # layer is a round trip between threads), and after a full read the next one
+        # starts while the consumer takes this one's batches; it does not wait for
+        # new records (a wait, and its timeout, start only once the stream caught up)
+        # (a whole number of batches, so only a stream's last batch can be short)
+        step = self.batch_size * max(1, _READ_AHEAD // self.batch_size)
+        ahead: asyncio.Future | None = None
+        try:
+            while remaining is None or remaining > 0:
+                want = step if remaining is None else min(step, remaining)
+                records = await ahead if ahead is not None else []
+                ahead = None
+                if not records:
+                    records = await self._bucket.read(offset, want, bool(wait), timeout)
+                if not records:
+                    return
+                offset += len(records)
+                if remaining is not None:
+                    remaining -= len(records)
+                if len(records) == want and remaining != 0:
+                    more = step if remaining is None else min(step, remaining)
+                    ahead = asyncio.ensure_future(self._bucket.read(offset, more, False, None))
+                for i in range(0, len(records), self.batch_size):
+                    yield records[i : i + self.batch_size]
+        finally:
+            if ahead is not None:
+                ahead.cancel()
 
     async def flush(self) -> None:
         """Makes every buffered record a durable Lance commit."""

@@ -1,0 +1,130 @@
+//! Rust futures as asyncio futures: run on the extension's tokio runtime, completed on
+//! the event loop that awaited them.
+//!
+//! Invariants:
+//! - the future is created on, and completed through `call_soon_threadsafe` of, the
+//!   running loop of the caller; a result is set only if the future is not done (a
+//!   cancelled future stays cancelled);
+//! - a [`Cancel::Drop`] task is aborted when its future is cancelled (its Rust future
+//!   dropped: nothing of it keeps running); a [`Cancel::RunToEnd`] task finishes
+//!   whatever happens to the future, so a write is never cut short;
+//! - the runtime's thread takes the GIL once per result, to build it and hand it over.
+
+use std::future::Future;
+use std::sync::OnceLock;
+
+use pyo3::BoundObject;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyCFunction;
+
+/// The runtime every bucket of the process runs on, started by the first use.
+pub(crate) fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("persisting")
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| PyRuntimeError::new_err(format!("the storage runtime cannot start: {e}")))
+}
+
+/// What cancelling the asyncio future does to the Rust task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cancel {
+    /// Drop the task (reads, waits).
+    Drop,
+    /// Let it finish (writes).
+    RunToEnd,
+}
+
+/// Sets `fut`'s result or exception unless it is done already.
+#[pyfunction]
+fn complete(fut: &Bound<'_, PyAny>, ok: bool, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    if fut.call_method0("done")?.is_truthy()? {
+        return Ok(());
+    }
+    if ok {
+        fut.call_method1("set_result", (value,))?;
+    } else {
+        fut.call_method1("set_exception", (value,))?;
+    }
+    Ok(())
+}
+
+/// A done-callback that aborts a task when its future was cancelled.
+#[pyclass(frozen)]
+struct AbortOnCancel(tokio::task::AbortHandle);
+
+#[pymethods]
+impl AbortOnCancel {
+    fn __call__(&self, fut: &Bound<'_, PyAny>) -> PyResult<()> {
+        if fut.call_method0("cancelled")?.is_truthy()? {
+            self.0.abort();
+        }
+        Ok(())
+    }
+}
+
+fn get_running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    static GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    GET.get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+        Ok(py.import("asyncio")?.getattr("get_running_loop")?.unbind())
+    })?
+    .bind(py)
+    .call0()
+}
+
+fn completer(py: Python<'_>) -> PyResult<&Bound<'_, PyCFunction>> {
+    static COMPLETE: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
+    Ok(COMPLETE
+        .get_or_try_init(py, || -> PyResult<Py<PyCFunction>> {
+            Ok(wrap_pyfunction!(complete, py)?.unbind())
+        })?
+        .bind(py))
+}
+
+/// An asyncio future of the caller's running loop, resolved with what `fut` gives.
+pub(crate) fn awaitable<'py, F, T>(
+    py: Python<'py>,
+    cancel: Cancel,
+    fut: F,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    let event_loop = get_running_loop(py)?;
+    let future = event_loop.call_method0("create_future")?;
+    let (target, on_loop) = (future.clone().unbind(), event_loop.unbind());
+    let task = runtime()?.spawn(async move {
+        let result = fut.await;
+        Python::attach(|py| {
+            let (ok, value) = match result.and_then(|v| {
+                v.into_pyobject(py)
+                    .map(|b| b.into_bound().into_any().unbind())
+                    .map_err(Into::into)
+            }) {
+                Ok(v) => (true, v),
+                Err(e) => (false, e.into_value(py).into_any()),
+            };
+            let handed = completer(py).and_then(|complete| {
+                on_loop.bind(py).call_method1(
+                    "call_soon_threadsafe",
+                    (complete, target.bind(py), ok, value),
+                )
+            });
+            // a loop closed before the result came has no one left to give it to
+            drop(handed);
+        });
+    });
+    if cancel == Cancel::Drop {
+        future.call_method1("add_done_callback", (AbortOnCancel(task.abort_handle()),))?;
+    }
+    Ok(future)
+}
