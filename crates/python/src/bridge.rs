@@ -104,7 +104,8 @@ where
     let (target, on_loop) = (future.clone().unbind(), event_loop.unbind());
     let task = runtime()?.spawn(async move {
         let result = fut.await;
-        Python::attach(|py| {
+        // the interpreter shutting down has no one left to give the result to
+        Python::try_attach(|py| {
             let (ok, value) = match result.and_then(|v| {
                 v.into_pyobject(py)
                     .map(|b| b.into_bound().into_any().unbind())

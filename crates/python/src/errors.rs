@@ -57,13 +57,15 @@ impl Kind {
     /// An exception of this class with `message`.
     pub(crate) fn err(self, message: impl Into<String>) -> PyErr {
         let message = message.into();
-        Python::attach(|py| match self.class(py) {
-            Ok(class) => PyErr::from_type(class, message),
+        let name = self.name();
+        Python::try_attach(|py| match self.class(py) {
+            Ok(class) => PyErr::from_type(class, message.clone()),
             Err(e) => PyRuntimeError::new_err(format!(
-                "{message} (and persisting.errors.{} could not be loaded: {e})",
-                self.name()
+                "{message} (and persisting.errors.{name} could not be loaded: {e})"
             )),
         })
+        // the interpreter is shutting down: no class to look up, and no one to raise to
+        .unwrap_or_else(|| PyRuntimeError::new_err(message))
     }
 }
 
