@@ -8,10 +8,15 @@
 //! - a [`Cancel::Drop`] task is aborted when its future is cancelled (its Rust future
 //!   dropped: nothing of it keeps running); a [`Cancel::RunToEnd`] task finishes
 //!   whatever happens to the future, so a write is never cut short;
-//! - the runtime's thread takes the GIL once per result, to build it and hand it over.
+//! - the runtime's thread takes the GIL once per result, to build it and hand it over,
+//!   and only through [`with_python`]: once the interpreter starts to exit
+//!   ([`close_gate`], run by `atexit`), no runtime thread takes the GIL again. (A thread
+//!   that asks for the GIL while the interpreter finalizes is ended by CPython with a
+//!   forced unwind, which aborts the process through Rust frames; running Python code,
+//!   as `call_soon_threadsafe` does, can hand the GIL to the main thread at any time.)
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
 
 use pyo3::BoundObject;
 use pyo3::exceptions::PyRuntimeError;
@@ -32,6 +37,50 @@ pub(crate) fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
         })
         .as_ref()
         .map_err(|e| PyRuntimeError::new_err(format!("the storage runtime cannot start: {e}")))
+}
+
+/// Whether the interpreter is exiting, and how many runtime threads hold the GIL.
+#[derive(Debug, Default)]
+struct GateState {
+    closed: bool,
+    inside: usize,
+}
+
+static GATE: Mutex<GateState> = Mutex::new(GateState {
+    closed: false,
+    inside: 0,
+});
+static GATE_LEFT: Condvar = Condvar::new();
+
+/// Runs `f` with the GIL, unless the interpreter is exiting (then `None`).
+pub(crate) fn with_python<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
+    {
+        let mut gate = GATE.lock().unwrap_or_else(PoisonError::into_inner);
+        if gate.closed {
+            return None;
+        }
+        gate.inside += 1;
+    }
+    let result = Python::try_attach(f);
+    let mut gate = GATE.lock().unwrap_or_else(PoisonError::into_inner);
+    gate.inside -= 1;
+    if gate.inside == 0 {
+        GATE_LEFT.notify_all();
+    }
+    result
+}
+
+/// Stops runtime threads from taking the GIL and waits (GIL released) for those that
+/// hold it. Registered with `atexit` by the package: it runs before finalization.
+#[pyfunction]
+pub(crate) fn close_gate(py: Python<'_>) {
+    py.detach(|| {
+        let mut gate = GATE.lock().unwrap_or_else(PoisonError::into_inner);
+        gate.closed = true;
+        while gate.inside > 0 {
+            gate = GATE_LEFT.wait(gate).unwrap_or_else(PoisonError::into_inner);
+        }
+    });
 }
 
 /// What cancelling the asyncio future does to the Rust task.
@@ -104,8 +153,8 @@ where
     let (target, on_loop) = (future.clone().unbind(), event_loop.unbind());
     let task = runtime()?.spawn(async move {
         let result = fut.await;
-        // the interpreter shutting down has no one left to give the result to
-        Python::try_attach(|py| {
+        // an exiting interpreter has no one left to give the result to
+        with_python(|py| {
             let (ok, value) = match result.and_then(|v| {
                 v.into_pyobject(py)
                     .map(|b| b.into_bound().into_any().unbind())

@@ -58,7 +58,7 @@ impl Kind {
     pub(crate) fn err(self, message: impl Into<String>) -> PyErr {
         let message = message.into();
         let name = self.name();
-        Python::try_attach(|py| match self.class(py) {
+        crate::bridge::with_python(|py| match self.class(py) {
             Ok(class) => PyErr::from_type(class, message.clone()),
             Err(e) => PyRuntimeError::new_err(format!(
                 "{message} (and persisting.errors.{name} could not be loaded: {e})"

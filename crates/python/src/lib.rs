@@ -35,5 +35,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("KNOWN_OPTIONS", persisting::KNOWN_OPTIONS.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(convert::round_trip, m)?)?;
+    m.add_function(wrap_pyfunction!(bridge::close_gate, m)?)?;
     Ok(())
 }

@@ -147,3 +147,25 @@ def test_awaited_wal_puts_survive_sigkill(tmp_path):
             acked = int(rest[-1])
         assert acked >= 150, child.stderr.read() if child.stderr else ""
         check_acknowledged(path, acked)
+
+
+EXIT_RIGHT_AFTER_PUTS = """
+import asyncio, sys
+from persisting.queue import LanceBackend
+
+async def main(path):
+    b = LanceBackend(bucket_id=0, storage_path=path, flush_threshold=50)
+    for i in range(20):
+        await b.put_batch([{"i": i * 10 + k, "s": "x" * k} for k in range(10)])
+    await b.close()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_the_interpreter_exits_cleanly_right_after_awaited_calls(tmp_path):
+    # a storage thread that asked for the GIL while the interpreter finalized used to
+    # abort the process (SIGABRT) in about one exit of twelve
+    for n in range(12):
+        out = run_python(EXIT_RIGHT_AFTER_PUTS, str(tmp_path / f"b{n}"))
+        assert out.returncode == 0, (n, out.returncode, out.stderr[-2000:])

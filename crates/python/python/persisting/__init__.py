@@ -11,8 +11,13 @@ this package is its Python face.
 
 from __future__ import annotations
 
+import atexit
+
 from . import queue
-from ._native import __version__
+from ._native import __version__, close_gate
+
+# no storage thread may take the GIL once the interpreter finalizes
+atexit.register(close_gate)
 from .errors import (
     BucketLockedError,
     InvalidOptionError,
