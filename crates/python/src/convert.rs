@@ -129,15 +129,19 @@ fn value(ob: &Bound<'_, PyAny>) -> Result<Value, Refused> {
     Err(refuse(Refusal::Type(type_name(ob))))
 }
 
+/// A dict key as a field name: a `str` of valid UTF-8.
+fn key_name<'a>(k: &'a Bound<'_, PyAny>) -> Result<&'a str, Refused> {
+    let Ok(key) = k.cast::<PyString>() else {
+        return Err(refuse(Refusal::Key(type_name(k))));
+    };
+    key.to_str()
+        .map_err(|_| refuse(Refusal::Key("str with lone surrogates".to_owned())))
+}
+
 fn map(dict: &Bound<'_, PyDict>) -> Result<Record, Refused> {
     let mut record = Record::with_capacity(dict.len());
     for (k, v) in dict.iter() {
-        let Ok(key) = k.cast::<PyString>() else {
-            return Err(refuse(Refusal::Key(type_name(&k))));
-        };
-        let name = key
-            .to_str()
-            .map_err(|_| refuse(Refusal::Key("str with lone surrogates".to_owned())))?;
+        let name = key_name(&k)?;
         let v = value(&v).map_err(|r| r.at(name.to_owned()))?;
         record.insert(name, v);
     }
@@ -170,13 +174,7 @@ fn new_shape<'py>(
 ) -> Result<Shape<'py>, Refused> {
     let mut names = Vec::with_capacity(fields.len());
     for (k, _) in fields {
-        let Ok(key) = k.cast::<PyString>() else {
-            return Err(refuse(Refusal::Key(type_name(k))));
-        };
-        let name = key
-            .to_str()
-            .map_err(|_| refuse(Refusal::Key("str with lone surrogates".to_owned())))?;
-        names.push(name.into_name());
+        names.push(key_name(k)?.into_name());
     }
     // a dict's keys are distinct objects, and two str objects with equal text are
     // equal keys: the names are distinct
