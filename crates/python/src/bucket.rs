@@ -16,7 +16,7 @@ use pyo3::types::{PyDict, PyList};
 
 use crate::bridge::{Cancel, awaitable, runtime};
 use crate::convert::{self, Records};
-use crate::errors::{self, Kind};
+use crate::errors;
 use crate::metrics;
 use crate::options;
 
@@ -71,14 +71,18 @@ impl Bucket {
     ) -> PyResult<Self> {
         let text = storage_path.to_string_lossy();
         if text.is_empty() {
-            return Err(
-                Kind::InvalidOption.err("invalid option storage_path = '': must name a directory")
-            );
+            return Err(errors::invalid(
+                "storage_path",
+                "''",
+                "must name a directory",
+            ));
         }
         if text.contains("://") {
-            return Err(Kind::InvalidOption.err(format!(
-                "invalid option storage_path = {text:?}: object-store URIs are not supported; give a local directory"
-            )));
+            return Err(errors::invalid(
+                "storage_path",
+                format!("{text:?}"),
+                "object-store URIs are not supported; give a local directory",
+            ));
         }
         // the metrics label: the bucket's parent directory, the topic in Pulsing's
         // default layout ({base}/{topic}/bucket_{id})
@@ -94,9 +98,11 @@ impl Bucket {
         if metrics {
             metrics::ensure(asked.metrics_addr)?;
         } else if let Some(addr) = asked.metrics_addr {
-            return Err(Kind::InvalidOption.err(format!(
-                "invalid option metrics_addr = {addr}: metrics are off (enable_metrics=False)"
-            )));
+            return Err(errors::invalid(
+                "metrics_addr",
+                addr,
+                "metrics are off (enable_metrics=False)",
+            ));
         }
         let opts = asked.opts;
         let runtime = runtime()?;

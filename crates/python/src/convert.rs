@@ -148,15 +148,22 @@ fn map(dict: &Bound<'_, PyDict>) -> Result<Record, Refused> {
     Ok(record)
 }
 
-/// One record from a dict; `index` names it in errors.
-pub(crate) fn record(ob: &Bound<'_, PyAny>, index: usize) -> PyResult<Record> {
-    let dict = ob.cast::<PyDict>().map_err(|_| {
+/// `ob` as the dict of record `index`, or a `TypeError` naming it.
+fn as_record_dict<'a, 'py>(
+    ob: &'a Bound<'py, PyAny>,
+    index: usize,
+) -> PyResult<&'a Bound<'py, PyDict>> {
+    ob.cast::<PyDict>().map_err(|_| {
         PyTypeError::new_err(format!(
             "record {index}: a record must be a dict, not {}",
             type_name(ob)
         ))
-    })?;
-    map(dict).map_err(|r| r.into_err(index))
+    })
+}
+
+/// One record from a dict; `index` names it in errors.
+pub(crate) fn record(ob: &Bound<'_, PyAny>, index: usize) -> PyResult<Record> {
+    map(as_record_dict(ob, index)?).map_err(|r| r.into_err(index))
 }
 
 /// The keys of the last record converted, and their names: the next record with the
@@ -220,12 +227,7 @@ pub(crate) fn records(ob: &Bound<'_, PyAny>) -> PyResult<Vec<Record>> {
     let mut shape = None;
     let mut fields = Vec::new();
     for (i, item) in list.iter().enumerate() {
-        let dict = item.cast::<PyDict>().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "record {i}: a record must be a dict, not {}",
-                type_name(&item)
-            ))
-        })?;
+        let dict = as_record_dict(&item, i)?;
         out.push(record_shaped(dict, &mut shape, &mut fields).map_err(|r| r.into_err(i))?);
     }
     Ok(out)

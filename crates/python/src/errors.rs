@@ -85,3 +85,13 @@ fn kind_of(e: &StorageError) -> Kind {
 pub(crate) fn storage(e: StorageError) -> PyErr {
     kind_of(&e).err(e.to_string())
 }
+
+/// A bad option value, raised as `InvalidOptionError` with the facade's own message for
+/// it (`invalid option {name} = {value}: {reason}`).
+pub(crate) fn invalid(name: &str, value: impl ToString, reason: impl ToString) -> PyErr {
+    storage(StorageError::InvalidOption {
+        name: name.to_owned(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    })
+}

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use persisting::{MetricsEndpoint, MetricsRecorder};
 use pyo3::PyResult;
 
-use crate::errors::{self, Kind};
+use crate::errors;
 
 /// The recorder of this process.
 #[derive(Clone, Debug)]
@@ -31,14 +31,17 @@ pub(crate) fn ensure(addr: Option<SocketAddr>) -> PyResult<()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     match (&*installed, addr) {
         (Some(Installed::Served(e)), Some(a)) if e.addr() != a && a.port() != 0 => {
-            Err(Kind::InvalidOption.err(format!(
-                "invalid option metrics_addr = {a}: this process already serves its metrics on {}",
-                e.addr()
-            )))
+            Err(errors::invalid(
+                "metrics_addr",
+                a,
+                format!("this process already serves its metrics on {}", e.addr()),
+            ))
         }
-        (Some(Installed::Recorded(_)), Some(a)) => Err(Kind::InvalidOption.err(format!(
-            "invalid option metrics_addr = {a}: this process already records metrics without an endpoint (give metrics_addr to the first backend that enables metrics)"
-        ))),
+        (Some(Installed::Recorded(_)), Some(a)) => Err(errors::invalid(
+            "metrics_addr",
+            a,
+            "this process already records metrics without an endpoint (give metrics_addr to the first backend that enables metrics)",
+        )),
         (Some(_), _) => Ok(()),
         (None, Some(a)) => {
             *installed = Some(Installed::Served(

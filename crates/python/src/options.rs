@@ -9,13 +9,13 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
 use serde_json::Value as Json;
 
-use crate::errors::{self, Kind};
+use crate::errors;
 
 fn invalid(name: &str, value: &Bound<'_, PyAny>, reason: &str) -> PyErr {
     let shown = value
         .repr()
         .map_or_else(|_| "?".to_owned(), |r| r.to_string());
-    Kind::InvalidOption.err(format!("invalid option {name} = {shown}: {reason}"))
+    errors::invalid(name, shown, reason)
 }
 
 /// One option value as JSON: None, bool, int, float or str.
