@@ -258,6 +258,26 @@ impl BackendArgs {
     }
 }
 
+/// What `read(bucket, n)` gives of each bucket in turn, until `limit` records in all.
+async fn from_each<T, F, Fut>(
+    buckets: impl IntoIterator<Item = T>,
+    limit: usize,
+    mut read: F,
+) -> CliResult<Vec<Record>>
+where
+    F: FnMut(T, usize) -> Fut,
+    Fut: std::future::Future<Output = CliResult<Vec<Record>>>,
+{
+    let mut out = Vec::new();
+    for bucket in buckets {
+        if out.len() >= limit {
+            break;
+        }
+        out.extend(read(bucket, limit - out.len()).await?);
+    }
+    Ok(out)
+}
+
 impl Opened {
     pub async fn put_batch(&self, records: Vec<Record>) -> Result<(), StorageError> {
         match self {
@@ -272,32 +292,16 @@ impl Opened {
         match self {
             Opened::Bucket(b) => b.get(offset, Some(limit)).await.map_err(|e| e.to_string()),
             Opened::ReadOnly(buckets) => {
-                let mut out = Vec::new();
-                for r in buckets {
-                    if out.len() >= limit {
-                        break;
-                    }
-                    let got = r
-                        .read(offset, limit - out.len())
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    out.extend(got);
-                }
-                Ok(out)
+                from_each(buckets, limit, |r, n| async move {
+                    r.read(offset, n).await.map_err(|e| e.to_string())
+                })
+                .await
             }
             Opened::Topic(writer) => {
-                let mut out = Vec::new();
-                for b in writer.buckets() {
-                    if out.len() >= limit {
-                        break;
-                    }
-                    let got = b
-                        .get(offset, Some(limit - out.len()))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    out.extend(got);
-                }
-                Ok(out)
+                from_each(writer.buckets(), limit, |b, n| async move {
+                    b.get(offset, Some(n)).await.map_err(|e| e.to_string())
+                })
+                .await
             }
         }
     }
