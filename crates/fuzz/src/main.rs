@@ -6,8 +6,10 @@
 //!   every acknowledged offset on its stdout; it is killed with SIGKILL at a random
 //!   moment, the directory is checked (every acknowledged record at its offset, intact,
 //!   no duplicate, dense offsets), and a new worker continues, several kills per run;
-//! - `power`: the same workload in-process with the WAL on the simulated file system,
-//!   crashed by dropping or tearing unsynced bytes;
+//! - `power`: the same workload in-process with the whole bucket on simulated disks
+//!   (the WAL's and Lance's files), crashed by dropping, cutting or tearing unsynced
+//!   bytes and forgetting unsynced directory entries; `--without-fsync KIND` leaves
+//!   one kind of Lance fsync out (a mutation check, expected to fail);
 //! - `corrupt`: damage WAL segments or Lance files of a closed bucket, then open it: it
 //!   must recover a prefix of intact records or fail with an error, never panic, hang
 //!   or return a damaged record.
@@ -28,7 +30,7 @@ use std::process::ExitCode;
 
 use check::Totals;
 
-const USAGE: &str = "usage: persisting-fuzz [kill|power|corrupt|all] [--iterations N] [--seed S | --from S] [--kills K] [--dir D] [--minutes M]
+const USAGE: &str = "usage: persisting-fuzz [kill|power|corrupt|all] [--iterations N] [--seed S | --from S] [--kills K] [--dir D] [--minutes M] [--without-fsync data-files|manifest-dir|seals]
        persisting-fuzz worker --dir D --seed S [--ops N]   (started by the kill mode)";
 
 /// Parsed arguments.
@@ -42,6 +44,7 @@ pub struct Args {
     minutes: Option<f64>,
     dir: Option<PathBuf>,
     ops: Option<u64>,
+    without_fsync: Option<persisting::lance::SkippedSync>,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
@@ -54,6 +57,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         minutes: None,
         dir: None,
         ops: None,
+        without_fsync: None,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -80,6 +84,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
                 );
             }
             "--dir" => a.dir = Some(PathBuf::from(value(arg)?)),
+            "--without-fsync" => a.without_fsync = Some(value(arg)?.parse()?),
             "kill" | "power" | "corrupt" | "all" | "worker" => a.mode = arg.clone(),
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -187,7 +192,7 @@ fn main() -> ExitCode {
             }
             let result = match *mode {
                 "kill" => kill::iteration(&args, &base, seed),
-                "power" => power::iteration(seed),
+                "power" => power::iteration(seed, args.without_fsync),
                 _ => corrupt::iteration(&base, seed),
             };
             let t = match result {

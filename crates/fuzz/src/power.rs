@@ -1,13 +1,21 @@
-//! Power-loss mode: the workload in-process with the WAL on the simulated file system.
+//! Power-loss mode: the workload in-process with the whole bucket on simulated disks:
+//! the WAL on the WAL's simulated file system, Lance's files on [`SimDisk`].
 //!
-//! A crash drops unsynced WAL bytes, keeps a random prefix of them, or tears the last
-//! write. Under `wal_sync_interval = 0` every acknowledged record must survive; under
-//! an interval, records may be lost only from the end (never one in the middle while a
-//! later one survives), and never one that a flush made durable in Lance. Lance's own
-//! files are on the real disk (the kill mode covers them).
+//! A crash cuts the power of both at once: unsynced WAL bytes and unsynced Lance
+//! files (data, transaction and manifest files, the seals file, directory entries)
+//! are dropped, cut to a random prefix, or torn. Under `wal_sync_interval = 0` every
+//! acknowledged record must survive; under an interval, records may be lost only from
+//! the end (never one in the middle while a later one survives), and never one that a
+//! flush made durable in Lance. Data files sealed when a flush returned must still be
+//! sealed after the crash.
+//!
+//! `--without-fsync KIND` makes the Lance disk ignore one kind of fsync (a mutation
+//! check): the run is expected to fail.
 
+use std::path::Path;
 use std::sync::Arc;
 
+use persisting::lance::{DATASET_DIR, SimCrash, SimDisk, SkippedSync, sealed_files};
 use persisting::wal::{CrashMode, SimFs, SimRng};
 use persisting::{PersistingBackend, StorageBackend};
 
@@ -18,8 +26,20 @@ use crate::workload::{Applied, RunConfig, apply, next_op};
 /// Crashes per run.
 const CRASHES: u64 = 3;
 
+/// Seals owed after a crash: those present when a flush returned whose files still
+/// exist, missing from the seals file now.
+fn seals_lost(dir: &Path, owed: &[String]) -> Result<Vec<String>, String> {
+    let now = sealed_files(dir).map_err(|e| e.to_string())?;
+    let data = dir.join(DATASET_DIR).join("data");
+    Ok(owed
+        .iter()
+        .filter(|name| data.join(name).exists() && !now.contains(name))
+        .cloned()
+        .collect())
+}
+
 /// One run: workload, crash, recover and check, several times.
-pub fn iteration(seed: u64) -> Result<Totals, String> {
+pub fn iteration(seed: u64, skipped: Option<SkippedSync>) -> Result<Totals, String> {
     let cfg = RunConfig::from_seed(seed);
     println!("power seed {seed}: {}", cfg.describe());
     let tmp = std::env::temp_dir().join(format!(
@@ -28,6 +48,8 @@ pub fn iteration(seed: u64) -> Result<Totals, String> {
     ));
     let _ = std::fs::remove_dir_all(&tmp);
     let sim = SimFs::new();
+    let disk = SimDisk::new(&tmp);
+    disk.skip_syncs(skipped);
     let mut rng = SimRng::new(seed ^ 0x90e4);
     let mut t = Totals {
         iterations: 1,
@@ -36,13 +58,21 @@ pub fn iteration(seed: u64) -> Result<Totals, String> {
     let strict = cfg.options.wal_sync_interval.is_zero();
     // what must survive: acknowledged records (interval 0), or flushed ones
     let mut owed = 0u64;
+    let mut owed_seals: Vec<String> = Vec::new();
     let mut ok = true;
-    let rt = runtime()?;
     for round in 0..=CRASHES {
+        // a runtime per power cycle: what the crashed process was running stops with it
+        let rt = runtime()?;
         let result: Result<(PersistingBackend, u64), String> = rt.block_on(async {
-            let b = PersistingBackend::open_with_wal_fs(0, &tmp, cfg.options.clone(), Arc::new(sim.clone()))
-                .await
-                .map_err(|e| format!("reopening after crash {round}: {e}"))?;
+            let b = PersistingBackend::open_with_disks(
+                0,
+                &tmp,
+                cfg.options.clone(),
+                Arc::new(sim.clone()),
+                Arc::new(disk.clone()),
+            )
+            .await
+            .map_err(|e| format!("reopening after crash {round}: {e}"))?;
             let v = verify(&b, &cfg, owed).await?;
             t.judge(&v);
             if !v.clean() {
@@ -51,13 +81,25 @@ pub fn iteration(seed: u64) -> Result<Totals, String> {
                     v.present, v.lost, v.duplicated, v.corrupted
                 );
             }
+            let lost = seals_lost(&tmp, &owed_seals)?;
+            if !lost.is_empty() {
+                return Err(format!(
+                    "after crash {round}: {} data files sealed by a flush are no longer sealed ({}{})",
+                    lost.len(),
+                    lost[..lost.len().min(3)].join(", "),
+                    if lost.len() > 3 { ", …" } else { "" }
+                ));
+            }
             let mut next = b.total_count();
             let mut flushed = next;
             if round < CRASHES {
                 for _ in 0..(20 + rng.below(150)) {
                     match apply(&b, &cfg, next_op(&mut rng), next).await? {
                         Applied::Acked(n) => next = n,
-                        Applied::Flushed => flushed = next,
+                        Applied::Flushed => {
+                            flushed = next;
+                            owed_seals = sealed_files(&tmp).map_err(|e| e.to_string())?;
+                        }
                         Applied::Read => {}
                     }
                 }
@@ -77,15 +119,23 @@ pub fn iteration(seed: u64) -> Result<Totals, String> {
         if round < CRASHES {
             t.acknowledged += must_survive.saturating_sub(owed);
             owed = must_survive;
-            let mode = match rng.below(3) {
-                0 => CrashMode::DropUnsynced,
-                1 => CrashMode::KeepPrefix,
-                _ => CrashMode::TearLastWrite,
+            let (wal_mode, lance_mode) = match rng.below(3) {
+                0 => (CrashMode::DropUnsynced, SimCrash::DropUnsynced),
+                1 => (CrashMode::KeepPrefix, SimCrash::KeepPrefix),
+                _ => (CrashMode::TearLastWrite, SimCrash::TearLastWrite),
             };
-            sim.crash(mode, rng.next_u64());
+            // both disks lose power at one moment: Lance's first (it refuses every
+            // change from then on), then the WAL's
+            disk.crash(lance_mode, rng.next_u64())
+                .map_err(|e| format!("simulating a power loss in {}: {e}", tmp.display()))?;
+            sim.crash(wal_mode, rng.next_u64());
             t.kills += 1;
         }
         drop(b);
+        // the tasks of the crashed handle (a commit, say) end here, before the power
+        // is back: a real power loss stops them all at once
+        rt.shutdown_timeout(std::time::Duration::from_secs(10));
+        disk.power_on();
         if !ok {
             break;
         }

@@ -29,19 +29,23 @@ use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
 use arrow::record_batch::{RecordBatch, RecordBatchIterator};
 use futures::TryStreamExt;
 use lance::Dataset;
+use lance::dataset::builder::DatasetBuilder;
 use lance::dataset::optimize::{CompactionOptions, compact_files};
 use lance::dataset::{BatchUDF, ColumnAlteration, NewColumnTransform, WriteMode, WriteParams};
+use lance_io::object_store::{ObjectStoreParams, WrappingObjectStore};
 use persisting_codec::Record;
 
 use crate::convert::{from_batch, record_columns, to_batch, to_batches, verify_rows};
-use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::point::FragmentReaders;
 use crate::schema::{
     CHECKSUM_COLUMN, ColType, FieldState, LAYOUT_COLUMN, REGISTRY_KEY, SchemaState, arrow_field,
     cast_to, col_type, is_internal_column, materialized, missing_children, needs_rewrite,
 };
-use crate::sums::FileSums;
+use crate::store::object::DurableStores;
+use crate::store::seals::FileSums;
+use crate::store::synced::SyncedFiles;
+use crate::store::{self, Disk};
 
 /// Name of the dataset directory inside a bucket's storage path.
 pub const DATASET_DIR: &str = "data.lance";
@@ -229,7 +233,10 @@ pub struct LanceBucket {
     schema: SchemaState,
     buffer: Vec<Record>,
     persisted: u64,
-    durability: Option<Durability>,
+    /// Local datasets: the files known durable, and the object stores Lance writes
+    /// through (making each commit durable before it returns).
+    synced: Option<Arc<SyncedFiles>>,
+    stores: Option<DurableStores>,
     sums: Option<Arc<FileSums>>,
     /// The data commit of a flush, on a task of its own: a caller who stops waiting
     /// (a timeout, a cancelled task) cannot leave it half known. The next flush waits
@@ -275,6 +282,16 @@ impl LanceBucket {
     /// flush). A dataset written by another tool (pylance, the Python Persisting
     /// package) opens too: its columns are read in their order, nulls as absent fields.
     pub async fn open(storage_path: impl AsRef<Path>, opts: LanceOptions) -> Result<Self> {
+        Box::pin(Self::open_on(storage_path, opts, store::real())).await
+    }
+
+    /// [`LanceBucket::open`] with every file operation on `disk` (a [`crate::SimDisk`]
+    /// in tests of power losses).
+    pub async fn open_on(
+        storage_path: impl AsRef<Path>,
+        opts: LanceOptions,
+        disk: Arc<dyn Disk>,
+    ) -> Result<Self> {
         opts.validate()?;
         let root = storage_path.as_ref().to_path_buf();
         let root_str = root.to_str().ok_or_else(|| Error::InvalidOption {
@@ -284,9 +301,19 @@ impl LanceBucket {
         })?;
         let uri = format!("{}/{DATASET_DIR}", root_str.trim_end_matches('/'));
         let remote = is_remote(&uri);
-        let durability = (!remote).then(|| Durability::new(PathBuf::from(&uri)));
-        let sums = match durability {
-            Some(_) => Some(Arc::new(FileSums::load(&root, Path::new(&uri))?)),
+        // the absolute path Lance's local store writes to (it names objects so)
+        let local = store::absolute(Path::new(&uri));
+        let synced =
+            (!remote).then(|| Arc::new(SyncedFiles::new(local.clone(), Arc::clone(&disk))));
+        let stores = synced
+            .as_ref()
+            .map(|synced| DurableStores::new(Arc::clone(&disk), local.clone(), Arc::clone(synced)));
+        let sums = match synced {
+            Some(_) => Some(Arc::new(FileSums::load(
+                &root,
+                Path::new(&uri),
+                Arc::clone(&disk),
+            )?)),
             None => None,
         };
         let running = running_commits(&uri);
@@ -300,7 +327,8 @@ impl LanceBucket {
             converted: None,
             released: Vec::new(),
             persisted: 0,
-            durability,
+            synced,
+            stores,
             sums,
             commit: None,
             unsure: false,
@@ -313,13 +341,13 @@ impl LanceBucket {
         };
         // commits of an earlier handle of this dataset still running land first
         drop(bucket.running.write().await);
-        let exists = if bucket.durability.is_some() {
+        let exists = if bucket.synced.is_some() {
             Path::new(&bucket.uri).exists()
         } else {
             true
         };
         if exists {
-            match Dataset::open(&bucket.uri).await {
+            match bucket.open_dataset().await {
                 Ok(ds) => {
                     bucket.adopt(ds).await?;
                     // a crash may have left the last commit's files unsynced (they are
@@ -327,7 +355,7 @@ impl LanceBucket {
                     bucket.sync_files(false).await?;
                 }
                 Err(lance::Error::DatasetNotFound { .. })
-                    if bucket.durability.is_none() || !has_manifest(&bucket.uri) => {}
+                    if bucket.synced.is_none() || !has_manifest(&bucket.uri) => {}
                 Err(e) => return Err(Error::lance("open", &bucket.uri)(e)),
             }
         }
@@ -546,10 +574,10 @@ impl LanceBucket {
     /// [`Self::start_flush`], keeping the records the settled commit made durable to
     /// free while the one it starts is waited for.
     async fn settle_then_start(&mut self) -> Result<Option<FlushReport>> {
-        let earlier = self.catch_up_keeping(true).await?;
-        let compacted = self.compact_if_due().await?;
+        let earlier = Box::pin(self.catch_up_keeping(true)).await?;
+        let compacted = Box::pin(self.compact_if_due()).await?;
         let report = earlier.map(|settled| self.report(settled, compacted));
-        self.start_commit().await?;
+        Box::pin(self.start_commit()).await?;
         Ok(report)
     }
 
@@ -584,15 +612,17 @@ impl LanceBucket {
     /// never appended twice).
     pub async fn flush(&mut self) -> Result<FlushReport> {
         let start = Instant::now();
-        let earlier = self.catch_up().await?.unwrap_or_default();
+        // (the steps are boxed: their futures, Lance's schema and commit futures
+        // within, are deep enough to push callers over the default recursion limit)
+        let earlier = Box::pin(self.catch_up()).await?.unwrap_or_default();
         let (mut records, mut files_synced) = (earlier.records, earlier.files_synced);
-        let committed = self.start_commit().await?;
+        let committed = Box::pin(self.start_commit()).await?;
         if committed {
             let now = self.settle_commit().await?.unwrap_or_default();
             records += now.records;
             files_synced += now.files_synced;
         }
-        let compacted = records > 0 && self.compact_if_due().await?;
+        let compacted = records > 0 && Box::pin(self.compact_if_due()).await?;
         let duration = start.elapsed();
         if committed {
             self.last_flush = Some(duration);
@@ -676,7 +706,7 @@ impl LanceBucket {
             WriteMode::Create
         };
         let params = self.write_params(mode);
-        let mut durability = self.durability.take();
+        let synced = self.synced.clone();
         let sums = self.sums.clone();
         let parts = self.write_parts(records);
         let handle = tokio::spawn(async move {
@@ -689,15 +719,12 @@ impl LanceBucket {
                     .await
                     .map_err(Error::lance("create", &uri)),
             };
-            let result = match committed {
-                Ok(ds) => {
-                    let (back, synced) = sync_files(durability, sums, &uri).await;
-                    durability = back;
-                    synced.map(|files| (ds, files))
-                }
+            match committed {
+                Ok(ds) => sync_files(synced, sums, &uri)
+                    .await
+                    .map(|files| (ds, files)),
                 Err(e) => Err(e),
-            };
-            (durability, result)
+            }
         });
         self.commit = Some(PendingCommit {
             records,
@@ -733,15 +760,16 @@ impl LanceBucket {
         self.commit = None;
         // whatever the outcome, the records kept for this wait are not kept past it
         self.free_released();
-        let (durability, result) = match joined {
+        let result = match joined {
             Ok(outcome) => outcome,
             Err(e) => {
                 // batches built ahead started after this commit's records
                 self.converted = None;
                 // the task is gone, and with it what it knew of synced files: start
                 // over (the next sync fsyncs every file once)
-                self.durability =
-                    (!is_remote(&self.uri)).then(|| Durability::new(PathBuf::from(&self.uri)));
+                if let Some(synced) = &self.synced {
+                    synced.forget();
+                }
                 self.unsure = true;
                 return Err(Error::Io {
                     op: "commit a flush to",
@@ -750,7 +778,6 @@ impl LanceBucket {
                 });
             }
         };
-        self.durability = durability;
         match result {
             Ok((ds, files_synced)) => {
                 // durable: only now is the buffer released
@@ -812,7 +839,7 @@ impl LanceBucket {
     /// takes the records a commit of this handle made there off the buffer, once
     /// their files are fsynced and sealed.
     async fn reconcile(&mut self) -> Result<()> {
-        let latest = match Dataset::open(&self.uri).await {
+        let latest = match self.open_dataset().await {
             Ok(ds) => ds,
             Err(lance::Error::DatasetNotFound { .. }) if !has_manifest(&self.uri) => {
                 self.unsure = false;
@@ -852,8 +879,31 @@ impl LanceBucket {
     fn write_params(&self, mode: WriteMode) -> WriteParams {
         WriteParams {
             mode,
+            store_params: Some(self.store_params()),
             ..WriteParams::default()
         }
+    }
+
+    /// The object-store parameters of this dataset: a local one is written through
+    /// [`DurableStores`].
+    fn store_params(&self) -> ObjectStoreParams {
+        ObjectStoreParams {
+            object_store_wrapper: self
+                .stores
+                .clone()
+                .map(|s| Arc::new(s) as Arc<dyn WrappingObjectStore>),
+            ..ObjectStoreParams::default()
+        }
+    }
+
+    /// Opens the latest version of the dataset, written through this bucket's stores.
+    /// (Boxed: the builder's future is deep enough to push the crates awaiting a
+    /// bucket's futures over the compiler's default recursion limit.)
+    async fn open_dataset(&self) -> lance::Result<Dataset> {
+        let load = DatasetBuilder::from_uri(&self.uri)
+            .with_store_params(self.store_params())
+            .load();
+        Box::pin(load).await
     }
 
     fn field_for(&self, name: &str, ty: &ColType) -> Field {
@@ -1004,9 +1054,7 @@ impl LanceBucket {
     /// were fsynced.
     async fn sync_files(&mut self, seal: bool) -> Result<usize> {
         let sums = self.sums.clone().filter(|_| seal);
-        let (durability, result) = sync_files(self.durability.take(), sums, &self.uri).await;
-        self.durability = durability;
-        result
+        sync_files(self.synced.clone(), sums, &self.uri).await
     }
 
     /// Fragments with fewer rows than this are small: automatic compaction merges them.
@@ -1054,7 +1102,7 @@ impl LanceBucket {
             target_rows_per_fragment: self.opts.target_rows_per_fragment,
             ..CompactionOptions::default()
         };
-        compact_files(&mut ds, options, None)
+        Box::pin(compact_files(&mut ds, options, None))
             .await
             .map_err(Error::lance("compact", &self.uri))?;
         let retention = chrono::Duration::from_std(self.opts.version_retention)
@@ -1303,7 +1351,7 @@ impl LanceBucket {
     /// single writer). Buffered records of this handle are kept.
     pub async fn refresh(&mut self) -> Result<()> {
         self.settle_commit().await?;
-        match Dataset::open(&self.uri).await {
+        match self.open_dataset().await {
             Ok(ds) => {
                 let buffer = std::mem::take(&mut self.buffer);
                 if let Some(sums) = &self.sums {
@@ -1388,8 +1436,8 @@ struct Converted {
 }
 
 /// A flush's data commit running on its own task: the records it takes from the
-/// front of the buffer, and the task's outcome (the durability tracker it borrowed,
-/// then the committed dataset and the number of files it fsynced).
+/// front of the buffer, and the task's outcome (the committed dataset and the number
+/// of files it fsynced).
 #[derive(Debug)]
 struct PendingCommit {
     records: usize,
@@ -1407,36 +1455,36 @@ struct Settled {
     duration: Duration,
 }
 
-/// What a commit task returns: the durability tracker it borrowed, then the committed
-/// dataset and the number of files it fsynced.
-type CommitOutcome = (Option<Durability>, Result<(Dataset, usize)>);
+/// What a commit task returns: the committed dataset and the number of files it
+/// fsynced.
+type CommitOutcome = Result<(Dataset, usize)>;
 
-/// fsyncs the files of a local dataset not fsynced yet (`durability` tracks them;
+/// fsyncs the files of a local dataset not fsynced yet (`synced` tracks them;
 /// `None`: a remote dataset, nothing to do) and seals the new data files among them
-/// into `sums`. Returns the tracker and how many files were fsynced.
+/// into `sums`. Returns how many files were made durable since the last call.
 async fn sync_files(
-    durability: Option<Durability>,
+    synced: Option<Arc<SyncedFiles>>,
     sums: Option<Arc<FileSums>>,
     uri: &str,
-) -> (Option<Durability>, Result<usize>) {
-    let Some(mut durability) = durability else {
-        return (None, Ok(0));
+) -> Result<usize> {
+    let Some(synced) = synced else {
+        return Ok(0);
     };
+    let tracker = Arc::clone(&synced);
     let done = blocking("fsync the files of", uri, move || {
-        let result = durability.sync_new().and_then(|fresh| {
-            if let Some(sums) = sums {
-                sums.seal_new(&fresh)?;
-            }
-            Ok(fresh.len())
-        });
-        (durability, result)
+        tracker.sync_new()?;
+        let fresh = tracker.take_fresh();
+        if let Some(sums) = sums {
+            sums.seal_new(&fresh)?;
+        }
+        Ok(fresh.len())
     })
     .await;
-    match done {
-        Ok((durability, result)) => (Some(durability), result),
-        // the blocking task died: nothing is known synced any more
-        Err(e) => (Some(Durability::new(PathBuf::from(uri))), Err(e)),
+    if done.is_err() {
+        // what the task knew of synced files is gone with it: start over
+        synced.forget();
     }
+    done?
 }
 
 /// Runs blocking file work off the async threads; a failure of the task itself (a

@@ -176,10 +176,3 @@ impl Error {
         }
     }
 }
-
-/// fsyncs the directory `dir` (making the entries created or renamed in it durable).
-pub(crate) fn sync_dir(dir: &std::path::Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io("fsync directory", dir))
-}

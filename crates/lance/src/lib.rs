@@ -37,11 +37,10 @@
 
 mod bucket;
 mod convert;
-mod durability;
 mod error;
 mod point;
 mod schema;
-mod sums;
+mod store;
 
 pub use arrow::record_batch::RecordBatch;
 pub use bucket::{
@@ -53,7 +52,8 @@ pub use schema::{
     CHECKSUM_COLUMN, ColType, ENCODING_CODEC_V1, ENCODING_KEY, LAYOUT_COLUMN, REGISTRY_KEY, Scalar,
     is_internal_column,
 };
-pub use sums::SUMS_FILE;
+pub use store::seals::{SUMS_FILE, sealed_files};
+pub use store::{Disk, Op, RealDisk, SimCrash, SimDisk, SkippedSync};
 
 /// The cores this process may run on, asked of the system once (on Linux that reads
 /// the cgroup quota files): conversions and flushes split their work by it.

@@ -19,7 +19,7 @@ use std::time::Duration;
 use futures::future::{BoxFuture, FutureExt};
 use persisting_codec::{Record, decode_record, encode_record};
 use persisting_compress::{Codec, Compressor, UNCOMPRESSED_BYTES_MAX_DEFAULT, decompress};
-use persisting_lance::{ColumnCompression, FlushReport, LanceBucket, LanceOptions};
+use persisting_lance::{ColumnCompression, Disk, FlushReport, LanceBucket, LanceOptions, RealDisk};
 use persisting_wal::{Fs, RealFs, SyncPolicy, Wal, WalOptions};
 use tokio::sync::{RwLock, watch};
 
@@ -139,12 +139,26 @@ impl PersistingBackend {
     }
 
     /// Opens the bucket with its WAL on any [`Fs`] (the WAL crate's simulated file
-    /// system in power-loss tests; Lance stays on the real disk).
+    /// system in tests; Lance stays on the real disk).
     pub async fn open_with_wal_fs(
         bucket_id: u64,
         storage_path: impl AsRef<Path>,
         opts: PersistingOptions,
         wal_fs: Arc<dyn Fs>,
+    ) -> Result<Self> {
+        let open = Self::open_with_disks(bucket_id, storage_path, opts, wal_fs, Arc::new(RealDisk));
+        Box::pin(open).await
+    }
+
+    /// Opens the bucket with its WAL on `wal_fs` and its Lance files on `lance_disk`:
+    /// with the simulated ones ([`crate::wal::SimFs`], [`crate::lance::SimDisk`]) a
+    /// test cuts the power of the whole bucket.
+    pub async fn open_with_disks(
+        bucket_id: u64,
+        storage_path: impl AsRef<Path>,
+        opts: PersistingOptions,
+        wal_fs: Arc<dyn Fs>,
+        lance_disk: Arc<dyn Disk>,
     ) -> Result<Self> {
         if opts.batch_size == 0 {
             return Err(StorageError::invalid("batch_size", 0, "must be at least 1"));
@@ -179,7 +193,8 @@ impl PersistingBackend {
         };
         // a flush commit left running by a dropped handle lands before this open counts
         // the rows (LanceBucket::open waits for it): the WAL is replayed after it
-        let mut lance = LanceBucket::open(&storage_path, lance_opts).await?;
+        let mut lance =
+            Box::pin(LanceBucket::open_on(&storage_path, lance_opts, lance_disk)).await?;
         let wal = if opts.enable_wal {
             Some(Arc::new(
                 open_wal(bucket_id, &storage_path, &opts, &mut lance, wal_fs).await?,
@@ -331,7 +346,9 @@ impl PersistingBackend {
         self.check_open()?;
         self.flush_now().await?;
         let mut lance = self.inner.lance.write().await;
-        Ok(lance.compact().await?)
+        // boxed: the compaction future is deep enough to push callers over the
+        // compiler's default recursion limit
+        Ok(Box::pin(lance.compact()).await?)
     }
 
     /// Records `[offset, offset + limit)` of the acknowledged ones as Arrow record

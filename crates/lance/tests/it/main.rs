@@ -7,6 +7,7 @@ mod cancellation;
 mod compaction;
 mod damaged_files;
 mod foreign_datasets;
+mod power_loss;
 mod pylance_compat;
 mod read_patterns;
 mod round_trip;

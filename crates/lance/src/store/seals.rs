@@ -27,12 +27,13 @@
 //! CRC-32 of the entry's preceding bytes. See `docs/lance-layout.md`.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use crate::error::{Error, Result, sync_dir};
+use super::Disk;
+use crate::error::{Error, Result};
 
 /// Name of the sums file inside a bucket's storage path.
 pub const SUMS_FILE: &str = "data.lance.sums";
@@ -115,9 +116,19 @@ fn read_entries(path: &Path) -> Result<(HashMap<String, Seal>, usize)> {
     }
 }
 
+/// The names of the data files sealed in the seals file of the bucket at
+/// `storage_path` (read only; none without a seals file).
+pub fn sealed_files(storage_path: &Path) -> Result<Vec<String>> {
+    let (known, _) = read_entries(&storage_path.join(SUMS_FILE))?;
+    let mut names: Vec<String> = known.into_keys().collect();
+    names.sort();
+    Ok(names)
+}
+
 /// The seals of one dataset's data files, and which of them this handle has checked.
 #[derive(Debug)]
 pub(crate) struct FileSums {
+    disk: Arc<dyn Disk>,
     path: PathBuf,
     data_dir: PathBuf,
     /// Length of the file's valid prefix: where the next entries go.
@@ -128,10 +139,11 @@ pub(crate) struct FileSums {
 
 impl FileSums {
     /// Loads `{root}/data.lance.sums` (absent: no seals) for the dataset at `dataset`.
-    pub(crate) fn load(root: &Path, dataset: &Path) -> Result<Self> {
+    pub(crate) fn load(root: &Path, dataset: &Path, disk: Arc<dyn Disk>) -> Result<Self> {
         let path = root.join(SUMS_FILE);
         let (known, valid) = read_entries(&path)?;
         Ok(Self {
+            disk,
             path,
             data_dir: dataset.join("data"),
             valid_len: Mutex::new(valid as u64),
@@ -198,12 +210,6 @@ impl FileSums {
             .valid_len
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.path)
-            .map_err(Error::io("open", &self.path))?;
         let mut bytes = Vec::with_capacity(MAGIC.len() + entries.len());
         if *valid == 0 {
             bytes.extend_from_slice(MAGIC);
@@ -211,15 +217,18 @@ impl FileSums {
         bytes.extend_from_slice(&entries);
         // after the valid prefix: a torn entry a crash left (or a damaged tail) is
         // cut first, so the entries written now are read back
-        file.set_len(*valid)
-            .and_then(|()| file.seek(SeekFrom::Start(*valid)))
-            .and_then(|_| file.write_all(&bytes))
-            .and_then(|()| file.sync_all())
+        self.disk
+            .write_from(&self.path, *valid, &bytes)
             .map_err(Error::io("write", &self.path))?;
+        self.disk
+            .sync_file(&self.path)
+            .map_err(Error::io("fsync", &self.path))?;
         *valid += bytes.len() as u64;
         drop(valid);
         if fresh && let Some(dir) = self.path.parent() {
-            sync_dir(dir)?;
+            self.disk
+                .sync_dir(dir)
+                .map_err(Error::io("fsync directory", dir))?;
         }
         let n = sealed.len();
         if let Ok(mut known) = self.known.write() {
@@ -247,12 +256,19 @@ impl FileSums {
             encode_entry(name, *seal, &mut bytes);
         }
         let tmp = self.path.with_extension("sums.tmp");
-        let mut file = File::create(&tmp).map_err(Error::io("create", &tmp))?;
-        file.write_all(&bytes).map_err(Error::io("write", &tmp))?;
-        file.sync_all().map_err(Error::io("fsync", &tmp))?;
-        std::fs::rename(&tmp, &self.path).map_err(Error::io("rename", &tmp))?;
+        self.disk
+            .write_from(&tmp, 0, &bytes)
+            .map_err(Error::io("write", &tmp))?;
+        self.disk
+            .sync_file(&tmp)
+            .map_err(Error::io("fsync", &tmp))?;
+        self.disk
+            .rename(&tmp, &self.path)
+            .map_err(Error::io("rename", &tmp))?;
         if let Some(dir) = self.path.parent() {
-            sync_dir(dir)?;
+            self.disk
+                .sync_dir(dir)
+                .map_err(Error::io("fsync directory", dir))?;
         }
         *self
             .valid_len
@@ -337,9 +353,9 @@ mod tests {
     #[test]
     fn a_reload_sees_later_seals_and_keeps_what_was_checked() {
         let (dir, ds, a, b) = two_data_files();
-        let writer = FileSums::load(dir.path(), &ds).unwrap();
+        let writer = FileSums::load(dir.path(), &ds, crate::store::real()).unwrap();
         writer.seal_new(std::slice::from_ref(&a)).unwrap();
-        let reader = FileSums::load(dir.path(), &ds).unwrap();
+        let reader = FileSums::load(dir.path(), &ds, crate::store::real()).unwrap();
         let both = || vec!["a.lance".to_owned(), "b.lance".to_owned()];
         assert_eq!(reader.unchecked(both()), ["a.lance"]);
         reader.verify(["a.lance"], 0).unwrap();
@@ -352,17 +368,17 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_by_the_next_seal_so_later_seals_are_read_back() {
         let (dir, ds, a, b) = two_data_files();
-        let sums = FileSums::load(dir.path(), &ds).unwrap();
+        let sums = FileSums::load(dir.path(), &ds, crate::store::real()).unwrap();
         sums.seal_new(std::slice::from_ref(&a)).unwrap();
         let path = dir.path().join(SUMS_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.extend_from_slice(&[7, 0, b'x']); // a torn entry
         std::fs::write(&path, &bytes).unwrap();
-        let sums = FileSums::load(dir.path(), &ds).unwrap();
+        let sums = FileSums::load(dir.path(), &ds, crate::store::real()).unwrap();
         // loading never writes (a reader process loads it too)
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
         sums.seal_new(std::slice::from_ref(&b)).unwrap();
-        let again = FileSums::load(dir.path(), &ds).unwrap();
+        let again = FileSums::load(dir.path(), &ds, crate::store::real()).unwrap();
         assert!(again.is_sealed("a.lance") && again.is_sealed("b.lance"));
     }
 
@@ -373,15 +389,15 @@ mod tests {
         std::fs::create_dir_all(ds.join("data")).unwrap();
         let f = ds.join("data").join("x.lance");
         std::fs::write(&f, b"hello lance").unwrap();
-        let sums = FileSums::load(dir.path(), &ds).unwrap();
+        let sums = FileSums::load(dir.path(), &ds, crate::store::real()).unwrap();
         assert_eq!(sums.seal_new(std::slice::from_ref(&f)).unwrap(), 1);
-        let again = FileSums::load(dir.path(), &ds).unwrap();
+        let again = FileSums::load(dir.path(), &ds, crate::store::real()).unwrap();
         assert!(again.is_sealed("x.lance"));
         again.verify(["x.lance"], 0).unwrap();
         // checked once: a later change is not looked at again by this handle
         std::fs::write(&f, b"hello lancf").unwrap();
         again.verify(["x.lance"], 0).unwrap();
-        let fresh = FileSums::load(dir.path(), &ds).unwrap();
+        let fresh = FileSums::load(dir.path(), &ds, crate::store::real()).unwrap();
         let err = fresh.verify(["x.lance"], 42).unwrap_err();
         let text = err.to_string();
         assert!(

@@ -1,0 +1,130 @@
+//! Every file operation of this crate on a local bucket, behind one seam: [`Disk`].
+//!
+//! What goes through it: every fsync of a file or directory (`synced`, and the
+//! object store Lance commits through, `object`), every write of the seals file
+//! (`seals`), and the changes Lance makes through its object store (gated: refused
+//! once a simulated power is off). Lance writes data and transaction files with its
+//! own local writer, outside any object store; those are found by walking the
+//! dataset. The same code runs on the real disk ([`RealDisk`]) and on [`SimDisk`],
+//! which keeps what was fsynced apart from what was only written and, at a simulated
+//! power loss, drops, cuts or tears the rest and forgets directory entries that were
+//! not fsynced.
+//!
+//! Ordering kept on a local dataset (why a commit survives a power loss):
+//! 1. before Lance writes a manifest, every file of the dataset not known durable
+//!    (the data, deletion and transaction files the manifest names) is fsynced, then
+//!    every directory holding a new name: a manifest never names a file a power loss
+//!    can take away;
+//! 2. right after, the manifest and its directory are fsynced: when Lance returns
+//!    from a commit, the commit is durable;
+//! 3. seals are appended and fsynced after the files they seal (`seals`), before a
+//!    flush is reported durable (and so before a WAL is checkpointed).
+
+pub(crate) mod object;
+pub(crate) mod seals;
+mod sim;
+pub(crate) mod synced;
+
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub use sim::{SimCrash, SimDisk, SkippedSync};
+
+/// The file operations of a bucket's local storage. Paths are absolute file-system
+/// paths inside the bucket's storage path.
+///
+/// Contract: bytes written are durable only after `sync_file` of their file, and a
+/// name created, renamed or removed in a directory only after `sync_dir` of that
+/// directory.
+pub trait Disk: Send + Sync + Debug {
+    /// Starts a change of the disk; the returned guard lasts as long as the change.
+    /// Fails while the (simulated) power is off.
+    fn begin(&self) -> io::Result<Op> {
+        Ok(Op::default())
+    }
+    /// Makes the bytes of the file at `path` durable.
+    fn sync_file(&self, path: &Path) -> io::Result<()>;
+    /// Makes the entries of the directory `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Cuts the file at `path` to `offset` bytes (creating it empty if absent) and
+    /// writes `bytes` there. Not durable until `sync_file`.
+    fn write_from(&self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()>;
+    /// Renames `from` to `to`, replacing `to`. Not durable until `sync_dir`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+}
+
+/// A change of the disk in progress (see [`Disk::begin`]); ends when dropped.
+#[derive(Debug, Default)]
+pub struct Op(Option<Arc<AtomicUsize>>);
+
+impl Op {
+    /// Counts a change in `running` until the guard drops.
+    pub(crate) fn counted(running: &Arc<AtomicUsize>) -> Self {
+        running.fetch_add(1, Ordering::SeqCst);
+        Self(Some(Arc::clone(running)))
+    }
+}
+
+impl Drop for Op {
+    fn drop(&mut self) {
+        if let Some(running) = &self.0 {
+            running.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The operating system's file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealDisk;
+
+impl Disk for RealDisk {
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn write_from(&self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        file.set_len(offset)?;
+        file.seek(SeekFrom::Start(offset))?;
+        file.write_all(bytes)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+}
+
+/// `path` made absolute (against the current directory) with `.` and `..` resolved
+/// by name, as Lance's local store names the objects it writes.
+pub(crate) fn absolute(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let full = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for part in full.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The disk of a bucket's local storage: the real one unless a test gives another.
+pub(crate) fn real() -> Arc<dyn Disk> {
+    Arc::new(RealDisk)
+}

@@ -1,0 +1,119 @@
+//! [`SyncedFiles`]: which files of a local dataset are known durable, and the fsync of
+//! the rest. Lance writes files without fsync; [`SyncedFiles::sync_new`] walks the
+//! dataset and fsyncs every file not known durable (written by Lance since the last
+//! call, or by an earlier process before a crash), then the directories holding new
+//! names. The object store calls it before each manifest (`object`); a flush takes
+//! the files it made durable ([`SyncedFiles::take_fresh`]) to seal them.
+//!
+//! Invariant: when [`SyncedFiles::sync_new`] returns `Ok`, every file that existed in
+//! the dataset when it was called, and the directory entries naming them, are durable.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::Disk;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Default)]
+struct Known {
+    /// Files and directories known durable.
+    synced: HashSet<PathBuf>,
+    /// Files fsynced and not yet taken by `take_fresh`.
+    fresh: Vec<PathBuf>,
+}
+
+/// Tracks which files of a local dataset are known durable (shared by the dataset's
+/// object store and the flushes).
+#[derive(Debug)]
+pub(crate) struct SyncedFiles {
+    root: PathBuf,
+    disk: Arc<dyn Disk>,
+    known: Mutex<Known>,
+}
+
+impl SyncedFiles {
+    pub(crate) fn new(root: PathBuf, disk: Arc<dyn Disk>) -> Self {
+        Self {
+            root,
+            disk,
+            known: Mutex::new(Known::default()),
+        }
+    }
+
+    fn known(&self) -> MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The files made durable since the last call.
+    pub(crate) fn take_fresh(&self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.known().fresh)
+    }
+
+    /// Forgets every file: the next [`Self::sync_new`] fsyncs them all again.
+    pub(crate) fn forget(&self) {
+        *self.known() = Known::default();
+    }
+
+    /// fsyncs every file not known durable, then the directories holding new names
+    /// and the dataset's own entry in its parent.
+    pub(crate) fn sync_new(&self) -> Result<()> {
+        if !self.root.exists() {
+            return Ok(());
+        }
+        let mut dirs = vec![self.root.clone()];
+        let mut dirty_dirs: Vec<PathBuf> = Vec::new();
+        let mut present = HashSet::new();
+        let mut walked = Vec::new();
+        let synced = self.known().synced.clone();
+        let mut newly = Vec::new();
+        while let Some(dir) = dirs.pop() {
+            let mut new_here = false;
+            for entry in std::fs::read_dir(&dir).map_err(Error::io("list", &dir))? {
+                let entry = entry.map_err(Error::io("list", &dir))?;
+                let path = entry.path();
+                let kind = entry.file_type().map_err(Error::io("stat", &path))?;
+                if kind.is_dir() {
+                    if !synced.contains(&path) {
+                        new_here = true;
+                        newly.push(path.clone());
+                    }
+                    dirs.push(path);
+                } else {
+                    if !synced.contains(&path) {
+                        self.disk
+                            .sync_file(&path)
+                            .map_err(Error::io("fsync", &path))?;
+                        new_here = true;
+                        walked.push(path.clone());
+                    }
+                    present.insert(path);
+                }
+            }
+            if new_here {
+                dirty_dirs.push(dir);
+            }
+        }
+        for dir in &dirty_dirs {
+            self.sync_dir(dir)?;
+        }
+        if dirty_dirs.contains(&self.root)
+            && let Some(parent) = self.root.parent()
+        {
+            self.sync_dir(parent)?;
+        }
+        let mut known = self.known();
+        known.synced.extend(newly);
+        known.synced.extend(walked.iter().cloned());
+        // forget files removed since (cleanup), so the set does not grow forever
+        known.synced.retain(|p| present.contains(p) || p.is_dir());
+        known.fresh.extend(walked);
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> Result<()> {
+        self.disk
+            .sync_dir(dir)
+            .map_err(Error::io("fsync directory", dir))
+    }
+}
