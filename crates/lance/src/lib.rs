@@ -36,18 +36,21 @@
 #![deny(missing_docs)]
 
 mod bucket;
+mod buffer;
 mod convert;
 mod error;
-mod point;
+mod evolve;
+mod flush;
+mod options;
+mod read;
 mod schema;
 mod store;
 
 pub use arrow::record_batch::RecordBatch;
-pub use bucket::{
-    ColumnCompression, DATASET_DIR, FileCheck, FlushReport, LanceBucket, LanceOptions, LanceStats,
-};
+pub use bucket::{DATASET_DIR, FileCheck, FlushReport, LanceBucket, LanceStats};
 pub use convert::{TEXT_BLOCK_BYTES, TEXT_BLOCK_ROWS, row_checksum};
 pub use error::{Error, Result};
+pub use options::{ColumnCompression, LanceOptions};
 pub use schema::{
     CHECKSUM_COLUMN, ColType, ENCODING_CODEC_V1, ENCODING_KEY, LAYOUT_COLUMN, REGISTRY_KEY, Scalar,
     is_internal_column,

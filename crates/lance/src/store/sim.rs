@@ -198,7 +198,11 @@ impl SimDisk {
                 }
                 continue;
             }
-            let len = std::fs::metadata(&path)?.len();
+            // a file may vanish meanwhile: Lance's own writer (not gated: it bypasses
+            // any object store) removes its temporary files as its task is dropped
+            let Some(len) = gone_is_none(std::fs::metadata(&path))?.map(|m| m.len()) else {
+                continue;
+            };
             if len <= state.synced_len {
                 continue;
             }
@@ -207,7 +211,10 @@ impl SimDisk {
                 SimCrash::DropUnsynced => 0,
                 _ => next() % (unsynced + 1),
             };
-            let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+            let Some(file) = gone_is_none(std::fs::OpenOptions::new().write(true).open(&path))?
+            else {
+                continue;
+            };
             file.set_len(state.synced_len + keep)?;
             if mode == SimCrash::TearLastWrite && keep > 0 {
                 use std::os::unix::fs::FileExt;
@@ -236,6 +243,15 @@ impl SimDisk {
             ..Ledger::default()
         };
         self.0.off.store(false, Ordering::SeqCst);
+    }
+}
+
+/// `None` for a file that is not there (any more).
+fn gone_is_none<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

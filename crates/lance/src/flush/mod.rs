@@ -1,0 +1,563 @@
+//! Flushing the buffer into the dataset: one data commit at a time, on a task of its
+//! own (`start_commit`), applied by the next flush or append (`settle_commit`);
+//! after a flush that stopped part way, `reconcile` counts what landed.
+//!
+//! Invariants:
+//! - at most one data commit runs; the records it commits stay buffered (and are
+//!   read from the buffer) until its outcome is applied, so a cancelled or failed
+//!   flush loses nothing and a retried one appends nothing twice;
+//! - a flush is reported durable only once its commit, every file it wrote and
+//!   their seals are fsynced (see `store`);
+//! - while `unsure`, the next flush first reloads the dataset and takes the records
+//!   a commit of this handle landed off the buffer.
+
+mod compact;
+pub(crate) mod parts;
+
+use crate::bucket::{FlushReport, LanceBucket, has_manifest};
+use crate::convert::to_batches;
+use crate::error::{Error, Result};
+use crate::flush::parts::{append_in_parts, reader};
+use crate::store::seals::FileSums;
+use crate::store::synced::SyncedFiles;
+use arrow::datatypes::Schema as ArrowSchema;
+use lance::Dataset;
+use lance::dataset::WriteMode;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+impl LanceBucket {
+    /// Starts a flush of the buffer that commits in the background, as
+    /// [`LanceBucket::append`] does at `flush_threshold`, for an owner that buffers
+    /// with [`LanceBucket::put_batch_then`]. A flush still running is waited for and
+    /// applied first (compacting after it when due): its report is returned, the
+    /// owner's cue that those records are durable in Lance (a WAL can be checkpointed
+    /// to its `persisted_count`). An error is that flush's, or this one's start: the
+    /// records stay buffered and due either way.
+    pub async fn start_flush(&mut self) -> Result<Option<FlushReport>> {
+        let result = self.settle_then_start().await;
+        if self.commit.is_none() {
+            // no commit runs to be waited for: nothing stays unfreed
+            self.free_released();
+        }
+        result
+    }
+
+    /// [`Self::start_flush`], keeping the records the settled commit made durable to
+    /// free while the one it starts is waited for.
+    pub(crate) async fn settle_then_start(&mut self) -> Result<Option<FlushReport>> {
+        let earlier = Box::pin(self.catch_up_keeping(true)).await?;
+        let compacted = Box::pin(self.compact_if_due()).await?;
+        let report = earlier.map(|settled| self.report(settled, compacted));
+        Box::pin(self.start_commit()).await?;
+        Ok(report)
+    }
+
+    /// Applies a background flush that has ended, if one has: its report, or its
+    /// failure (its records then stay buffered and due). Never waits.
+    pub async fn finished_flush(&mut self) -> Option<Result<FlushReport>> {
+        if !self.commit.as_ref().is_some_and(|c| c.handle.is_finished()) {
+            return None;
+        }
+        Some(
+            self.settle_commit()
+                .await
+                .map(|settled| self.report(settled.unwrap_or_default(), false)),
+        )
+    }
+
+    pub(crate) fn report(&self, settled: Settled, compacted: bool) -> FlushReport {
+        FlushReport {
+            records: settled.records,
+            persisted_count: self.persisted,
+            files_synced: settled.files_synced,
+            compacted,
+            duration: settled.duration,
+        }
+    }
+
+    /// Appends the buffer to the dataset as one commit and makes it durable (first
+    /// waiting for a flush [`LanceBucket::append`] left running, whose failure is
+    /// reported here). On error the buffer is kept whole and the flush can be
+    /// retried. Cancel-safe: if the future is dropped part way, the commit finishes on
+    /// its own task and the next flush takes its outcome (records committed then are
+    /// never appended twice).
+    pub async fn flush(&mut self) -> Result<FlushReport> {
+        let start = Instant::now();
+        // (the steps are boxed: their futures, Lance's schema and commit futures
+        // within, are deep enough to push callers over the default recursion limit)
+        let earlier = Box::pin(self.catch_up()).await?.unwrap_or_default();
+        let (mut records, mut files_synced) = (earlier.records, earlier.files_synced);
+        let committed = Box::pin(self.start_commit()).await?;
+        if committed {
+            let now = self.settle_commit().await?.unwrap_or_default();
+            records += now.records;
+            files_synced += now.files_synced;
+        }
+        let compacted = records > 0 && Box::pin(self.compact_if_due()).await?;
+        let duration = start.elapsed();
+        if committed {
+            self.last_flush = Some(duration);
+        }
+        let settled = Settled {
+            records,
+            files_synced,
+            duration,
+        };
+        Ok(self.report(settled, compacted))
+    }
+
+    /// Starts the commit of the whole buffer (after the schema commits it needs) on
+    /// its own task; [`Self::settle_commit`] applies it. Returns false when there is
+    /// nothing to commit. The handle must be caught up (no commit running, nothing
+    /// unsure).
+    pub(crate) async fn start_commit(&mut self) -> Result<bool> {
+        if self.buffer.is_empty() {
+            return Ok(false);
+        }
+        // a handle opened on this dataset in this process waits until this flush's
+        // commits end (they outlive this future, and this handle)
+        let running = self.running.clone().read_owned().await;
+        // from here until the commit is applied, an interruption leaves Lance's state
+        // unknown to this handle
+        self.unsure = true;
+        let mut base = None;
+        for attempt in 0..2 {
+            let Some(ds) = self.dataset.as_deref() else {
+                break;
+            };
+            let mut ds = ds.clone();
+            let evolved = self.evolve(&mut ds).await;
+            // schema commits that succeeded are part of the dataset now, whatever
+            // happens next: keep the handle that has them
+            self.dataset = Some(Arc::new(ds.clone()));
+            match evolved {
+                // a schema commit of a cancelled flush landed after this handle last
+                // looked (its file operations outlive the cancelled future): look again
+                Err(Error::Lance { source, .. }) if attempt == 0 && is_conflict(&source) => {
+                    self.reconcile().await?;
+                    self.unsure = true;
+                    if self.buffer.is_empty() {
+                        return Ok(false);
+                    }
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    base = Some(ds);
+                    break;
+                }
+            }
+        }
+        let schema = match &base {
+            Some(ds) => Arc::new(ArrowSchema::from(ds.schema())),
+            None => self.create_schema(),
+        };
+        let (mut batch, from) = match self.converted.take() {
+            Some(c) if c.schema == schema && c.state == self.schema => (c.batches, c.rows),
+            _ => (Vec::new(), 0),
+        };
+        if from < self.buffer.len() {
+            batch.extend(to_batches(&schema, &self.schema, &self.buffer[from..])?);
+        }
+        let records = self.buffer.len();
+        let uri = self.uri.clone();
+        let mode = if base.is_some() {
+            WriteMode::Append
+        } else {
+            WriteMode::Create
+        };
+        let params = self.write_params(mode);
+        let synced = self.synced.clone();
+        let sums = self.sums.clone();
+        let parts = self.write_parts(records);
+        let handle = tokio::spawn(async move {
+            let _running = running;
+            let committed = match base {
+                Some(ds) => append_in_parts(ds, batch, params, parts)
+                    .await
+                    .map_err(Error::lance("append to", &uri)),
+                None => Dataset::write(reader(batch), uri.as_str(), Some(params))
+                    .await
+                    .map_err(Error::lance("create", &uri)),
+            };
+            match committed {
+                Ok(ds) => sync_files(synced, sums, &uri)
+                    .await
+                    .map(|files| (ds, files)),
+                Err(e) => Err(e),
+            }
+        });
+        self.commit = Some(PendingCommit {
+            records,
+            handle,
+            started: Instant::now(),
+        });
+        Ok(true)
+    }
+
+    /// Waits for the running data commit, if any, and applies its outcome: on success
+    /// the buffer's flushed prefix is released (records and files synced are
+    /// returned); on failure the buffer stays whole and the next flush first finds out
+    /// what Lance kept. Cancel-safe: the commit stays here until it is applied.
+    pub(crate) async fn settle_commit(&mut self) -> Result<Option<Settled>> {
+        self.settle_commit_keeping(false).await
+    }
+
+    /// [`Self::settle_commit`]; `keep`: the caller starts the next commit at once, and
+    /// the records this one made durable are kept to be freed while that one is
+    /// waited for (see `released`).
+    pub(crate) async fn settle_commit_keeping(&mut self, keep: bool) -> Result<Option<Settled>> {
+        let Some(pending) = self.commit.as_mut() else {
+            return Ok(None);
+        };
+        if !pending.handle.is_finished() {
+            // this thread would only wait: it frees the last commit's records
+            // meanwhile, rather than a thread competing with the commit for a core
+            self.released = Vec::new();
+        }
+        let joined = (&mut pending.handle).await;
+        let records = pending.records;
+        let duration = pending.started.elapsed();
+        self.commit = None;
+        // whatever the outcome, the records kept for this wait are not kept past it
+        self.free_released();
+        let result = match joined {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // batches built ahead started after this commit's records
+                self.converted = None;
+                // the task is gone, and with it what it knew of synced files: start
+                // over (the next sync fsyncs every file once)
+                if let Some(synced) = &self.synced {
+                    synced.forget();
+                }
+                self.unsure = true;
+                return Err(Error::Io {
+                    op: "commit a flush to",
+                    path: PathBuf::from(&self.uri),
+                    source: std::io::Error::other(e.to_string()),
+                });
+            }
+        };
+        match result {
+            Ok((ds, files_synced)) => {
+                // durable: only now is the buffer released
+                self.dataset = Some(Arc::new(ds));
+                self.persisted += records as u64;
+                let rest = self.buffer.split_off(records);
+                let flushed = std::mem::replace(&mut self.buffer, rest);
+                // freeing them is the writer's longest step after conversion: done
+                // while it next waits for a commit, or off its thread
+                if keep {
+                    self.released = flushed;
+                } else {
+                    tokio::task::spawn_blocking(move || drop(flushed));
+                }
+                self.flushes += 1;
+                self.unsure = false;
+                self.last_flush = Some(duration);
+                Ok(Some(Settled {
+                    records,
+                    files_synced,
+                    duration,
+                }))
+            }
+            Err(e) => {
+                // batches built ahead started after this commit's records
+                self.converted = None;
+                self.unsure = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Hands the records kept in `released`, if any, to a blocking thread to free.
+    pub(crate) fn free_released(&mut self) {
+        let records = std::mem::take(&mut self.released);
+        if !records.is_empty() {
+            tokio::task::spawn_blocking(move || drop(records));
+        }
+    }
+
+    /// Brings this handle up to date with what its own earlier flushes did: applies a
+    /// commit a cancelled flush left running, then, if a flush stopped part way or
+    /// failed, counts what landed (see `reconcile`). Returns what the running commit
+    /// made durable.
+    pub(crate) async fn catch_up(&mut self) -> Result<Option<Settled>> {
+        self.catch_up_keeping(false).await
+    }
+
+    /// [`Self::catch_up`]; `keep` as for [`Self::settle_commit_keeping`].
+    pub(crate) async fn catch_up_keeping(&mut self, keep: bool) -> Result<Option<Settled>> {
+        let earlier = self.settle_commit_keeping(keep).await?;
+        if self.unsure {
+            self.reconcile().await?;
+        }
+        Ok(earlier)
+    }
+
+    /// After a flush that stopped part way or failed: reloads the latest dataset and
+    /// takes the records a commit of this handle made there off the buffer, once
+    /// their files are fsynced and sealed.
+    pub(crate) async fn reconcile(&mut self) -> Result<()> {
+        let latest = match self.open_dataset().await {
+            Ok(ds) => ds,
+            Err(lance::Error::DatasetNotFound { .. }) if !has_manifest(&self.uri) => {
+                self.unsure = false;
+                return Ok(());
+            }
+            Err(e) => return Err(Error::lance("reload", &self.uri)(e)),
+        };
+        let rows = latest
+            .count_rows(None)
+            .await
+            .map_err(Error::lance("count the rows of", &self.uri))? as u64;
+        let buffered = self.buffer.len() as u64;
+        if rows < self.persisted || rows > self.persisted + buffered {
+            return Err(Error::Io {
+                op: "reconcile a flush with",
+                path: PathBuf::from(&self.uri),
+                source: std::io::Error::other(format!(
+                    "the dataset holds {rows} rows; this handle has {} persisted and {buffered} \
+                     buffered: another writer changed it",
+                    self.persisted
+                )),
+            });
+        }
+        self.dataset = Some(Arc::new(latest));
+        self.sync_files(true).await?;
+        let landed = (rows - self.persisted) as usize;
+        self.buffer.drain(..landed);
+        self.converted = None;
+        self.persisted = rows;
+        if landed > 0 {
+            self.flushes += 1;
+        }
+        self.unsure = false;
+        Ok(())
+    }
+
+    /// fsyncs the files of the dataset not fsynced yet and, with `seal`, seals the
+    /// new data files among them (files this handle wrote). Returns how many files
+    /// were fsynced.
+    pub(crate) async fn sync_files(&mut self, seal: bool) -> Result<usize> {
+        let sums = self.sums.clone().filter(|_| seal);
+        sync_files(self.synced.clone(), sums, &self.uri).await
+    }
+}
+
+/// A commit refused because another one landed first: for a bucket's only writer,
+/// one its own cancelled flush left running.
+pub(crate) fn is_conflict(e: &lance::Error) -> bool {
+    matches!(
+        e,
+        lance::Error::CommitConflict { .. }
+            | lance::Error::RetryableCommitConflict { .. }
+            | lance::Error::IncompatibleTransaction { .. }
+    )
+}
+
+/// Data commits running in this process, per dataset: a commit outlives the flush
+/// that started it, and its handle if that is dropped; a handle opened meanwhile on
+/// the same dataset must not count the rows without it, so `open` waits for every
+/// running commit of its dataset (commits hold the lock shared, `open` takes it
+/// exclusively for a moment).
+pub(crate) fn running_commits(uri: &str) -> Arc<tokio::sync::RwLock<()>> {
+    type Running = std::collections::HashMap<String, std::sync::Weak<tokio::sync::RwLock<()>>>;
+    static RUNNING: std::sync::LazyLock<std::sync::Mutex<Running>> =
+        std::sync::LazyLock::new(Default::default);
+    let key = std::path::absolute(uri)
+        .map_or_else(|_| uri.to_owned(), |p| p.to_string_lossy().into_owned());
+    let mut map = RUNNING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(lock) = map.get(&key).and_then(std::sync::Weak::upgrade) {
+        return lock;
+    }
+    map.retain(|_, w| w.strong_count() > 0);
+    let lock = Arc::new(tokio::sync::RwLock::new(()));
+    map.insert(key, Arc::downgrade(&lock));
+    lock
+}
+
+/// A flush's data commit running on its own task: the records it takes from the
+/// front of the buffer, and the task's outcome (the committed dataset and the number
+/// of files it fsynced).
+#[derive(Debug)]
+pub(crate) struct PendingCommit {
+    pub(crate) records: usize,
+    /// When the commit's task was started.
+    pub(crate) started: Instant,
+    pub(crate) handle: tokio::task::JoinHandle<CommitOutcome>,
+}
+
+/// What an applied commit made durable: its records, the files it fsynced, and how
+/// long it ran.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Settled {
+    pub(crate) records: usize,
+    pub(crate) files_synced: usize,
+    pub(crate) duration: Duration,
+}
+
+/// What a commit task returns: the committed dataset and the number of files it
+/// fsynced.
+pub(crate) type CommitOutcome = Result<(Dataset, usize)>;
+
+/// fsyncs the files of a local dataset not fsynced yet (`synced` tracks them;
+/// `None`: a remote dataset, nothing to do) and seals the new data files among them
+/// into `sums`. Returns how many files were made durable since the last call.
+pub(crate) async fn sync_files(
+    synced: Option<Arc<SyncedFiles>>,
+    sums: Option<Arc<FileSums>>,
+    uri: &str,
+) -> Result<usize> {
+    let Some(synced) = synced else {
+        return Ok(0);
+    };
+    let tracker = Arc::clone(&synced);
+    let done = blocking("fsync the files of", uri, move || {
+        tracker.sync_new()?;
+        let fresh = tracker.take_fresh();
+        if let Some(sums) = sums {
+            sums.seal_new(&fresh)?;
+        }
+        Ok(fresh.len())
+    })
+    .await;
+    if done.is_err() {
+        // what the task knew of synced files is gone with it: start over
+        synced.forget();
+    }
+    done?
+}
+
+/// Runs blocking file work off the async threads; a failure of the task itself (a
+/// panic) is an I/O error of `op` on the dataset at `uri`.
+pub(crate) async fn blocking<T: Send + 'static>(
+    op: &'static str,
+    uri: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Io {
+        op,
+        path: PathBuf::from(uri),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use persisting_codec::{Record, Value};
+
+    use std::sync::Arc;
+
+    use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
+    use arrow::record_batch::RecordBatch;
+
+    use super::parts::split_rows;
+    use crate::{LanceBucket, LanceOptions};
+
+    fn records(range: std::ops::Range<i64>) -> Vec<Record> {
+        range
+            .map(|i| {
+                let mut r = Record::new();
+                r.insert("n", Value::from(i));
+                r
+            })
+            .collect()
+    }
+
+    #[test]
+    fn split_rows_cuts_consecutive_even_runs_and_keeps_every_row() {
+        use arrow::array::{AsArray, Int64Array};
+        let batch = |r: std::ops::Range<i64>| {
+            let schema = Arc::new(ArrowSchema::new(vec![Field::new(
+                "i",
+                DataType::Int64,
+                false,
+            )]));
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(r))]).unwrap()
+        };
+        for (sizes, parts) in [
+            (vec![10], 2),
+            (vec![3, 3, 4], 2),
+            (vec![1, 1, 1], 2),
+            (vec![7, 0, 9, 2], 3),
+            (vec![5], 8),
+            (vec![100, 1], 1),
+        ] {
+            let mut at = 0;
+            let batches: Vec<RecordBatch> = sizes
+                .iter()
+                .map(|&k| {
+                    at += k;
+                    batch(at - k..at)
+                })
+                .collect();
+            let total = at as usize;
+            let runs = split_rows(batches, parts);
+            assert_eq!(runs.len(), parts.min(total), "{sizes:?} in {parts}");
+            let lens: Vec<usize> = runs
+                .iter()
+                .map(|r| r.iter().map(RecordBatch::num_rows).sum())
+                .collect();
+            let (min, max) = (lens.iter().min().unwrap(), lens.iter().max().unwrap());
+            assert!(max - min <= 1, "{sizes:?} in {parts}: {lens:?}");
+            let rows: Vec<i64> = runs
+                .iter()
+                .flatten()
+                .flat_map(|b| {
+                    b.column(0)
+                        .as_primitive::<arrow::datatypes::Int64Type>()
+                        .values()
+                        .to_vec()
+                })
+                .collect();
+            assert_eq!(rows, (0..at).collect::<Vec<_>>(), "{sizes:?} in {parts}");
+        }
+    }
+
+    #[test]
+    fn records_a_commit_made_durable_wait_to_be_freed_only_while_a_commit_runs() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let opts = LanceOptions {
+                flush_threshold: 0,
+                ..LanceOptions::default()
+            };
+            let mut b = LanceBucket::open(dir.path(), opts).await.unwrap();
+            b.put_batch(records(0..10)).unwrap();
+            b.start_flush().await.unwrap();
+            assert!(b.commit.is_some() && b.released.is_empty());
+            // the first commit is applied and the second started: the first's records
+            // wait to be freed while the second runs
+            b.put_batch(records(10..20)).unwrap();
+            b.start_flush().await.unwrap();
+            assert!(b.commit.is_some());
+            assert_eq!(b.released.len(), 10);
+            // nothing left to commit: no commit runs, nothing stays unfreed
+            b.start_flush().await.unwrap();
+            assert!(b.commit.is_none() && b.released.is_empty());
+            // a flush leaves nothing unfreed either
+            b.put_batch(records(20..30)).unwrap();
+            b.start_flush().await.unwrap();
+            b.put_batch(records(30..40)).unwrap();
+            b.start_flush().await.unwrap();
+            assert_eq!(b.released.len(), 10);
+            b.flush().await.unwrap();
+            assert!(b.commit.is_none() && b.released.is_empty());
+            let back = b.read(0, 100).await.unwrap();
+            assert_eq!(back, records(0..40));
+            assert_eq!(b.stats().persisted_count, 40);
+        });
+    }
+}

@@ -1,0 +1,111 @@
+//! Options of a bucket, checked when it opens.
+
+use crate::error::{Error, Result};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Compression Lance applies to the data columns (set at creation and for each column
+/// added later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ColumnCompression {
+    /// Lance's default encodings.
+    #[default]
+    Default,
+    /// zstd, at a level (Lance's default level when `None`).
+    Zstd(Option<i32>),
+    /// lz4.
+    Lz4,
+}
+
+impl FromStr for ColumnCompression {
+    type Err = Error;
+    /// `none`, `zstd`, `zstd:<level>`, `lz4`. `snappy` is refused: Lance offers no
+    /// snappy column compression (Persisting applies snappy to the WAL only).
+    fn from_str(s: &str) -> Result<Self> {
+        let lower = s.trim().to_ascii_lowercase();
+        let invalid = |reason: &str| Error::InvalidOption {
+            name: "compression",
+            value: s.to_owned(),
+            reason: reason.to_owned(),
+        };
+        match lower.as_str() {
+            "" | "none" => Ok(Self::Default),
+            "zstd" => Ok(Self::Zstd(None)),
+            "lz4" => Ok(Self::Lz4),
+            "snappy" => Err(invalid(
+                "Lance has no snappy column compression; snappy applies to the WAL only",
+            )),
+            other => match other.strip_prefix("zstd:").map(str::parse::<i32>) {
+                Some(Ok(level)) if (1..=22).contains(&level) => Ok(Self::Zstd(Some(level))),
+                _ => Err(invalid("valid values are none, zstd, zstd:<1..=22>, lz4")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for ColumnCompression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Default => f.write_str("none"),
+            Self::Zstd(None) => f.write_str("zstd"),
+            Self::Zstd(Some(l)) => write!(f, "zstd:{l}"),
+            Self::Lz4 => f.write_str("lz4"),
+        }
+    }
+}
+
+/// Options of a bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LanceOptions {
+    /// [`LanceBucket::append`] starts a flush (in the background) once this many
+    /// records are buffered (default 1000; 0 never flushes automatically).
+    pub flush_threshold: usize,
+    /// Column compression (default: Lance's own encodings).
+    pub column_compression: ColumnCompression,
+    /// A flush that leaves more small fragments than this compacts them (default 64;
+    /// 0 disables automatic compaction). A fragment is small below
+    /// `target_rows_per_fragment / 32` rows: flushes of that size or more make
+    /// fragments reads do not suffer from, and are not rewritten on their own (a flush
+    /// of at least twice that is written in parts of that size or more at once, one
+    /// per core, each its own fragment).
+    pub compact_fragments_max: usize,
+    /// Rows per fragment that compaction aims for (default 1,048,576).
+    pub target_rows_per_fragment: usize,
+    /// Dataset versions older than this are removed after a compaction (default 10
+    /// minutes). Readers pinned to a removed version fail, so keep it above the
+    /// longest read.
+    pub version_retention: Duration,
+}
+
+impl Default for LanceOptions {
+    fn default() -> Self {
+        Self {
+            flush_threshold: 1000,
+            column_compression: ColumnCompression::Default,
+            compact_fragments_max: 64,
+            target_rows_per_fragment: 1 << 20,
+            version_retention: Duration::from_secs(600),
+        }
+    }
+}
+
+impl LanceOptions {
+    /// Checks every option, naming the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        if self.target_rows_per_fragment == 0 {
+            return Err(Error::InvalidOption {
+                name: "target_rows_per_fragment",
+                value: "0".to_owned(),
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        if chrono::Duration::from_std(self.version_retention).is_err() {
+            return Err(Error::InvalidOption {
+                name: "version_retention",
+                value: format!("{:?}", self.version_retention),
+                reason: "is too long".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,288 @@
+//! The read-ahead scan: a read that continues where the last one ended continues
+//! one scan of the dataset, kept between calls, decoding a few batches ahead of the
+//! reader on a task of its own; a small read elsewhere reads through the fragment
+//! readers; a larger one starts a scan at its offset.
+
+use crate::convert::verify_rows;
+use crate::error::{Error, Result};
+use crate::read::fragments::FragmentReaders;
+use crate::read::{check_files, fragment_files};
+use crate::store::seals::FileSums;
+use arrow::record_batch::RecordBatch;
+use futures::TryStreamExt;
+use lance::Dataset;
+use std::sync::Arc;
+
+/// Reads of at most this many rows not continuing the previous read read their rows
+/// through the fragment readers kept open ([`FragmentReaders`]) instead of starting a
+/// scan.
+pub(crate) const TAKE_MAX: u64 = 1024;
+
+/// Rows a scan plans at a time (and whose data files it checks first): at least this
+/// many ...
+pub(crate) const WINDOW_MIN: u64 = 1 << 16;
+
+/// ... and at most this many.
+pub(crate) const WINDOW_MAX: u64 = 1 << 18;
+
+/// Checked batches a scan holds ready ahead of its reader.
+pub(crate) const AHEAD_BATCHES: usize = 4;
+
+/// What the last read left for the next one.
+#[derive(Default)]
+pub(crate) enum ReadAhead {
+    /// Nothing.
+    #[default]
+    None,
+    /// The last read ended at this offset, in this dataset version.
+    After { version: u64, next: u64 },
+    /// An open scan positioned at `next`.
+    Open(Cursor),
+}
+
+impl std::fmt::Debug for ReadAhead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::After { version, next } => write!(f, "After({version}, {next})"),
+            Self::Open(c) => write!(f, "Open({}, {}..{})", c.version, c.next, c.end),
+        }
+    }
+}
+
+/// What a read of the dataset needs: the dataset version, its row count, the field
+/// registry (to check rows), the file seals (to check files before Lance reads them),
+/// and whether rows are checked here (`check_rows`) or by the reader's sink.
+pub(crate) struct Source {
+    pub(crate) ds: Arc<Dataset>,
+    pub(crate) persisted: u64,
+    pub(crate) order: Arc<[String]>,
+    pub(crate) sums: Option<Arc<FileSums>>,
+    pub(crate) check_rows: bool,
+    /// A scan started for this read checks each batch's rows on its own task, before
+    /// handing the batch over (see [`Cursor`]).
+    pub(crate) check_ahead: bool,
+    pub(crate) readers: Arc<FragmentReaders>,
+}
+
+/// A scan of the dataset kept between reads. A task of its own reads from `next` to
+/// the end of the dataset, window after window (each window's data files checked
+/// against their seals before Lance reads them), and hands the decoded batches over
+/// through a bounded channel, at most [`AHEAD_BATCHES`] ahead. Rows are checked
+/// against their checksums either by the reader as it takes a batch (`read_arrow`,
+/// `read_into`: decoding and checking so run on two cores at once) or, when the scan
+/// was started with `check_ahead` (`read`, whose reader has records to build), by the
+/// task before it sends the batch; a batch the task could not check whole is sent
+/// unchecked and checked row by row by its reader. Dropping the cursor stops the task.
+pub(crate) struct Cursor {
+    pub(crate) version: u64,
+    /// Offset of the next row the cursor yields.
+    pub(crate) next: u64,
+    /// One past the last row the scan yields.
+    pub(crate) end: u64,
+    /// Rows received and not yet returned (starting at `next`), and whether they were
+    /// checked.
+    pub(crate) pending: Option<(RecordBatch, bool)>,
+    /// Offset of the first row of the next batch to receive.
+    pub(crate) received: u64,
+    /// The field registry, to check rows.
+    pub(crate) order: Arc<[String]>,
+    /// Batches, and whether the task checked all their rows.
+    pub(crate) batches: tokio::sync::mpsc::Receiver<Result<(RecordBatch, bool)>>,
+    pub(crate) task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Cursor {
+    /// Starts the scan of rows `[offset, source.persisted)`, `window` rows at a time.
+    fn open(source: Source, offset: u64, window: u64) -> Self {
+        let (tx, batches) = tokio::sync::mpsc::channel(AHEAD_BATCHES);
+        let version = source.ds.manifest().version;
+        let end = source.persisted;
+        let order = Arc::clone(&source.order);
+        let task = tokio::spawn(async move {
+            let mut at = offset;
+            while at < end {
+                let rows = window.min(end - at);
+                match scan_window(&source, at, rows, &tx).await {
+                    Ok(true) => at += rows,
+                    // the reader is gone
+                    Ok(false) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Self {
+            version,
+            next: offset,
+            end,
+            pending: None,
+            received: offset,
+            order,
+            batches,
+            task,
+        }
+    }
+
+    /// The next batch (starting at `next`), checked if `check`, and whether it was.
+    async fn next_batch(&mut self, uri: &str, check: bool) -> Result<(RecordBatch, bool)> {
+        if let Some((b, checked)) = self.pending.take() {
+            if check && !checked {
+                verify_rows(&b, &self.order, self.next, uri)?;
+            }
+            return Ok((b, checked || check));
+        }
+        if let Some(b) = self.batches.recv().await {
+            let (b, checked) = b?;
+            if check && !checked {
+                verify_rows(&b, &self.order, self.received, uri)?;
+            }
+            self.received += b.num_rows() as u64;
+            return Ok((b, checked || check));
+        }
+        // the task ended without an error to send: it panicked (Lance's decoders
+        // assert on damaged pages), or the scan came up short
+        match (&mut self.task).await {
+            Err(e) if e.is_panic() => Err(Error::panicked(uri, self.next, e.into_panic().as_ref())),
+            _ => Err(Error::lance("read", uri)(lance::Error::internal(format!(
+                "the scan ended at offset {}, before offset {}",
+                self.next, self.end
+            )))),
+        }
+    }
+}
+
+/// Scans rows `[at, at + rows)` into `tx`; `false` once the reader is gone.
+pub(crate) async fn scan_window(
+    source: &Source,
+    at: u64,
+    rows: u64,
+    tx: &tokio::sync::mpsc::Sender<Result<(RecordBatch, bool)>>,
+) -> Result<bool> {
+    let ds = &source.ds;
+    let files = fragment_files(ds, |_| true, at..at + rows);
+    check_files(source.sums.clone(), files, at, ds.uri()).await?;
+    let mut scan = ds.scan();
+    scan.scan_in_order(true);
+    scan.limit(Some(rows as i64), Some(at as i64))
+        .map_err(Error::lance("plan a read of", ds.uri()))?;
+    let mut stream = scan
+        .try_into_stream()
+        .await
+        .map_err(Error::lance("read", ds.uri()))?;
+    let mut next = at;
+    while let Some(batch) = stream
+        .try_next()
+        .await
+        .map_err(Error::lance("read", ds.uri()))?
+    {
+        // a batch whose check fails (or panics on damaged arrays) goes unchecked: the
+        // reader checks the rows it takes, so a read of the intact rows before a
+        // damaged one still succeeds and the error names the damaged row's offset
+        let checked = source.check_ahead
+            && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                verify_rows(&batch, &source.order, next, ds.uri())
+            }))
+            .is_ok_and(|r| r.is_ok());
+        next += batch.num_rows() as u64;
+        if tx.send(Ok((batch, checked))).await.is_err() {
+            return Ok(false);
+        }
+    }
+    if next != at + rows {
+        return Err(Error::lance("read", ds.uri())(lance::Error::internal(
+            format!("the scan of {rows} rows from offset {at} ended at offset {next}"),
+        )));
+    }
+    Ok(true)
+}
+
+/// Reads `n` rows from `offset` (all below `source.persisted`) into `sink`, using and
+/// returning the read-ahead state. With `source.check_rows`, every row is checked
+/// against its checksum before `sink` sees it; otherwise `sink` checks them.
+pub(crate) async fn read_dataset(
+    source: Source,
+    offset: u64,
+    n: u64,
+    state: ReadAhead,
+    mut sink: impl FnMut(&RecordBatch, u64, &str, bool) -> Result<()>,
+) -> Result<ReadAhead> {
+    let ds = Arc::clone(&source.ds);
+    let uri = ds.uri();
+    let version = ds.manifest().version;
+    let end = offset + n;
+    let (cursor, sequential) = match state {
+        ReadAhead::Open(c) if c.version == version && c.next == offset => (Some(c), true),
+        ReadAhead::Open(c) => (None, c.version == version && c.end == offset),
+        ReadAhead::After { version: v, next } => (None, v == version && next == offset),
+        ReadAhead::None => (None, false),
+    };
+    if cursor.is_none() && !sequential && n <= TAKE_MAX {
+        let check = |batch: &RecordBatch, at: u64| {
+            if source.check_rows {
+                verify_rows(batch, &source.order, at, uri)?;
+            }
+            Ok::<_, Error>(())
+        };
+        if let Some(batches) = source.readers.read(&ds, offset..end).await? {
+            let mut fed = offset;
+            for (batch, at) in batches {
+                check(&batch, at)?;
+                sink(&batch, at, uri, source.check_rows)?;
+                fed = at + batch.num_rows() as u64;
+            }
+            if fed != end {
+                return Err(Error::Lance {
+                    op: "read",
+                    path: uri.to_owned(),
+                    source: lance::Error::internal(format!(
+                        "rows {offset}..{end} were asked of the fragments, {offset}..{fed} came back"
+                    )),
+                });
+            }
+            return Ok(ReadAhead::After { version, next: end });
+        }
+        let rows: Vec<u64> = (offset..end).collect();
+        let batch = ds
+            .take(&rows, ds.schema().clone())
+            .await
+            .map_err(Error::lance("read", uri))?;
+        if source.check_rows {
+            verify_rows(&batch, &source.order, offset, uri)?;
+        }
+        sink(&batch, offset, uri, source.check_rows)?;
+        return Ok(ReadAhead::After { version, next: end });
+    }
+    // a read elsewhere starts a scan from its offset: if the next read continues it,
+    // its rows are (being) read already
+    let check = source.check_rows;
+    let mut c = cursor.unwrap_or_else(|| {
+        let window = n.saturating_mul(8).clamp(WINDOW_MIN, WINDOW_MAX).max(n);
+        Cursor::open(source, offset, window)
+    });
+    let mut at = offset;
+    while at < end {
+        let (batch, checked) = c.next_batch(uri, check).await?;
+        let want = (end - at) as usize;
+        let take = batch.num_rows().min(want);
+        sink(&batch.slice(0, take), at, uri, checked)?;
+        at += take as u64;
+        c.next = at;
+        if take < batch.num_rows() {
+            c.pending = Some((batch.slice(take, batch.num_rows() - take), checked));
+        }
+    }
+    Ok(if c.next < c.end {
+        ReadAhead::Open(c)
+    } else {
+        ReadAhead::After { version, next: end }
+    })
+}
