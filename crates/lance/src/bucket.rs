@@ -150,6 +150,33 @@ pub struct LanceBucket {
     pub(crate) running: Arc<tokio::sync::RwLock<()>>,
 }
 
+/// A batch checked against a bucket's schema, not buffered yet (see
+/// [`LanceBucket::admit`]).
+#[derive(Debug)]
+#[must_use = "an admitted batch is buffered only by LanceBucket::buffer"]
+pub struct Admitted {
+    records: Vec<Record>,
+    schema: SchemaState,
+    start: u64,
+}
+
+impl Admitted {
+    /// The offsets the batch takes once buffered.
+    pub fn offsets(&self) -> Range<u64> {
+        self.start..self.start + self.records.len() as u64
+    }
+}
+
+/// The size of the log an owner keeps in front of a bucket (a WAL), for
+/// [`LanceBucket::flush_due`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSize {
+    /// Bytes the log holds.
+    pub bytes: u64,
+    /// Bytes at which a flush is due (so the log can be checkpointed).
+    pub bytes_max: u64,
+}
+
 /// Whether a local dataset directory holds a committed version. A first commit
 /// interrupted by a crash leaves data files and no manifest: nothing of it was ever
 /// visible, and the bucket starts empty (with a WAL, its records are still there, as
@@ -228,6 +255,10 @@ impl LanceBucket {
         };
         // commits of an earlier handle of this dataset still running land first
         drop(bucket.running.write().await);
+        if bucket.synced.is_some() {
+            // a power loss may have torn the last manifest: Lance must not read it
+            crate::store::manifests::set_aside_torn(Path::new(&bucket.uri), disk.as_ref())?;
+        }
         let exists = if bucket.synced.is_some() {
             Path::new(&bucket.uri).exists()
         } else {
@@ -316,29 +347,56 @@ impl LanceBucket {
     /// Buffers a batch without flushing; returns the offsets it took. The whole batch
     /// is refused, and nothing buffered, if any value conflicts with its column.
     pub fn put_batch(&mut self, records: Vec<Record>) -> Result<Range<u64>> {
-        self.put_batch_then(records, |_| Ok::<_, Error>(()))
-            .map(|(range, ())| range)
+        let admitted = self.admit(records)?;
+        self.buffer(admitted)
     }
 
-    /// Buffers a batch like [`LanceBucket::put_batch`], running `log` (given the
-    /// batch's first offset) after the schema check and before buffering: an owner
-    /// logs the batch elsewhere first (a WAL). If the check or `log` fails, nothing is
-    /// buffered and the schema is unchanged.
-    pub fn put_batch_then<T, E: From<Error>>(
-        &mut self,
-        records: Vec<Record>,
-        log: impl FnOnce(u64) -> std::result::Result<T, E>,
-    ) -> std::result::Result<(Range<u64>, T), E> {
+    /// The first phase of a put: checks a batch against the bucket's schema and
+    /// returns it admitted, with the offsets it will take, changing nothing. An owner
+    /// logs the admitted batch elsewhere (a WAL) and then buffers it with
+    /// [`LanceBucket::buffer`]; dropping it instead leaves the bucket as it was.
+    pub fn admit(&self, records: Vec<Record>) -> Result<Admitted> {
         let schema = self.schema.admitted(&records)?;
         let start = self.total_count();
-        let logged = log(start)?;
-        self.schema = schema;
-        self.buffer.extend(records);
+        Ok(Admitted {
+            records,
+            schema,
+            start,
+        })
+    }
+
+    /// The second phase of a put: buffers a batch [`LanceBucket::admit`] admitted,
+    /// which must be the next change of this bucket (an
+    /// [`Error::AdmittedOutOfTurn`] otherwise, nothing buffered). Returns its offsets.
+    pub fn buffer(&mut self, admitted: Admitted) -> Result<Range<u64>> {
+        let at = self.total_count();
+        if admitted.start != at {
+            return Err(Error::AdmittedOutOfTurn {
+                admitted_at: admitted.start,
+                bucket_at: at,
+            });
+        }
+        self.schema = admitted.schema;
+        self.buffer.extend(admitted.records);
         if self.commit.is_some() {
             // build the next commit's batches while this one runs
             self.convert_ahead();
         }
-        Ok((start..self.total_count(), logged))
+        Ok(at..self.total_count())
+    }
+
+    /// Whether a flush is due: once `flush_threshold` records not being committed are
+    /// buffered, or once `logged` (the bytes an owner's log holds for this bucket, with
+    /// its limit) reaches its limit. The one flush policy of a bucket: [`append`]
+    /// and an owner putting with [`LanceBucket::admit`] both ask it.
+    ///
+    /// [`append`]: LanceBucket::append
+    pub fn flush_due(&self, logged: Option<LogSize>) -> bool {
+        let unflushed = self.unflushed();
+        let threshold = self.opts.flush_threshold;
+        unflushed > 0
+            && ((threshold > 0 && unflushed >= threshold)
+                || logged.is_some_and(|l| l.bytes >= l.bytes_max))
     }
 
     /// Buffers a batch (see [`LanceBucket::put_batch`]) and, once `flush_threshold`
@@ -353,15 +411,13 @@ impl LanceBucket {
     /// Buffered records are read back from memory until their flush is applied, so a
     /// reader sees each record once whichever side holds it.
     pub async fn append(&mut self, records: Vec<Record>) -> Result<Range<u64>> {
-        let threshold = self.opts.flush_threshold;
-        let due = |b: &Self| threshold > 0 && b.unflushed() >= threshold;
         // a failure leaves the flush's records due: made below, or by the next flush
         let _applied = self.finished_flush().await;
-        if due(self) {
+        if self.flush_due(None) {
             self.flush().await?;
         }
         let range = self.put_batch(records)?;
-        if due(self) {
+        if self.flush_due(None) {
             // the batch is buffered, whatever this flush does: a failure leaves the
             // flush due, for the next append or flush to make or report
             let _retried_by_the_next_append = self.start_flush().await;

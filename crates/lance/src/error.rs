@@ -32,8 +32,9 @@ pub enum Error {
         /// What a valid value looks like.
         reason: String,
     },
-    /// Lance refused or failed an operation.
-    #[error("Lance failed to {op} the dataset at {path}: {source}")]
+    /// Lance refused or failed an operation. (The message leaves out the source
+    /// location Lance appends to its own.)
+    #[error("Lance failed to {op} the dataset at {path}: {}", without_location(&.source.to_string()))]
     Lance {
         /// What was being done.
         op: &'static str,
@@ -120,6 +121,33 @@ pub enum Error {
         /// What the panic said.
         message: String,
     },
+    /// [`crate::LanceBucket::buffer`] was given a batch admitted before another
+    /// change of the bucket: its offsets are no longer the next ones. Nothing was
+    /// buffered.
+    #[error(
+        "a batch admitted at offset {admitted_at} was buffered when the bucket was at {bucket_at}: admit it again"
+    )]
+    AdmittedOutOfTurn {
+        /// The first offset the batch was admitted at.
+        admitted_at: u64,
+        /// The bucket's next offset.
+        bucket_at: u64,
+    },
+    /// The dataset holds rows this handle did not write (another writer changed it):
+    /// the bucket stops rather than guess which records are whose.
+    #[error(
+        "the dataset at {dataset} holds {rows} rows; this handle has {persisted} persisted and {buffered} buffered: another writer changed it"
+    )]
+    ChangedByAnotherWriter {
+        /// The dataset.
+        dataset: String,
+        /// Rows the dataset holds.
+        rows: u64,
+        /// Rows this handle knows persisted.
+        persisted: u64,
+        /// Records this handle holds buffered.
+        buffered: u64,
+    },
     /// A column type this crate cannot read back as record values.
     #[error("column {column:?} has Arrow type {data_type}, which cannot be read as record values")]
     UnsupportedColumn {
@@ -174,5 +202,39 @@ impl Error {
             path: path.to_path_buf(),
             source,
         }
+    }
+}
+
+/// `message` without the source location Lance appends to its errors (`…, path/to/file.rs:12:5`).
+pub(crate) fn without_location(message: &str) -> &str {
+    let Some((head, tail)) = message.rsplit_once(", ") else {
+        return message;
+    };
+    let mut parts = tail.rsplitn(3, ':');
+    let (col, line, file) = (parts.next(), parts.next(), parts.next());
+    let numbers = [col, line]
+        .iter()
+        .all(|p| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())));
+    if numbers && file.is_some_and(|f| f.ends_with(".rs")) {
+        head
+    } else {
+        message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_location;
+
+    #[test]
+    fn lance_source_locations_are_left_out_of_messages() {
+        assert_eq!(
+            without_location(
+                "LanceError(IO): No space left on device (os error 28), /root/.cargo/registry/src/index/lance-file-14.0.2/src/writer/structural.rs:254:9"
+            ),
+            "LanceError(IO): No space left on device (os error 28)"
+        );
+        assert_eq!(without_location("plain, message"), "plain, message");
+        assert_eq!(without_location("a, b.rs:x:1"), "a, b.rs:x:1");
     }
 }

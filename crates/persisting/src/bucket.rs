@@ -19,7 +19,9 @@ use std::time::Duration;
 use futures::future::{BoxFuture, FutureExt};
 use persisting_codec::{Record, decode_record, encode_record};
 use persisting_compress::{Codec, Compressor, UNCOMPRESSED_BYTES_MAX_DEFAULT, decompress};
-use persisting_lance::{ColumnCompression, Disk, FlushReport, LanceBucket, LanceOptions, RealDisk};
+use persisting_lance::{
+    ColumnCompression, Disk, FlushReport, LanceBucket, LanceOptions, LogSize, RealDisk,
+};
 use persisting_wal::{Fs, RealFs, SyncPolicy, Wal, WalOptions};
 use tokio::sync::{RwLock, watch};
 
@@ -185,8 +187,9 @@ impl PersistingBackend {
             }
         };
         let lance_opts = LanceOptions {
-            // flushes are triggered here, after the WAL write
-            flush_threshold: 0,
+            // the bucket's one flush policy (LanceBucket::flush_due) decides, asked
+            // here after each put
+            flush_threshold: opts.flush_threshold,
             column_compression: column_compression(opts.compression),
             target_rows_per_fragment: opts.target_rows_per_fragment,
             ..LanceOptions::default()
@@ -266,68 +269,32 @@ impl PersistingBackend {
         }
     }
 
+    /// A put, top to bottom: encode → lock → admit → WAL append → buffer → unlock →
+    /// wait durable → publish → maybe flush. Nothing of a refused batch is logged or
+    /// buffered, so a retry duplicates nothing.
     async fn put_records(&self, records: Vec<Record>) -> Result<()> {
         self.check_open()?;
         if records.is_empty() {
             return Ok(());
         }
-        let inner = &self.inner;
         let count = records.len() as u64;
-        let payloads = match &inner.wal {
-            Some(_) => {
-                let mut c = inner
-                    .compressor
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                records
-                    .iter()
-                    .map(|r| c.compress(&encode_record(r)))
-                    .collect::<std::result::Result<Vec<_>, _>>()?
-            }
-            None => Vec::new(),
-        };
-        let mut lance = inner.lance.write().await;
-        // a flush an earlier put started that has ended: the WAL lets go of what it
-        // made durable (a failed one leaves its records due, for the next check)
-        if let Some(Ok(report)) = lance.finished_flush().await {
-            self.flushed(&lance, report).await?;
-        }
-        // a flush left due by an earlier put (its flush failed) comes first, so that an
-        // error of it refuses this batch whole (nothing logged, nothing buffered: a
-        // retry duplicates nothing)
-        if self.flush_due(lance.unflushed_count(), self.wal_bytes()) {
-            self.flush_locked(&mut lance).await?;
-        }
-        // schema check, then the WAL, then the buffer: all or nothing, in one order
-        let (_, wait_for) = lance.put_batch_then(records, |start| -> Result<Option<u64>> {
-            let Some(wal) = &inner.wal else {
-                return Ok(None);
-            };
-            let range = wal.append_batch_deferred(&payloads)?;
-            if range.start != start {
-                return Err(StorageError::Task(format!(
-                    "WAL at offset {} but the bucket at {start}: refusing to go on",
-                    range.start
-                )));
-            }
-            // under `Always` the put waits (outside the lock) for its entries' fsync
-            Ok(inner.wait_durable.then_some(range.end))
-        })?;
-        let total = lance.total_count();
+        let payloads = self.encode(&records)?;
+        let mut lance = self.inner.lance.write().await;
+        self.catch_up(&mut lance).await?;
+        let admitted = lance.admit(records)?;
+        let logged = self.log(&payloads, admitted.offsets().start)?;
+        let offsets = lance.buffer(admitted)?;
         let buffered = lance.buffered_count();
-        // one look at the WAL's size after the put, for the flush decision and the gauge
         let wal_bytes = self.wal_bytes();
-        let flush_due = self.flush_due(lance.unflushed_count(), wal_bytes);
+        let flush_due = lance.flush_due(self.log_size(wal_bytes));
         drop(lance);
-        if let (Some(end), Some(wal)) = (wait_for, &inner.wal) {
+        if let (Some(end), Some(wal)) = (logged, &self.inner.wal) {
             // concurrent puts share one fsync: the WAL's sync thread syncs for every
             // waiting task at once
             wal.durable(end).await?;
-            self.publish(end);
-        } else {
-            self.publish(total);
         }
-        if let Some(m) = &inner.metrics {
+        self.publish(offsets.end);
+        if let Some(m) = &self.inner.metrics {
             m.put(count, buffered, wal_bytes);
         }
         if flush_due {
@@ -338,6 +305,53 @@ impl PersistingBackend {
             let _retried_by_the_next_put = self.start_flush().await;
         }
         Ok(())
+    }
+
+    /// The WAL payloads of `records` (none without a WAL).
+    fn encode(&self, records: &[Record]) -> Result<Vec<Vec<u8>>> {
+        if self.inner.wal.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut c = self
+            .inner
+            .compressor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(records
+            .iter()
+            .map(|r| c.compress(&encode_record(r)))
+            .collect::<std::result::Result<Vec<_>, _>>()?)
+    }
+
+    /// Before a put (the bucket locked): applies a background flush that has ended
+    /// (the WAL lets go of what it made durable) and makes a flush an earlier put left
+    /// due (its flush failed) first, so that an error of it refuses this batch whole.
+    async fn catch_up(&self, lance: &mut LanceBucket) -> Result<()> {
+        if let Some(Ok(report)) = lance.finished_flush().await {
+            self.flushed(lance, report).await?;
+        }
+        if lance.flush_due(self.log_size(self.wal_bytes())) {
+            self.flush_locked(lance).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends the payloads of a batch the bucket admitted at `start` to the WAL
+    /// (without waiting for its fsync). Returns the offset the put must wait to be
+    /// durable up to (under `wal_sync_interval = 0`), if any.
+    fn log(&self, payloads: &[Vec<u8>], start: u64) -> Result<Option<u64>> {
+        let Some(wal) = &self.inner.wal else {
+            return Ok(None);
+        };
+        let range = wal.append_batch_deferred(payloads)?;
+        if range.start != start {
+            return Err(StorageError::OffsetMismatch {
+                bucket_id: self.inner.bucket_id,
+                wal_at: range.start,
+                bucket_at: start,
+            });
+        }
+        Ok(self.inner.wait_durable.then_some(range.end))
     }
 
     /// Flushes, then merges small Lance fragments and removes old dataset versions
@@ -388,13 +402,12 @@ impl PersistingBackend {
         Ok(lance.verify_files().await?)
     }
 
-    /// Whether `buffered` records (not being flushed) reached `flush_threshold`, or the
-    /// WAL (`wal_bytes`) `max_wal_size`.
-    fn flush_due(&self, buffered: u64, wal_bytes: Option<u64>) -> bool {
-        let opts = &self.inner.opts;
-        buffered > 0
-            && (buffered >= opts.flush_threshold as u64
-                || wal_bytes.is_some_and(|b| b >= opts.max_wal_size))
+    /// The WAL's size against `max_wal_size`, for the bucket's flush policy.
+    fn log_size(&self, wal_bytes: Option<u64>) -> Option<LogSize> {
+        wal_bytes.map(|bytes| LogSize {
+            bytes,
+            bytes_max: self.inner.opts.max_wal_size,
+        })
     }
 
     /// The WAL's size on disk, if there is a WAL.

@@ -97,6 +97,20 @@ pub enum StorageError {
     /// A background task failed to run to completion.
     #[error("a background task failed: {0}")]
     Task(String),
+    /// The WAL appended a batch at another offset than the bucket admitted it at: the
+    /// two disagree on the next offset, and the bucket refuses every later put rather
+    /// than write records at the wrong offsets.
+    #[error(
+        "bucket {bucket_id}: the WAL appended at offset {wal_at} a batch the bucket admitted at {bucket_at}; refusing to go on"
+    )]
+    OffsetMismatch {
+        /// The bucket.
+        bucket_id: u64,
+        /// Where the WAL appended the batch.
+        wal_at: u64,
+        /// Where the bucket admitted it.
+        bucket_at: u64,
+    },
 }
 
 impl StorageError {

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 impl LanceBucket {
     /// Starts a flush of the buffer that commits in the background, as
     /// [`LanceBucket::append`] does at `flush_threshold`, for an owner that buffers
-    /// with [`LanceBucket::put_batch_then`]. A flush still running is waited for and
+    /// with [`LanceBucket::admit`] and [`LanceBucket::buffer`]. A flush still running is waited for and
     /// applied first (compacting after it when due): its report is returned, the
     /// owner's cue that those records are durable in Lance (a WAL can be checkpointed
     /// to its `persisted_count`). An error is that flush's, or this one's start: the
@@ -315,14 +315,11 @@ impl LanceBucket {
             .map_err(Error::lance("count the rows of", &self.uri))? as u64;
         let buffered = self.buffer.len() as u64;
         if rows < self.persisted || rows > self.persisted + buffered {
-            return Err(Error::Io {
-                op: "reconcile a flush with",
-                path: PathBuf::from(&self.uri),
-                source: std::io::Error::other(format!(
-                    "the dataset holds {rows} rows; this handle has {} persisted and {buffered} \
-                     buffered: another writer changed it",
-                    self.persisted
-                )),
+            return Err(Error::ChangedByAnotherWriter {
+                dataset: self.uri.clone(),
+                rows,
+                persisted: self.persisted,
+                buffered,
             });
         }
         self.dataset = Some(Arc::new(latest));

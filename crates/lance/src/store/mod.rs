@@ -20,6 +20,7 @@
 //! 3. seals are appended and fsynced after the files they seal (`seals`), before a
 //!    flush is reported durable (and so before a WAL is checkpointed).
 
+pub(crate) mod manifests;
 pub(crate) mod object;
 pub(crate) mod seals;
 mod sim;
