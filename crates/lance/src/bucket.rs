@@ -139,7 +139,7 @@ pub struct LanceBucket {
     pub(crate) released: Vec<Record>,
     /// A flush stopped part way or failed after Lance may have committed (schema
     /// changes, or records): the next flush reloads the dataset and counts what landed.
-    pub(crate) unsure: bool,
+    pub(crate) outcome_unknown: bool,
     pub(crate) flushes: u64,
     pub(crate) compactions: u64,
     pub(crate) last_flush: Option<Duration>,
@@ -245,7 +245,7 @@ impl LanceBucket {
             stores,
             sums,
             commit: None,
-            unsure: false,
+            outcome_unknown: false,
             flushes: 0,
             compactions: 0,
             last_flush: None,

@@ -8,7 +8,7 @@
 //!   flush loses nothing and a retried one appends nothing twice;
 //! - a flush is reported durable only once its commit, every file it wrote and
 //!   their seals are fsynced (see `store`);
-//! - while `unsure`, the next flush first reloads the dataset and takes the records
+//! - while `outcome_unknown`, the next flush first reloads the dataset and takes the records
 //!   a commit of this handle landed off the buffer.
 
 mod compact;
@@ -47,7 +47,7 @@ impl LanceBucket {
     /// [`Self::start_flush`], keeping the records the settled commit made durable to
     /// free while the one it starts is waited for.
     pub(crate) async fn settle_then_start(&mut self) -> Result<Option<FlushReport>> {
-        let earlier = Box::pin(self.catch_up_keeping(true)).await?;
+        let earlier = Box::pin(self.catch_up_then(Freed::WhileNextCommitRuns)).await?;
         let compacted = Box::pin(self.compact_if_due()).await?;
         let report = earlier.map(|settled| self.report(settled, compacted));
         Box::pin(self.start_commit()).await?;
@@ -111,7 +111,7 @@ impl LanceBucket {
     /// Starts the commit of the whole buffer (after the schema commits it needs) on
     /// its own task; [`Self::settle_commit`] applies it. Returns false when there is
     /// nothing to commit. The handle must be caught up (no commit running, nothing
-    /// unsure).
+    /// outcome_unknown).
     pub(crate) async fn start_commit(&mut self) -> Result<bool> {
         if self.buffer.is_empty() {
             return Ok(false);
@@ -121,7 +121,7 @@ impl LanceBucket {
         let running = self.running.clone().read_owned().await;
         // from here until the commit is applied, an interruption leaves Lance's state
         // unknown to this handle
-        self.unsure = true;
+        self.outcome_unknown = true;
         let mut base = None;
         for attempt in 0..2 {
             let Some(ds) = self.dataset.as_deref() else {
@@ -137,7 +137,7 @@ impl LanceBucket {
                 // looked (its file operations outlive the cancelled future): look again
                 Err(Error::Lance { source, .. }) if attempt == 0 && is_conflict(&source) => {
                     self.reconcile().await?;
-                    self.unsure = true;
+                    self.outcome_unknown = true;
                     if self.buffer.is_empty() {
                         return Ok(false);
                     }
@@ -201,13 +201,12 @@ impl LanceBucket {
     /// returned); on failure the buffer stays whole and the next flush first finds out
     /// what Lance kept. Cancel-safe: the commit stays here until it is applied.
     pub(crate) async fn settle_commit(&mut self) -> Result<Option<Settled>> {
-        self.settle_commit_keeping(false).await
+        self.settle_commit_then(Freed::OffThread).await
     }
 
-    /// [`Self::settle_commit`]; `keep`: the caller starts the next commit at once, and
-    /// the records this one made durable are kept to be freed while that one is
-    /// waited for (see `released`).
-    pub(crate) async fn settle_commit_keeping(&mut self, keep: bool) -> Result<Option<Settled>> {
+    /// [`Self::settle_commit`], freeing the records the commit made durable as `freed`
+    /// says.
+    pub(crate) async fn settle_commit_then(&mut self, freed: Freed) -> Result<Option<Settled>> {
         let Some(pending) = self.commit.as_mut() else {
             return Ok(None);
         };
@@ -232,7 +231,7 @@ impl LanceBucket {
                 if let Some(synced) = &self.synced {
                     synced.forget();
                 }
-                self.unsure = true;
+                self.outcome_unknown = true;
                 return Err(Error::Io {
                     op: "commit a flush to",
                     path: PathBuf::from(&self.uri),
@@ -249,13 +248,12 @@ impl LanceBucket {
                 let flushed = std::mem::replace(&mut self.buffer, rest);
                 // freeing them is the writer's longest step after conversion: done
                 // while it next waits for a commit, or off its thread
-                if keep {
-                    self.released = flushed;
-                } else {
-                    tokio::task::spawn_blocking(move || drop(flushed));
+                match freed {
+                    Freed::WhileNextCommitRuns => self.released = flushed,
+                    Freed::OffThread => drop(tokio::task::spawn_blocking(move || drop(flushed))),
                 }
                 self.flushes += 1;
-                self.unsure = false;
+                self.outcome_unknown = false;
                 self.last_flush = Some(duration);
                 Ok(Some(Settled {
                     records,
@@ -266,7 +264,7 @@ impl LanceBucket {
             Err(e) => {
                 // batches built ahead started after this commit's records
                 self.converted = None;
-                self.unsure = true;
+                self.outcome_unknown = true;
                 Err(e)
             }
         }
@@ -285,13 +283,13 @@ impl LanceBucket {
     /// failed, counts what landed (see `reconcile`). Returns what the running commit
     /// made durable.
     pub(crate) async fn catch_up(&mut self) -> Result<Option<Settled>> {
-        self.catch_up_keeping(false).await
+        self.catch_up_then(Freed::OffThread).await
     }
 
-    /// [`Self::catch_up`]; `keep` as for [`Self::settle_commit_keeping`].
-    pub(crate) async fn catch_up_keeping(&mut self, keep: bool) -> Result<Option<Settled>> {
-        let earlier = self.settle_commit_keeping(keep).await?;
-        if self.unsure {
+    /// [`Self::catch_up`], freeing the settled commit's records as `freed` says.
+    pub(crate) async fn catch_up_then(&mut self, freed: Freed) -> Result<Option<Settled>> {
+        let earlier = self.settle_commit_then(freed).await?;
+        if self.outcome_unknown {
             self.reconcile().await?;
         }
         Ok(earlier)
@@ -304,7 +302,7 @@ impl LanceBucket {
         let latest = match self.open_dataset().await {
             Ok(ds) => ds,
             Err(lance::Error::DatasetNotFound { .. }) if !has_manifest(&self.uri) => {
-                self.unsure = false;
+                self.outcome_unknown = false;
                 return Ok(());
             }
             Err(e) => return Err(Error::lance("reload", &self.uri)(e)),
@@ -331,7 +329,7 @@ impl LanceBucket {
         if landed > 0 {
             self.flushes += 1;
         }
-        self.unsure = false;
+        self.outcome_unknown = false;
         Ok(())
     }
 
@@ -376,6 +374,17 @@ pub(crate) fn running_commits(uri: &str) -> Arc<tokio::sync::RwLock<()>> {
     let lock = Arc::new(tokio::sync::RwLock::new(()));
     map.insert(key, Arc::downgrade(&lock));
     lock
+}
+
+/// Who frees the records a settled commit made durable (freeing them is the writer's
+/// longest step after conversion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freed {
+    /// A blocking thread, now.
+    OffThread,
+    /// The writer, the next time it waits for a commit: the caller starts the next
+    /// commit at once (see `released`).
+    WhileNextCommitRuns,
 }
 
 /// A flush's data commit running on its own task: the records it takes from the
