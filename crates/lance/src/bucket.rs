@@ -19,6 +19,18 @@
 //! - the dataset is never rewritten: new fields are added as all-null columns, and an
 //!   int column that receives a float is rewritten alone, as float64.
 
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::Schema as ArrowSchema;
+use lance::Dataset;
+use lance::dataset::builder::DatasetBuilder;
+use lance::dataset::{WriteMode, WriteParams};
+use lance_io::object_store::{ObjectStoreParams, WrappingObjectStore};
+use persisting_codec::Record;
+
 use crate::buffer::Converted;
 use crate::error::{Error, Result};
 use crate::flush::{PendingCommit, running_commits};
@@ -30,16 +42,6 @@ use crate::store::object::DurableStores;
 use crate::store::seals::FileSums;
 use crate::store::synced::SyncedFiles;
 use crate::store::{self, Disk};
-use arrow::datatypes::Schema as ArrowSchema;
-use lance::Dataset;
-use lance::dataset::builder::DatasetBuilder;
-use lance::dataset::{WriteMode, WriteParams};
-use lance_io::object_store::{ObjectStoreParams, WrappingObjectStore};
-use persisting_codec::Record;
-use std::ops::Range;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 /// Name of the dataset directory inside a bucket's storage path.
 pub const DATASET_DIR: &str = "data.lance";

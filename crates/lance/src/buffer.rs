@@ -6,12 +6,14 @@
 //! runs (appended); batches converted ahead are used only if the dataset schema and
 //! field registry are still those they were built for.
 
+use std::sync::Arc;
+
+use arrow::datatypes::Schema as ArrowSchema;
+use arrow::record_batch::RecordBatch;
+
 use crate::bucket::LanceBucket;
 use crate::convert::to_batches;
 use crate::schema::SchemaState;
-use arrow::datatypes::Schema as ArrowSchema;
-use arrow::record_batch::RecordBatch;
-use std::sync::Arc;
 
 impl LanceBucket {
     /// Converts the buffered records after those the running commit holds and after

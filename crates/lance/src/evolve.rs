@@ -6,6 +6,13 @@
 //! Invariant: the dataset is never rewritten whole; each step is its own commit and
 //! what is left to do is found by comparing schemas, so a failed flush resumes.
 
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
+use arrow::record_batch::RecordBatch;
+use lance::Dataset;
+use lance::dataset::{BatchUDF, ColumnAlteration, NewColumnTransform};
+
 use crate::bucket::LanceBucket;
 use crate::error::{Error, Result};
 use crate::options::ColumnCompression;
@@ -14,11 +21,6 @@ use crate::schema::{
     CHECKSUM_COLUMN, ColType, LAYOUT_COLUMN, REGISTRY_KEY, arrow_field, cast_to, materialized,
     missing_children, needs_rewrite,
 };
-use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
-use arrow::record_batch::RecordBatch;
-use lance::Dataset;
-use lance::dataset::{BatchUDF, ColumnAlteration, NewColumnTransform};
-use std::sync::Arc;
 
 impl LanceBucket {
     pub(crate) async fn finish_interrupted_widening(&self, ds: &mut Dataset) -> Result<()> {

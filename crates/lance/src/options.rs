@@ -1,8 +1,9 @@
 //! Options of a bucket, checked when it opens.
 
-use crate::error::{Error, Result};
 use std::str::FromStr;
 use std::time::Duration;
+
+use crate::error::{Error, Result};
 
 /// Compression Lance applies to the data columns (set at creation and for each column
 /// added later).

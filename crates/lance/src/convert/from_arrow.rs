@@ -7,11 +7,10 @@ use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use persisting_codec::{DistinctNames, Record, Str, Value, decode_record, decode_value};
 
-use crate::error::{Error, Result};
-use crate::schema::{CHECKSUM_COLUMN, ColType, LAYOUT_COLUMN, col_type, is_internal_column};
-
 use super::checksum::{row_checksum, walk_bool, walk_bytes, walk_name, walk_number, walk_value};
 use super::text::TextBlocks;
+use crate::error::{Error, Result};
+use crate::schema::{CHECKSUM_COLUMN, ColType, LAYOUT_COLUMN, col_type, is_internal_column};
 
 /// The columns of a batch read from the dataset, prepared once per batch: record
 /// fields in registry order (then any column the registry does not name), the layout

@@ -12,10 +12,9 @@ use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
 use arrow::record_batch::RecordBatch;
 use persisting_codec::{Record, Value, encode_record, encode_value};
 
+use super::checksum::{f64_of, row_checksum};
 use crate::error::{Error, Result};
 use crate::schema::{CHECKSUM_COLUMN, ColType, LAYOUT_COLUMN, Scalar, SchemaState, col_type};
-
-use super::checksum::{f64_of, row_checksum};
 
 /// Builds the batch of `records` for a dataset whose columns are `schema`.
 ///

@@ -1,12 +1,14 @@
 //! Compaction: small fragments merged (row order, and so every offset, kept), old
 //! dataset versions removed after the retention, the result fsynced and sealed.
 
+use std::sync::Arc;
+
+use lance::dataset::optimize::{CompactionOptions, compact_files};
+
 use crate::bucket::LanceBucket;
 use crate::error::{Error, Result};
 use crate::flush::blocking;
 use crate::read::fragment_files;
-use lance::dataset::optimize::{CompactionOptions, compact_files};
-use std::sync::Arc;
 
 impl LanceBucket {
     /// Compacts when more small fragments than `compact_fragments_max` have piled up;

@@ -14,18 +14,20 @@
 mod compact;
 pub(crate) mod parts;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::Schema as ArrowSchema;
+use lance::Dataset;
+use lance::dataset::WriteMode;
+
 use crate::bucket::{FlushReport, LanceBucket, has_manifest};
 use crate::convert::to_batches;
 use crate::error::{Error, Result};
 use crate::flush::parts::{append_in_parts, reader};
 use crate::store::seals::FileSums;
 use crate::store::synced::SyncedFiles;
-use arrow::datatypes::Schema as ArrowSchema;
-use lance::Dataset;
-use lance::dataset::WriteMode;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 impl LanceBucket {
     /// Starts a flush of the buffer that commits in the background, as

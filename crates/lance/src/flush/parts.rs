@@ -1,10 +1,11 @@
 //! An append written by several tasks at once, committed as one transaction with its
 //! fragments in row order: offsets are as one writer would have made them.
 
+use std::sync::Arc;
+
 use arrow::record_batch::{RecordBatch, RecordBatchIterator};
 use lance::Dataset;
 use lance::dataset::WriteParams;
-use std::sync::Arc;
 
 /// Appends `batches` to `ds` as one commit whose data files are written by `parts`
 /// tasks at once, each taking a run of consecutive rows (Lance writes one stream's

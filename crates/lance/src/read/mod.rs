@@ -8,17 +8,19 @@
 pub(crate) mod fragments;
 pub(crate) mod scan;
 
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use lance::Dataset;
+use persisting_codec::Record;
+
 use crate::bucket::{FileCheck, LanceBucket};
 use crate::convert::{from_batch, record_columns, to_batch};
 use crate::error::{Error, Result};
 use crate::flush::blocking;
 use crate::read::scan::{ReadAhead, Source, read_dataset};
 use crate::store::seals::FileSums;
-use arrow::record_batch::RecordBatch;
-use lance::Dataset;
-use persisting_codec::Record;
-use std::ops::Range;
-use std::sync::Arc;
 
 impl LanceBucket {
     /// Records `[offset, offset + limit)`, clipped to what exists, from the dataset and

@@ -3,15 +3,17 @@
 //! reader on a task of its own; a small read elsewhere reads through the fragment
 //! readers; a larger one starts a scan at its offset.
 
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use futures::TryStreamExt;
+use lance::Dataset;
+
 use crate::convert::verify_rows;
 use crate::error::{Error, Result};
 use crate::read::fragments::FragmentReaders;
 use crate::read::{check_files, fragment_files};
 use crate::store::seals::FileSums;
-use arrow::record_batch::RecordBatch;
-use futures::TryStreamExt;
-use lance::Dataset;
-use std::sync::Arc;
 
 /// Reads of at most this many rows not continuing the previous read read their rows
 /// through the fragment readers kept open ([`FragmentReaders`]) instead of starting a
