@@ -15,7 +15,7 @@
 //!   records after them may change meanwhile (appended);
 //! - every data file this handle writes is sealed (size and CRC-32 in
 //!   `data.lance.sums`) before the flush is reported durable, and Lance reads no
-//!   sealed file this handle has not checked against its seal (see `sums`);
+//!   sealed file this handle has not checked against its seal (see `store::seals`);
 //! - the dataset is never rewritten: new fields are added as all-null columns, and an
 //!   int column that receives a float is rewritten alone, as float64.
 
@@ -28,20 +28,16 @@ use arrow::datatypes::Schema as ArrowSchema;
 use lance::Dataset;
 use lance::dataset::builder::DatasetBuilder;
 use lance::dataset::{WriteMode, WriteParams};
-use lance_io::object_store::{ObjectStoreParams, WrappingObjectStore};
+use lance_io::object_store::ObjectStoreParams;
 use persisting_codec::Record;
 
-use crate::buffer::Converted;
+use crate::buffer::Buffer;
 use crate::error::{Error, Result};
-use crate::flush::{PendingCommit, running_commits};
+use crate::flush::{Commits, Seal};
 use crate::options::LanceOptions;
-use crate::read::fragments::FragmentReaders;
-use crate::read::scan::ReadAhead;
+use crate::read::Reads;
 use crate::schema::{FieldState, REGISTRY_KEY, SchemaState, col_type, is_internal_column};
-use crate::store::object::DurableStores;
-use crate::store::seals::FileSums;
-use crate::store::synced::SyncedFiles;
-use crate::store::{self, Disk};
+use crate::store::{self, Disk, LocalFiles};
 
 /// Name of the dataset directory inside a bucket's storage path.
 pub const DATASET_DIR: &str = "data.lance";
@@ -118,38 +114,20 @@ pub struct LanceBucket {
     pub(crate) root: PathBuf,
     pub(crate) uri: String,
     pub(crate) opts: LanceOptions,
+    /// The dataset as of the last commit applied (`None` before the first).
     pub(crate) dataset: Option<Arc<Dataset>>,
+    /// The field registry: every field seen, in order, with its column type.
     pub(crate) schema: SchemaState,
-    pub(crate) buffer: Vec<Record>,
+    /// Records in the dataset: offsets `0..persisted`.
     pub(crate) persisted: u64,
-    /// Local datasets: the files known durable, and the object stores Lance writes
-    /// through (making each commit durable before it returns).
-    pub(crate) synced: Option<Arc<SyncedFiles>>,
-    pub(crate) stores: Option<DurableStores>,
-    pub(crate) sums: Option<Arc<FileSums>>,
-    /// The data commit of a flush, on a task of its own: a caller who stops waiting
-    /// (a timeout, a cancelled task) cannot leave it half known. The next flush waits
-    /// for it and applies its outcome.
-    pub(crate) commit: Option<PendingCommit>,
-    /// Arrow batches of buffered records built while a commit runs (see
-    /// [`Converted`]).
-    pub(crate) converted: Option<Converted>,
-    /// Records of the last commit a background flush applied, kept only while the
-    /// next commit runs: the writer frees them when it waits for that commit (time it
-    /// would spend idle), or hands them to a blocking thread when it did not wait.
-    /// Empty whenever no commit runs, so an idle bucket holds no freed records.
-    pub(crate) released: Vec<Record>,
-    /// A flush stopped part way or failed after Lance may have committed (schema
-    /// changes, or records): the next flush reloads the dataset and counts what landed.
-    pub(crate) outcome_unknown: bool,
-    pub(crate) flushes: u64,
-    pub(crate) compactions: u64,
-    pub(crate) last_flush: Option<Duration>,
-    pub(crate) readahead: tokio::sync::Mutex<ReadAhead>,
-    /// Fragment readers kept open for small reads.
-    pub(crate) readers: Arc<FragmentReaders>,
-    /// This dataset's entry in the process's running commits (see `running_commits`).
-    pub(crate) running: Arc<tokio::sync::RwLock<()>>,
+    /// Offsets `persisted..`, not in the dataset yet.
+    pub(crate) buffer: Buffer,
+    /// The running commit and what flushes left to do.
+    pub(crate) commits: Commits,
+    /// What reads keep between calls.
+    pub(crate) reads: Reads,
+    /// A local dataset's storage (durable files, seals); `None` for a remote one.
+    pub(crate) local: Option<LocalFiles>,
 }
 
 /// A batch checked against a bucket's schema, not buffered yet (see
@@ -216,52 +194,29 @@ impl LanceBucket {
             reason: "must be valid UTF-8".to_owned(),
         })?;
         let uri = format!("{}/{DATASET_DIR}", root_str.trim_end_matches('/'));
-        let remote = is_remote(&uri);
-        // the absolute path Lance's local store writes to (it names objects so)
-        let local = store::absolute(Path::new(&uri));
-        let synced =
-            (!remote).then(|| Arc::new(SyncedFiles::new(local.clone(), Arc::clone(&disk))));
-        let stores = synced
-            .as_ref()
-            .map(|synced| DurableStores::new(Arc::clone(&disk), local.clone(), Arc::clone(synced)));
-        let sums = match synced {
-            Some(_) => Some(Arc::new(FileSums::load(
-                &root,
-                Path::new(&uri),
-                Arc::clone(&disk),
-            )?)),
-            None => None,
+        let local = match is_remote(&uri) {
+            true => None,
+            false => Some(LocalFiles::open(&root, &uri, Arc::clone(&disk))?),
         };
-        let running = running_commits(&uri);
         let mut bucket = Self {
             root,
-            uri,
             opts,
             dataset: None,
             schema: SchemaState::default(),
-            buffer: Vec::new(),
-            converted: None,
-            released: Vec::new(),
             persisted: 0,
-            synced,
-            stores,
-            sums,
-            commit: None,
-            outcome_unknown: false,
-            flushes: 0,
-            compactions: 0,
-            last_flush: None,
-            readahead: tokio::sync::Mutex::new(ReadAhead::None),
-            readers: Arc::new(FragmentReaders::new(!remote)),
-            running,
+            buffer: Buffer::default(),
+            commits: Commits::new(&uri),
+            reads: Reads::new(local.is_some()),
+            local,
+            uri,
         };
         // commits of an earlier handle of this dataset still running land first
-        drop(bucket.running.write().await);
-        if bucket.synced.is_some() {
+        bucket.commits.wait_for_running().await;
+        if bucket.local.is_some() {
             // a power loss may have torn the last manifest: Lance must not read it
             crate::store::manifests::set_aside_torn(Path::new(&bucket.uri), disk.as_ref())?;
         }
-        let exists = if bucket.synced.is_some() {
+        let exists = if bucket.local.is_some() {
             Path::new(&bucket.uri).exists()
         } else {
             true
@@ -272,10 +227,10 @@ impl LanceBucket {
                     bucket.adopt(ds).await?;
                     // a crash may have left the last commit's files unsynced (they are
                     // not sealed: only files this handle wrote are)
-                    bucket.sync_files(false).await?;
+                    bucket.sync_files(Seal::Nothing).await?;
                 }
                 Err(lance::Error::DatasetNotFound { .. })
-                    if bucket.synced.is_none() || !has_manifest(&bucket.uri) => {}
+                    if bucket.local.is_none() || !has_manifest(&bucket.uri) => {}
                 Err(e) => return Err(Error::lance("open", &bucket.uri)(e)),
             }
         }
@@ -380,9 +335,10 @@ impl LanceBucket {
         }
         self.schema = admitted.schema;
         self.buffer.extend(admitted.records);
-        if self.commit.is_some() {
+        if let Some(ds) = self.dataset.as_deref().filter(|_| self.commits.running()) {
             // build the next commit's batches while this one runs
-            self.convert_ahead();
+            let held = self.commits.holding();
+            self.buffer.convert_ahead(held, ds, &self.schema);
         }
         Ok(at..self.total_count())
     }
@@ -435,16 +391,9 @@ impl LanceBucket {
         }
     }
 
-    /// The object-store parameters of this dataset: a local one is written through
-    /// [`DurableStores`].
+    /// The object-store parameters of this dataset (see [`store::store_params`]).
     pub(crate) fn store_params(&self) -> ObjectStoreParams {
-        ObjectStoreParams {
-            object_store_wrapper: self
-                .stores
-                .clone()
-                .map(|s| Arc::new(s) as Arc<dyn WrappingObjectStore>),
-            ..ObjectStoreParams::default()
-        }
+        store::store_params(self.local.as_ref())
     }
 
     /// Opens the latest version of the dataset, written through this bucket's stores.
@@ -463,21 +412,37 @@ impl LanceBucket {
         self.settle_commit().await?;
         match self.open_dataset().await {
             Ok(ds) => {
-                let buffer = std::mem::take(&mut self.buffer);
-                if let Some(sums) = &self.sums {
+                if let Some(local) = &self.local {
                     // the writer has sealed the files of its later commits (files
                     // already checked stay checked: a file's seal never changes)
-                    sums.reload()?;
+                    local.seals.reload()?;
                 }
                 self.adopt(ds).await?;
-                self.converted = None;
-                self.schema.admit(&buffer)?;
-                self.buffer = buffer;
+                self.buffer.forget_converted();
+                // the buffered records' fields join the registry read from the dataset
+                let buffered = self.buffer.slice(0..self.buffer.len());
+                self.schema.admit(buffered)?;
                 Ok(())
             }
             Err(lance::Error::DatasetNotFound { .. }) => Ok(()),
             Err(e) => Err(Error::lance("open", &self.uri)(e)),
         }
+    }
+
+    /// Buffered records the running flush, if any, is committing.
+    pub(crate) fn flushing(&self) -> usize {
+        self.commits.holding()
+    }
+
+    /// Buffered records that no running flush is committing.
+    pub(crate) fn unflushed(&self) -> usize {
+        self.buffer.len() - self.flushing()
+    }
+
+    /// Buffered records that no running flush is committing: what the next flush
+    /// takes.
+    pub fn unflushed_count(&self) -> u64 {
+        self.unflushed() as u64
     }
 
     /// Sizes and counters.
@@ -488,9 +453,9 @@ impl LanceBucket {
             flushing_count: self.flushing() as u64,
             fragments: self.fragments(),
             version: self.dataset.as_ref().map_or(0, |ds| ds.manifest().version),
-            flushes: self.flushes,
-            compactions: self.compactions,
-            last_flush: self.last_flush,
+            flushes: self.commits.flushes,
+            compactions: self.commits.compactions,
+            last_flush: self.commits.last_flush,
             column_compression: self.opts.column_compression.to_string(),
             dataset_uri: self.uri.clone(),
         }

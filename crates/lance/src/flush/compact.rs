@@ -7,7 +7,7 @@ use lance::dataset::optimize::{CompactionOptions, compact_files};
 
 use crate::bucket::LanceBucket;
 use crate::error::{Error, Result};
-use crate::flush::blocking;
+use crate::flush::{Seal, blocking};
 use crate::read::fragment_files;
 
 impl LanceBucket {
@@ -75,12 +75,12 @@ impl LanceBucket {
         ds.cleanup_old_versions(retention, Some(false), Some(false))
             .await
             .map_err(Error::lance("clean up old versions of", &self.uri))?;
-        self.readers.retain_live(&ds);
+        self.reads.retain_live(&ds);
         self.dataset = Some(Arc::new(ds));
-        self.compactions += 1;
-        self.sync_files(true).await?;
-        if let Some(sums) = self.sums.clone() {
-            blocking("rewrite the sums of", &self.uri, move || sums.prune()).await??;
+        self.commits.compactions += 1;
+        self.sync_files(Seal::NewFiles).await?;
+        if let Some(seals) = self.seals() {
+            blocking("rewrite the seals of", &self.uri, move || seals.prune()).await??;
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Flushing the buffer into the dataset: one data commit at a time, on a task of its
 //! own (`start_commit`), applied by the next flush or append (`settle_commit`);
-//! after a flush that stopped part way, `reconcile` counts what landed.
+//! after a flush that stopped part way, `reconcile` counts what landed. [`Commits`]
+//! owns the running commit and what its outcome leaves to do.
 //!
 //! Invariants:
 //! - at most one data commit runs; the records it commits stay buffered (and are
@@ -22,12 +23,13 @@ use arrow::datatypes::Schema as ArrowSchema;
 use lance::Dataset;
 use lance::dataset::WriteMode;
 
+use persisting_codec::Record;
+use tokio::task::JoinHandle;
+
 use crate::bucket::{FlushReport, LanceBucket, has_manifest};
-use crate::convert::to_batches;
 use crate::error::{Error, Result};
 use crate::flush::parts::{append_in_parts, reader};
-use crate::store::seals::FileSums;
-use crate::store::synced::SyncedFiles;
+use crate::store::LocalFiles;
 
 impl LanceBucket {
     /// Starts a flush of the buffer that commits in the background, as
@@ -39,9 +41,9 @@ impl LanceBucket {
     /// records stay buffered and due either way.
     pub async fn start_flush(&mut self) -> Result<Option<FlushReport>> {
         let result = self.settle_then_start().await;
-        if self.commit.is_none() {
+        if !self.commits.running() {
             // no commit runs to be waited for: nothing stays unfreed
-            self.free_released();
+            self.commits.free_released();
         }
         result
     }
@@ -59,7 +61,7 @@ impl LanceBucket {
     /// Applies a background flush that has ended, if one has: its report, or its
     /// failure (its records then stay buffered and due). Never waits.
     pub async fn finished_flush(&mut self) -> Option<Result<FlushReport>> {
-        if !self.commit.as_ref().is_some_and(|c| c.handle.is_finished()) {
+        if !self.commits.finished() {
             return None;
         }
         Some(
@@ -100,7 +102,7 @@ impl LanceBucket {
         let compacted = records > 0 && Box::pin(self.compact_if_due()).await?;
         let duration = start.elapsed();
         if committed {
-            self.last_flush = Some(duration);
+            self.commits.last_flush = Some(duration);
         }
         let settled = Settled {
             records,
@@ -120,10 +122,10 @@ impl LanceBucket {
         }
         // a handle opened on this dataset in this process waits until this flush's
         // commits end (they outlive this future, and this handle)
-        let running = self.running.clone().read_owned().await;
+        let running = self.commits.enter().await;
         // from here until the commit is applied, an interruption leaves Lance's state
         // unknown to this handle
-        self.outcome_unknown = true;
+        self.commits.outcome_unknown = true;
         let mut base = None;
         for attempt in 0..2 {
             let Some(ds) = self.dataset.as_deref() else {
@@ -139,7 +141,7 @@ impl LanceBucket {
                 // looked (its file operations outlive the cancelled future): look again
                 Err(Error::Lance { source, .. }) if attempt == 0 && is_conflict(&source) => {
                     self.reconcile().await?;
-                    self.outcome_unknown = true;
+                    self.commits.outcome_unknown = true;
                     if self.buffer.is_empty() {
                         return Ok(false);
                     }
@@ -155,13 +157,7 @@ impl LanceBucket {
             Some(ds) => Arc::new(ArrowSchema::from(ds.schema())),
             None => self.create_schema(),
         };
-        let (mut batch, from) = match self.converted.take() {
-            Some(c) if c.schema == schema && c.state == self.schema => (c.batches, c.rows),
-            _ => (Vec::new(), 0),
-        };
-        if from < self.buffer.len() {
-            batch.extend(to_batches(&schema, &self.schema, &self.buffer[from..])?);
-        }
+        let batch = self.buffer.take_batches(&schema, &self.schema)?;
         let records = self.buffer.len();
         let uri = self.uri.clone();
         let mode = if base.is_some() {
@@ -170,8 +166,7 @@ impl LanceBucket {
             WriteMode::Create
         };
         let params = self.write_params(mode);
-        let synced = self.synced.clone();
-        let sums = self.sums.clone();
+        let local = self.local.clone();
         let parts = self.write_parts(records);
         let handle = tokio::spawn(async move {
             let _running = running;
@@ -184,17 +179,13 @@ impl LanceBucket {
                     .map_err(Error::lance("create", &uri)),
             };
             match committed {
-                Ok(ds) => sync_files(synced, sums, &uri)
+                Ok(ds) => sync_files(local.as_ref(), Seal::NewFiles, &uri)
                     .await
                     .map(|files| (ds, files)),
                 Err(e) => Err(e),
             }
         });
-        self.commit = Some(PendingCommit {
-            records,
-            handle,
-            started: Instant::now(),
-        });
+        self.commits.started(records, handle);
         Ok(true)
     }
 
@@ -209,31 +200,21 @@ impl LanceBucket {
     /// [`Self::settle_commit`], freeing the records the commit made durable as `freed`
     /// says.
     pub(crate) async fn settle_commit_then(&mut self, freed: Freed) -> Result<Option<Settled>> {
-        let Some(pending) = self.commit.as_mut() else {
+        let Some(joined) = self.commits.join().await else {
             return Ok(None);
         };
-        if !pending.handle.is_finished() {
-            // this thread would only wait: it frees the last commit's records
-            // meanwhile, rather than a thread competing with the commit for a core
-            self.released = Vec::new();
-        }
-        let joined = (&mut pending.handle).await;
-        let records = pending.records;
-        let duration = pending.started.elapsed();
-        self.commit = None;
-        // whatever the outcome, the records kept for this wait are not kept past it
-        self.free_released();
-        let result = match joined {
+        let (records, duration) = (joined.records, joined.duration);
+        let result = match joined.outcome {
             Ok(outcome) => outcome,
             Err(e) => {
                 // batches built ahead started after this commit's records
-                self.converted = None;
+                self.buffer.forget_converted();
                 // the task is gone, and with it what it knew of synced files: start
                 // over (the next sync fsyncs every file once)
-                if let Some(synced) = &self.synced {
-                    synced.forget();
+                if let Some(local) = &self.local {
+                    local.synced.forget();
                 }
-                self.outcome_unknown = true;
+                self.commits.outcome_unknown = true;
                 return Err(Error::Io {
                     op: "commit a flush to",
                     path: PathBuf::from(&self.uri),
@@ -246,17 +227,8 @@ impl LanceBucket {
                 // durable: only now is the buffer released
                 self.dataset = Some(Arc::new(ds));
                 self.persisted += records as u64;
-                let rest = self.buffer.split_off(records);
-                let flushed = std::mem::replace(&mut self.buffer, rest);
-                // freeing them is the writer's longest step after conversion: done
-                // while it next waits for a commit, or off its thread
-                match freed {
-                    Freed::WhileNextCommitRuns => self.released = flushed,
-                    Freed::OffThread => drop(tokio::task::spawn_blocking(move || drop(flushed))),
-                }
-                self.flushes += 1;
-                self.outcome_unknown = false;
-                self.last_flush = Some(duration);
+                let flushed = self.buffer.release_front(records);
+                self.commits.applied(flushed, freed, duration);
                 Ok(Some(Settled {
                     records,
                     files_synced,
@@ -265,18 +237,10 @@ impl LanceBucket {
             }
             Err(e) => {
                 // batches built ahead started after this commit's records
-                self.converted = None;
-                self.outcome_unknown = true;
+                self.buffer.forget_converted();
+                self.commits.outcome_unknown = true;
                 Err(e)
             }
-        }
-    }
-
-    /// Hands the records kept in `released`, if any, to a blocking thread to free.
-    pub(crate) fn free_released(&mut self) {
-        let records = std::mem::take(&mut self.released);
-        if !records.is_empty() {
-            tokio::task::spawn_blocking(move || drop(records));
         }
     }
 
@@ -291,7 +255,7 @@ impl LanceBucket {
     /// [`Self::catch_up`], freeing the settled commit's records as `freed` says.
     pub(crate) async fn catch_up_then(&mut self, freed: Freed) -> Result<Option<Settled>> {
         let earlier = self.settle_commit_then(freed).await?;
-        if self.outcome_unknown {
+        if self.commits.outcome_unknown {
             self.reconcile().await?;
         }
         Ok(earlier)
@@ -304,7 +268,7 @@ impl LanceBucket {
         let latest = match self.open_dataset().await {
             Ok(ds) => ds,
             Err(lance::Error::DatasetNotFound { .. }) if !has_manifest(&self.uri) => {
-                self.outcome_unknown = false;
+                self.commits.outcome_unknown = false;
                 return Ok(());
             }
             Err(e) => return Err(Error::lance("reload", &self.uri)(e)),
@@ -323,24 +287,21 @@ impl LanceBucket {
             });
         }
         self.dataset = Some(Arc::new(latest));
-        self.sync_files(true).await?;
+        self.sync_files(Seal::NewFiles).await?;
         let landed = (rows - self.persisted) as usize;
-        self.buffer.drain(..landed);
-        self.converted = None;
+        self.buffer.drop_landed(landed);
         self.persisted = rows;
         if landed > 0 {
-            self.flushes += 1;
+            self.commits.flushes += 1;
         }
-        self.outcome_unknown = false;
+        self.commits.outcome_unknown = false;
         Ok(())
     }
 
-    /// fsyncs the files of the dataset not fsynced yet and, with `seal`, seals the
-    /// new data files among them (files this handle wrote). Returns how many files
-    /// were fsynced.
-    pub(crate) async fn sync_files(&mut self, seal: bool) -> Result<usize> {
-        let sums = self.sums.clone().filter(|_| seal);
-        sync_files(self.synced.clone(), sums, &self.uri).await
+    /// fsyncs the files of the dataset not fsynced yet, sealing the new data files
+    /// among them as `seal` says. Returns how many files were fsynced.
+    pub(crate) async fn sync_files(&mut self, seal: Seal) -> Result<usize> {
+        sync_files(self.local.as_ref(), seal, &self.uri).await
     }
 }
 
@@ -389,15 +350,154 @@ pub(crate) enum Freed {
     WhileNextCommitRuns,
 }
 
+/// The commits of a bucket's flushes: the one running (at most one), what its
+/// outcome left to do, and counters.
+///
+/// Invariants: the records of the last applied commit (`released`) are kept only
+/// while the next one runs, so an idle bucket holds no freed records; the running
+/// commit holds the process's entry for its dataset (see [`running_commits`]) until
+/// its task ends, whether or not a handle waits for it.
+#[derive(Debug)]
+pub(crate) struct Commits {
+    /// The data commit of a flush, on a task of its own: a caller who stops waiting
+    /// (a timeout, a cancelled task) cannot leave it half known. The next flush waits
+    /// for it and applies its outcome.
+    pending: Option<PendingCommit>,
+    /// Records of the last commit a background flush applied, kept only while the
+    /// next commit runs: the writer frees them when it waits for that commit (time it
+    /// would spend idle), or hands them to a blocking thread when it did not wait.
+    released: Vec<Record>,
+    /// This dataset's entry in the process's running commits.
+    running: Arc<tokio::sync::RwLock<()>>,
+    /// A flush stopped part way or failed after Lance may have committed (schema
+    /// changes, or records): the next flush reloads the dataset and counts what landed.
+    pub(crate) outcome_unknown: bool,
+    /// Flushes since open.
+    pub(crate) flushes: u64,
+    /// Compactions since open.
+    pub(crate) compactions: u64,
+    /// Duration of the last flush.
+    pub(crate) last_flush: Option<Duration>,
+}
+
+impl Commits {
+    /// The commits of the dataset at `uri` (none running).
+    pub(crate) fn new(uri: &str) -> Self {
+        Self {
+            pending: None,
+            released: Vec::new(),
+            running: running_commits(uri),
+            outcome_unknown: false,
+            flushes: 0,
+            compactions: 0,
+            last_flush: None,
+        }
+    }
+
+    /// Waits until every commit of this dataset started in this process (by an
+    /// earlier handle too) has ended.
+    pub(crate) async fn wait_for_running(&self) {
+        drop(self.running.write().await);
+    }
+
+    /// Enters a commit: a handle opened on this dataset in this process meanwhile
+    /// waits until the guard drops (with the commit's task).
+    pub(crate) async fn enter(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        Arc::clone(&self.running).read_owned().await
+    }
+
+    /// Whether a commit runs (or has ended and is not applied yet).
+    pub(crate) fn running(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Whether a commit has ended and waits to be applied.
+    pub(crate) fn finished(&self) -> bool {
+        self.pending
+            .as_ref()
+            .is_some_and(|c| c.handle.is_finished())
+    }
+
+    /// Buffered records the running commit, if any, holds (the front of the buffer).
+    pub(crate) fn holding(&self) -> usize {
+        self.pending.as_ref().map_or(0, |c| c.records)
+    }
+
+    /// Records a commit of the first `records` buffered records started on `handle`.
+    pub(crate) fn started(&mut self, records: usize, handle: JoinHandle<CommitOutcome>) {
+        debug_assert!(self.pending.is_none(), "one commit at a time");
+        self.pending = Some(PendingCommit {
+            records,
+            handle,
+            started: Instant::now(),
+        });
+    }
+
+    /// Waits for the running commit, if any, and takes it. Cancel-safe: dropped while
+    /// waiting, the commit stays here. Frees the records kept from the commit before.
+    pub(crate) async fn join(&mut self) -> Option<Joined> {
+        let pending = self.pending.as_mut()?;
+        if !pending.handle.is_finished() {
+            // this thread would only wait: it frees the last commit's records
+            // meanwhile, rather than a thread competing with the commit for a core
+            self.released = Vec::new();
+        }
+        let outcome = (&mut pending.handle).await;
+        let pending = self.pending.take()?;
+        // whatever the outcome, the records kept for this wait are not kept past it
+        self.free_released();
+        Some(Joined {
+            records: pending.records,
+            duration: pending.started.elapsed(),
+            outcome,
+        })
+    }
+
+    /// Counts a commit applied durable, which took `duration`, and frees its records
+    /// (`flushed`) as `freed` says.
+    pub(crate) fn applied(&mut self, flushed: Vec<Record>, freed: Freed, duration: Duration) {
+        // freeing them is the writer's longest step after conversion: done while it
+        // next waits for a commit, or off its thread
+        match freed {
+            Freed::WhileNextCommitRuns => self.released = flushed,
+            Freed::OffThread => drop(tokio::task::spawn_blocking(move || drop(flushed))),
+        }
+        self.flushes += 1;
+        self.outcome_unknown = false;
+        self.last_flush = Some(duration);
+    }
+
+    /// Hands the records kept in `released`, if any, to a blocking thread to free.
+    pub(crate) fn free_released(&mut self) {
+        let records = std::mem::take(&mut self.released);
+        if !records.is_empty() {
+            tokio::task::spawn_blocking(move || drop(records));
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn released(&self) -> usize {
+        self.released.len()
+    }
+}
+
+/// A commit taken by [`Commits::join`]: the records it held, how long it ran, and
+/// its task's outcome.
+pub(crate) struct Joined {
+    pub(crate) records: usize,
+    pub(crate) duration: Duration,
+    pub(crate) outcome: std::result::Result<CommitOutcome, tokio::task::JoinError>,
+}
+
 /// A flush's data commit running on its own task: the records it takes from the
 /// front of the buffer, and the task's outcome (the committed dataset and the number
 /// of files it fsynced).
 #[derive(Debug)]
-pub(crate) struct PendingCommit {
-    pub(crate) records: usize,
+struct PendingCommit {
+    records: usize,
     /// When the commit's task was started.
-    pub(crate) started: Instant,
-    pub(crate) handle: tokio::task::JoinHandle<CommitOutcome>,
+    started: Instant,
+    handle: JoinHandle<CommitOutcome>,
 }
 
 /// What an applied commit made durable: its records, the files it fsynced, and how
@@ -413,30 +513,38 @@ pub(crate) struct Settled {
 /// fsynced.
 pub(crate) type CommitOutcome = Result<(Dataset, usize)>;
 
-/// fsyncs the files of a local dataset not fsynced yet (`synced` tracks them;
-/// `None`: a remote dataset, nothing to do) and seals the new data files among them
-/// into `sums`. Returns how many files were made durable since the last call.
-pub(crate) async fn sync_files(
-    synced: Option<Arc<SyncedFiles>>,
-    sums: Option<Arc<FileSums>>,
-    uri: &str,
-) -> Result<usize> {
-    let Some(synced) = synced else {
+/// Whether a sync seals the new data files it fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seal {
+    /// Seals them: this handle wrote them (a commit, a compaction, a reconcile
+    /// taking its own landed commit).
+    NewFiles,
+    /// Leaves them unsealed: found at open, written by a handle a crash cut before
+    /// its seal (read unverified, rows still checked).
+    Nothing,
+}
+
+/// fsyncs the files of a local dataset not fsynced yet (`local` tracks them; `None`:
+/// a remote dataset, nothing to do) and, as `seal` says, seals the new data files
+/// among them. Returns how many files were made durable since the last call.
+pub(crate) async fn sync_files(local: Option<&LocalFiles>, seal: Seal, uri: &str) -> Result<usize> {
+    let Some(local) = local else {
         return Ok(0);
     };
-    let tracker = Arc::clone(&synced);
+    let tracker = Arc::clone(&local.synced);
+    let seals = (seal == Seal::NewFiles).then(|| Arc::clone(&local.seals));
     let done = blocking("fsync the files of", uri, move || {
         tracker.sync_new()?;
         let fresh = tracker.take_fresh();
-        if let Some(sums) = sums {
-            sums.seal_new(&fresh)?;
+        if let Some(seals) = seals {
+            seals.seal_new(&fresh)?;
         }
         Ok(fresh.len())
     })
     .await;
     if done.is_err() {
         // what the task knew of synced files is gone with it: start over
-        synced.forget();
+        local.synced.forget();
     }
     done?
 }
@@ -545,24 +653,24 @@ mod tests {
             let mut b = LanceBucket::open(dir.path(), opts).await.unwrap();
             b.put_batch(records(0..10)).unwrap();
             b.start_flush().await.unwrap();
-            assert!(b.commit.is_some() && b.released.is_empty());
+            assert!(b.commits.running() && b.commits.released() == 0);
             // the first commit is applied and the second started: the first's records
             // wait to be freed while the second runs
             b.put_batch(records(10..20)).unwrap();
             b.start_flush().await.unwrap();
-            assert!(b.commit.is_some());
-            assert_eq!(b.released.len(), 10);
+            assert!(b.commits.running());
+            assert_eq!(b.commits.released(), 10);
             // nothing left to commit: no commit runs, nothing stays unfreed
             b.start_flush().await.unwrap();
-            assert!(b.commit.is_none() && b.released.is_empty());
+            assert!(!b.commits.running() && b.commits.released() == 0);
             // a flush leaves nothing unfreed either
             b.put_batch(records(20..30)).unwrap();
             b.start_flush().await.unwrap();
             b.put_batch(records(30..40)).unwrap();
             b.start_flush().await.unwrap();
-            assert_eq!(b.released.len(), 10);
+            assert_eq!(b.commits.released(), 10);
             b.flush().await.unwrap();
-            assert!(b.commit.is_none() && b.released.is_empty());
+            assert!(!b.commits.running() && b.commits.released() == 0);
             let back = b.read(0, 100).await.unwrap();
             assert_eq!(back, records(0..40));
             assert_eq!(b.stats().persisted_count, 40);

@@ -19,8 +19,34 @@ use crate::bucket::{FileCheck, LanceBucket};
 use crate::convert::{from_batch, record_columns, to_batch};
 use crate::error::{Error, Result};
 use crate::flush::blocking;
+use crate::read::fragments::FragmentReaders;
 use crate::read::scan::{ReadAhead, Source, read_dataset};
-use crate::store::seals::FileSums;
+use crate::store::seals::Seals;
+
+/// What a bucket's reads keep between calls: the scan the last sequential read left
+/// (continued by a read starting where it ended; used by one reader at a time, others
+/// read on their own) and the fragment readers of small reads.
+#[derive(Debug)]
+pub(crate) struct Reads {
+    readahead: tokio::sync::Mutex<ReadAhead>,
+    readers: Arc<FragmentReaders>,
+}
+
+impl Reads {
+    /// Nothing kept yet; `local`: whether the dataset is on the local file system.
+    pub(crate) fn new(local: bool) -> Self {
+        Self {
+            readahead: tokio::sync::Mutex::new(ReadAhead::None),
+            readers: Arc::new(FragmentReaders::new(local)),
+        }
+    }
+
+    /// Closes the fragment readers of fragments `ds` no longer has (after a
+    /// compaction).
+    pub(crate) fn retain_live(&self, ds: &Dataset) {
+        self.readers.retain_live(ds);
+    }
+}
 
 impl LanceBucket {
     /// Records `[offset, offset + limit)`, clipped to what exists, from the dataset and
@@ -151,8 +177,9 @@ impl LanceBucket {
             .await?;
         let from = offset.max(self.persisted);
         if from < end {
-            let records =
-                &self.buffer[(from - self.persisted) as usize..(end - self.persisted) as usize];
+            let records = self
+                .buffer
+                .slice((from - self.persisted) as usize..(end - self.persisted) as usize);
             // the record fields only: no layout encoding or checksums to build
             let schema = self.with_registry(self.record_fields());
             out.push(to_batch(&schema, &self.schema, records)?);
@@ -192,7 +219,7 @@ impl LanceBucket {
         let files = fragment_files(&ds, |_| true, offset..offset + n);
         self.verify_names(files, offset).await?;
         // one reader at a time uses the read-ahead; others read on their own
-        let mut slot = self.readahead.try_lock().ok();
+        let mut slot = self.reads.readahead.try_lock().ok();
         let state = slot
             .as_mut()
             .map_or(ReadAhead::None, |s| std::mem::take(&mut **s));
@@ -200,10 +227,10 @@ impl LanceBucket {
             ds,
             persisted: self.persisted,
             order,
-            sums: self.sums.clone(),
+            sums: self.seals(),
             check_rows,
             check_ahead,
-            readers: Arc::clone(&self.readers),
+            readers: Arc::clone(&self.reads.readers),
         };
         let read = async move {
             let state = read_dataset(source, offset, n, state, |batch, at, uri, checked| {
@@ -226,11 +253,16 @@ impl LanceBucket {
         }
     }
 
+    /// The seals of a local dataset's data files.
+    pub(crate) fn seals(&self) -> Option<Arc<Seals>> {
+        self.local.as_ref().map(|l| Arc::clone(&l.seals))
+    }
+
     /// Checks the sealed data files among `names` not checked yet by this handle, off
     /// the async threads (and without leaving them at all once every file of `names`
     /// is checked: the steady state of reads).
     pub(crate) async fn verify_names(&self, names: Vec<String>, offset: u64) -> Result<()> {
-        check_files(self.sums.clone(), names, offset, &self.uri).await
+        check_files(self.seals(), names, offset, &self.uri).await
     }
 
     /// Checks every sealed data file of the dataset against its seal now, rather than
@@ -242,7 +274,7 @@ impl LanceBucket {
             return Ok(FileCheck::default());
         };
         let names = fragment_files(&ds, |_| true, 0..u64::MAX);
-        let unsealed = self.sums.as_ref().map_or(names.len(), |s| {
+        let unsealed = self.seals().map_or(names.len(), |s| {
             names.iter().filter(|n| !s.is_sealed(n)).count()
         });
         let files = names.len();
@@ -281,7 +313,7 @@ pub(crate) fn fragment_files(
 /// `sums`), off the async threads, and without leaving them at all once every file of
 /// `names` is checked: the steady state of reads.
 pub(crate) async fn check_files(
-    sums: Option<Arc<FileSums>>,
+    sums: Option<Arc<Seals>>,
     names: Vec<String>,
     offset: u64,
     uri: &str,

@@ -13,7 +13,7 @@ use crate::convert::verify_rows;
 use crate::error::{Error, Result};
 use crate::read::fragments::FragmentReaders;
 use crate::read::{check_files, fragment_files};
-use crate::store::seals::FileSums;
+use crate::store::seals::Seals;
 
 /// Reads of at most this many rows not continuing the previous read read their rows
 /// through the fragment readers kept open ([`FragmentReaders`]) instead of starting a
@@ -59,7 +59,7 @@ pub(crate) struct Source {
     pub(crate) ds: Arc<Dataset>,
     pub(crate) persisted: u64,
     pub(crate) order: Arc<[String]>,
-    pub(crate) sums: Option<Arc<FileSums>>,
+    pub(crate) sums: Option<Arc<Seals>>,
     pub(crate) check_rows: bool,
     /// A scan started for this read checks each batch's rows on its own task, before
     /// handing the batch over (see [`Cursor`]).

@@ -35,6 +35,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use sim::{SimCrash, SimDisk, SkippedSync};
 
+use lance_io::object_store::{ObjectStoreParams, WrappingObjectStore};
+
+use crate::error::Result;
+use crate::store::object::DurableStores;
+use crate::store::seals::Seals;
+use crate::store::synced::SyncedFiles;
+
 /// The file operations of a bucket's local storage. Paths are absolute file-system
 /// paths inside the bucket's storage path.
 ///
@@ -123,6 +130,44 @@ pub(crate) fn absolute(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// The storage of a bucket on a local disk, one part per job: which files are durable
+/// (`synced`), the object stores Lance commits through (`stores`, making each commit
+/// durable before Lance returns), and the seals of the data files (`seals`). A remote
+/// dataset has none of them.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalFiles {
+    pub(crate) synced: Arc<SyncedFiles>,
+    pub(crate) stores: DurableStores,
+    pub(crate) seals: Arc<Seals>,
+}
+
+impl LocalFiles {
+    /// The storage of the dataset `uri` inside the bucket's `root`, on `disk` (the
+    /// seals file is read now).
+    pub(crate) fn open(root: &Path, uri: &str, disk: Arc<dyn Disk>) -> Result<Self> {
+        // the absolute path Lance's local store writes to (it names objects so)
+        let local = absolute(Path::new(uri));
+        let synced = Arc::new(SyncedFiles::new(local.clone(), Arc::clone(&disk)));
+        let stores = DurableStores::new(Arc::clone(&disk), local, Arc::clone(&synced));
+        let seals = Arc::new(Seals::load(root, Path::new(uri), disk)?);
+        Ok(Self {
+            synced,
+            stores,
+            seals,
+        })
+    }
+}
+
+/// The object-store parameters of a dataset: a local one (`local`) is written through
+/// its [`DurableStores`].
+pub(crate) fn store_params(local: Option<&LocalFiles>) -> ObjectStoreParams {
+    ObjectStoreParams {
+        object_store_wrapper: local
+            .map(|l| Arc::new(l.stores.clone()) as Arc<dyn WrappingObjectStore>),
+        ..ObjectStoreParams::default()
+    }
 }
 
 /// The disk of a bucket's local storage: the real one unless a test gives another.

@@ -127,7 +127,7 @@ pub fn sealed_files(storage_path: &Path) -> Result<Vec<String>> {
 
 /// The seals of one dataset's data files, and which of them this handle has checked.
 #[derive(Debug)]
-pub(crate) struct FileSums {
+pub(crate) struct Seals {
     disk: Arc<dyn Disk>,
     path: PathBuf,
     data_dir: PathBuf,
@@ -137,7 +137,7 @@ pub(crate) struct FileSums {
     verified: Mutex<HashSet<String>>,
 }
 
-impl FileSums {
+impl Seals {
     /// Loads `{root}/data.lance.sums` (absent: no seals) for the dataset at `dataset`.
     pub(crate) fn load(root: &Path, dataset: &Path, disk: Arc<dyn Disk>) -> Result<Self> {
         let path = root.join(SUMS_FILE);
@@ -353,9 +353,9 @@ mod tests {
     #[test]
     fn a_reload_sees_later_seals_and_keeps_what_was_checked() {
         let (dir, ds, a, b) = two_data_files();
-        let writer = FileSums::load(dir.path(), &ds, crate::store::real()).unwrap();
+        let writer = Seals::load(dir.path(), &ds, crate::store::real()).unwrap();
         writer.seal_new(std::slice::from_ref(&a)).unwrap();
-        let reader = FileSums::load(dir.path(), &ds, crate::store::real()).unwrap();
+        let reader = Seals::load(dir.path(), &ds, crate::store::real()).unwrap();
         let both = || vec!["a.lance".to_owned(), "b.lance".to_owned()];
         assert_eq!(reader.unchecked(both()), ["a.lance"]);
         reader.verify(["a.lance"], 0).unwrap();
@@ -368,17 +368,17 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_by_the_next_seal_so_later_seals_are_read_back() {
         let (dir, ds, a, b) = two_data_files();
-        let sums = FileSums::load(dir.path(), &ds, crate::store::real()).unwrap();
+        let sums = Seals::load(dir.path(), &ds, crate::store::real()).unwrap();
         sums.seal_new(std::slice::from_ref(&a)).unwrap();
         let path = dir.path().join(SUMS_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.extend_from_slice(&[7, 0, b'x']); // a torn entry
         std::fs::write(&path, &bytes).unwrap();
-        let sums = FileSums::load(dir.path(), &ds, crate::store::real()).unwrap();
+        let sums = Seals::load(dir.path(), &ds, crate::store::real()).unwrap();
         // loading never writes (a reader process loads it too)
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
         sums.seal_new(std::slice::from_ref(&b)).unwrap();
-        let again = FileSums::load(dir.path(), &ds, crate::store::real()).unwrap();
+        let again = Seals::load(dir.path(), &ds, crate::store::real()).unwrap();
         assert!(again.is_sealed("a.lance") && again.is_sealed("b.lance"));
     }
 
@@ -389,15 +389,15 @@ mod tests {
         std::fs::create_dir_all(ds.join("data")).unwrap();
         let f = ds.join("data").join("x.lance");
         std::fs::write(&f, b"hello lance").unwrap();
-        let sums = FileSums::load(dir.path(), &ds, crate::store::real()).unwrap();
+        let sums = Seals::load(dir.path(), &ds, crate::store::real()).unwrap();
         assert_eq!(sums.seal_new(std::slice::from_ref(&f)).unwrap(), 1);
-        let again = FileSums::load(dir.path(), &ds, crate::store::real()).unwrap();
+        let again = Seals::load(dir.path(), &ds, crate::store::real()).unwrap();
         assert!(again.is_sealed("x.lance"));
         again.verify(["x.lance"], 0).unwrap();
         // checked once: a later change is not looked at again by this handle
         std::fs::write(&f, b"hello lancf").unwrap();
         again.verify(["x.lance"], 0).unwrap();
-        let fresh = FileSums::load(dir.path(), &ds, crate::store::real()).unwrap();
+        let fresh = Seals::load(dir.path(), &ds, crate::store::real()).unwrap();
         let err = fresh.verify(["x.lance"], 42).unwrap_err();
         let text = err.to_string();
         assert!(
