@@ -6,8 +6,9 @@ use std::sync::Arc;
 use clap::Args;
 use persisting::lance::{DATASET_DIR, LanceBucket, LanceOptions};
 use persisting::{
-    BackendStats, BucketSpec, PersistingBackend, PersistingOptions, QueueOptions, QueueSystem,
-    QueueWriter, Record, Registry, StorageBackend, StorageError, WAL_DIR, bucket_dir_name,
+    BackendStats, BucketError, BucketSpec, PersistingBackend, PersistingOptions, QueueOptions,
+    QueueSystem, QueueWriter, Record, Registry, StorageBackend, StorageError, WAL_DIR,
+    bucket_dir_name,
 };
 
 use crate::CliResult;
@@ -283,7 +284,12 @@ impl Opened {
         match self {
             Opened::Bucket(b) => b.put_batch(records).await,
             Opened::Topic(writer) => writer.put_batch(records).await,
-            Opened::ReadOnly(_) => Err(StorageError::Task("the bucket is read-only here".into())),
+            Opened::ReadOnly(buckets) => Err(BucketError::ReadOnly {
+                path: buckets
+                    .first()
+                    .map_or_else(PathBuf::new, |b| b.storage_path().to_path_buf()),
+            }
+            .into()),
         }
     }
 

@@ -26,7 +26,7 @@ use persisting_wal::{Fs, RealFs, SyncPolicy, Wal, WalOptions};
 use tokio::sync::{RwLock, watch};
 
 use crate::backend::{BackendStats, StorageBackend};
-use crate::error::{Result, StorageError};
+use crate::error::{BucketError, Result, StorageError};
 use crate::metrics::BucketMetrics;
 use crate::options::PersistingOptions;
 
@@ -42,7 +42,7 @@ const LOCK_RETRIES: u32 = 25;
 /// Takes the bucket's exclusive lock (released when the file is closed, also when the
 /// process dies), so two writers never interleave a bucket's offsets or WAL.
 fn lock_bucket(storage_path: &Path) -> Result<std::fs::File> {
-    let failed = |source| StorageError::Lock {
+    let failed = |source| BucketError::Lock {
         path: storage_path.to_path_buf(),
         source,
     };
@@ -55,10 +55,11 @@ fn lock_bucket(storage_path: &Path) -> Result<std::fs::File> {
         .map_err(failed)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked {
+        Err(std::fs::TryLockError::WouldBlock) => Err(BucketError::Locked {
             path: storage_path.to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
+        }
+        .into()),
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e).into()),
     }
 }
 
@@ -124,10 +125,17 @@ fn column_compression(codec: Codec) -> ColumnCompression {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+/// Runs `f`, which does `op`, on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    op: &'static str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| StorageError::Task(e.to_string()))?
+        .map_err(|e| BucketError::TaskLost {
+            op,
+            reason: e.to_string(),
+        })?
 }
 
 impl PersistingBackend {
@@ -179,7 +187,7 @@ impl PersistingBackend {
         let mut tries = 0;
         let lock = loop {
             match lock_bucket(&storage_path) {
-                Err(StorageError::Locked { .. }) if tries < LOCK_RETRIES => {
+                Err(StorageError::Bucket(BucketError::Locked { .. })) if tries < LOCK_RETRIES => {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -246,9 +254,10 @@ impl PersistingBackend {
 
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
-            return Err(StorageError::Closed {
+            return Err(BucketError::Closed {
                 bucket_id: self.inner.bucket_id,
-            });
+            }
+            .into());
         }
         Ok(())
     }
@@ -345,11 +354,12 @@ impl PersistingBackend {
         };
         let range = wal.append_batch_deferred(payloads)?;
         if range.start != start {
-            return Err(StorageError::OffsetMismatch {
+            return Err(BucketError::OffsetMismatch {
                 bucket_id: self.inner.bucket_id,
                 wal_at: range.start,
                 bucket_at: start,
-            });
+            }
+            .into());
         }
         Ok(self.inner.wait_durable.then_some(range.end))
     }
@@ -442,7 +452,7 @@ impl PersistingBackend {
     async fn flushed(&self, lance: &LanceBucket, report: FlushReport) -> Result<()> {
         if let Some(wal) = self.inner.wal.clone() {
             let persisted = report.persisted_count;
-            blocking(move || Ok(wal.checkpoint(persisted)?)).await?;
+            blocking("checkpoint the WAL", move || Ok(wal.checkpoint(persisted)?)).await?;
         }
         self.publish(report.persisted_count);
         if let Some(m) = &self.inner.metrics
@@ -480,18 +490,19 @@ async fn open_wal(
         ..WalOptions::default()
     };
     let wal_dir = dir.clone();
-    let (wal, entries) = blocking(move || {
+    let (wal, entries) = blocking("open and replay the WAL", move || {
         let (wal, _report) = Wal::open_with(fs, &wal_dir, wal_opts)?;
         if wal.next_lsn() < persisted {
             // Lance holds records whose WAL entries were lost unsynced: nothing to replay
             wal.checkpoint(persisted)?;
         }
         if wal.first_lsn() > persisted {
-            return Err(StorageError::WalGap {
+            return Err(BucketError::WalGap {
                 wal_dir,
                 persisted,
                 wal_first: wal.first_lsn(),
-            });
+            }
+            .into());
         }
         let mut entries = Vec::new();
         for entry in wal.read_from(persisted)? {

@@ -1,5 +1,10 @@
 //! `StorageError`, the error of every storage operation, and `WALError`, the WAL's
 //! own error, which converts into it.
+//!
+//! `StorageError` says which part failed: a layer below (the WAL, Lance, the codec,
+//! compression, each error passed on whole), the options given (`OptionsError`), a
+//! bucket (`BucketError`), a queue (`QueueError`), or the metrics endpoint. Each
+//! broken invariant is a variant of its own, never a string catch-all.
 
 use std::path::PathBuf;
 
@@ -25,9 +30,32 @@ pub enum StorageError {
     /// A compression frame could not be written or read.
     #[error(transparent)]
     Compress(#[from] persisting_compress::Error),
+    /// The options given were refused (nothing was opened or changed).
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    /// A bucket refused an operation or found its storage inconsistent.
+    #[error(transparent)]
+    Bucket(#[from] BucketError),
+    /// A queue refused a topic or a record.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The metrics endpoint could not be started.
+    #[error("the metrics endpoint could not start on {endpoint}: {reason}")]
+    Metrics {
+        /// The address asked for (or `in-process`).
+        endpoint: String,
+        /// Why it could not start.
+        reason: String,
+    },
+}
+
+/// Options refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OptionsError {
     /// An option with a value it cannot take.
     #[error("invalid option {name} = {value}: {reason}")]
-    InvalidOption {
+    Invalid {
         /// The option's name.
         name: String,
         /// The value given.
@@ -35,6 +63,20 @@ pub enum StorageError {
         /// What a valid value looks like.
         reason: String,
     },
+    /// A backend name that is not registered.
+    #[error("no backend named {name:?}; registered backends: {}", available.join(", "))]
+    UnknownBackend {
+        /// The name asked for.
+        name: String,
+        /// The registered names.
+        available: Vec<String>,
+    },
+}
+
+/// What a bucket refused or found wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BucketError {
     /// The WAL starts after the last record in Lance: records in between are lost.
     #[error(
         "the WAL in {wal_dir} starts at offset {wal_first}, but Lance holds only offsets below {persisted}: records {persisted}..{wal_first} are missing"
@@ -47,33 +89,25 @@ pub enum StorageError {
         /// First offset the WAL holds.
         wal_first: u64,
     },
+    /// The WAL appended a batch at another offset than the bucket admitted it at: the
+    /// two disagree on the next offset, and the bucket refuses every later put rather
+    /// than write records at the wrong offsets.
+    #[error(
+        "bucket {bucket_id}: the WAL appended at offset {wal_at} a batch the bucket admitted at {bucket_at}; refusing to go on"
+    )]
+    OffsetMismatch {
+        /// The bucket.
+        bucket_id: u64,
+        /// Where the WAL appended the batch.
+        wal_at: u64,
+        /// Where the bucket admitted it.
+        bucket_at: u64,
+    },
     /// The backend was closed.
     #[error("the backend of bucket {bucket_id} is closed")]
     Closed {
         /// The bucket.
         bucket_id: u64,
-    },
-    /// A backend name that is not registered.
-    #[error("no backend named {name:?}; registered backends: {}", available.join(", "))]
-    UnknownBackend {
-        /// The name asked for.
-        name: String,
-        /// The registered names.
-        available: Vec<String>,
-    },
-    /// A topic name that is not a single ordinary path component.
-    #[error("topic {topic:?} is not a valid name: it {reason}")]
-    InvalidTopic {
-        /// The topic.
-        topic: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A record without the queue's bucket column.
-    #[error("the record has no {column:?} field, which picks its bucket")]
-    MissingBucketColumn {
-        /// The bucket column.
-        column: String,
     },
     /// Another handle (in this or another process) has the bucket open for writing.
     #[error(
@@ -91,34 +125,61 @@ pub enum StorageError {
         /// The failure.
         source: std::io::Error,
     },
-    /// The metrics endpoint could not be started.
-    #[error("the metrics endpoint could not start on {0}")]
-    Metrics(String),
-    /// A background task failed to run to completion.
-    #[error("a background task failed: {0}")]
-    Task(String),
-    /// The WAL appended a batch at another offset than the bucket admitted it at: the
-    /// two disagree on the next offset, and the bucket refuses every later put rather
-    /// than write records at the wrong offsets.
-    #[error(
-        "bucket {bucket_id}: the WAL appended at offset {wal_at} a batch the bucket admitted at {bucket_at}; refusing to go on"
-    )]
-    OffsetMismatch {
-        /// The bucket.
-        bucket_id: u64,
-        /// Where the WAL appended the batch.
-        wal_at: u64,
-        /// Where the bucket admitted it.
-        bucket_at: u64,
+    /// A write to a bucket opened for reading only (another process holds its lock).
+    #[error("the bucket at {path} is open read-only here (another process writes it)")]
+    ReadOnly {
+        /// The bucket's storage path.
+        path: PathBuf,
+    },
+    /// The blocking task doing `op` ended without an outcome (it panicked or its
+    /// runtime shut down): what it did is unknown, and the next open recovers it.
+    #[error("the task that was to {op} ended without an outcome: {reason}")]
+    TaskLost {
+        /// What the task was doing.
+        op: &'static str,
+        /// How it ended.
+        reason: String,
+    },
+}
+
+/// What a queue refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// A topic name that is not a single ordinary path component.
+    #[error("topic {topic:?} is not a valid name: it {reason}")]
+    InvalidTopic {
+        /// The topic.
+        topic: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A record without the queue's bucket column.
+    #[error("the record has no {column:?} field, which picks its bucket")]
+    MissingBucketColumn {
+        /// The bucket column.
+        column: String,
     },
 }
 
 impl StorageError {
-    pub(crate) fn invalid(name: &str, value: impl ToString, reason: impl ToString) -> Self {
-        StorageError::InvalidOption {
+    /// An [`OptionsError::Invalid`]: option `name` cannot take `value`.
+    pub fn invalid(name: &str, value: impl ToString, reason: impl ToString) -> Self {
+        OptionsError::Invalid {
             name: name.to_owned(),
             value: value.to_string(),
             reason: reason.to_string(),
         }
+        .into()
+    }
+
+    /// Whether an option value was refused (here, by the WAL or by the Lance layer).
+    pub fn is_invalid_option(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Options(OptionsError::Invalid { .. })
+                | StorageError::Wal(WALError::InvalidOption { .. })
+                | StorageError::Lance(persisting_lance::Error::InvalidOption { .. })
+        )
     }
 }

@@ -46,7 +46,7 @@ mod queue;
 
 pub use backend::{BackendStats, StorageBackend, record_stream};
 pub use bucket::{LOCK_FILE, LanceBackend, PersistingBackend, WAL_DIR};
-pub use error::{Result, StorageError, WALError};
+pub use error::{BucketError, OptionsError, QueueError, Result, StorageError, WALError};
 pub use memory::MemoryBackend;
 pub use metrics::{
     DURATION_BUCKETS, MetricsEndpoint, MetricsRecorder, install_metrics_recorder, serve_metrics,

@@ -7,7 +7,7 @@ use persisting_codec::Record;
 use tokio::sync::watch;
 
 use crate::backend::{BackendStats, StorageBackend};
-use crate::error::{Result, StorageError};
+use crate::error::{BucketError, Result};
 
 /// A backend that keeps records in memory (nothing survives the process).
 #[derive(Debug, Clone)]
@@ -45,9 +45,10 @@ impl StorageBackend for MemoryBackend {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             let Some(tx) = guard.as_ref() else {
-                return Err(StorageError::Closed {
+                return Err(BucketError::Closed {
                     bucket_id: self.inner.bucket_id,
-                });
+                }
+                .into());
             };
             let mut all = self
                 .inner

@@ -164,7 +164,10 @@ impl MetricsEndpoint {
 /// println!("scrape http://{}/metrics", endpoint.addr());
 /// ```
 pub fn serve_metrics(addr: SocketAddr) -> Result<MetricsEndpoint> {
-    let failed = |e: &dyn std::fmt::Display| StorageError::Metrics(format!("{addr}: {e}"));
+    let failed = |e: &dyn std::fmt::Display| StorageError::Metrics {
+        endpoint: addr.to_string(),
+        reason: e.to_string(),
+    };
     // bind once ourselves first: the exporter binds inside its task, where a failure
     // would only be logged; this also turns port 0 into a free port
     let addr = std::net::TcpListener::bind(addr)
@@ -216,7 +219,10 @@ impl MetricsRecorder {
 /// nothing: for programs that read their metrics in-process (the Python package's
 /// `get_metrics()`). Fails if a recorder is already installed in this process.
 pub fn install_metrics_recorder() -> Result<MetricsRecorder> {
-    let failed = |e: &dyn std::fmt::Display| StorageError::Metrics(format!("in-process: {e}"));
+    let failed = |e: &dyn std::fmt::Display| StorageError::Metrics {
+        endpoint: "in-process".to_owned(),
+        reason: e.to_string(),
+    };
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Suffix("_duration_seconds".to_owned()),

@@ -23,7 +23,7 @@ use serde_json::Value as Json;
 
 use crate::backend::StorageBackend;
 use crate::bucket::{LanceBackend, PersistingBackend};
-use crate::error::{Result, StorageError};
+use crate::error::{OptionsError, QueueError, Result, StorageError};
 use crate::md5::bucket_of;
 use crate::memory::MemoryBackend;
 use crate::options::PersistingOptions;
@@ -127,9 +127,12 @@ impl Registry {
             .unwrap_or_else(PoisonError::into_inner)
             .get(name)
             .cloned()
-            .ok_or_else(|| StorageError::UnknownBackend {
-                name: name.to_owned(),
-                available: self.list_backends(),
+            .ok_or_else(|| {
+                OptionsError::UnknownBackend {
+                    name: name.to_owned(),
+                    available: self.list_backends(),
+                }
+                .into()
             })
     }
 }
@@ -201,10 +204,11 @@ pub fn validate_topic(topic: &str) -> Result<()> {
         None
     };
     match reason {
-        Some(reason) => Err(StorageError::InvalidTopic {
+        Some(reason) => Err(QueueError::InvalidTopic {
             topic: topic.to_owned(),
             reason: reason.to_owned(),
-        }),
+        }
+        .into()),
         None => Ok(()),
     }
 }
@@ -390,7 +394,7 @@ impl QueueWriter {
         let column = &self.topic.opts.bucket_column;
         let value = record
             .get(column)
-            .ok_or_else(|| StorageError::MissingBucketColumn {
+            .ok_or_else(|| QueueError::MissingBucketColumn {
                 column: column.clone(),
             })?;
         Ok(bucket_of(

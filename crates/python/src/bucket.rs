@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use persisting::{PersistingBackend, StorageBackend, StorageError};
+use persisting::{BucketError, PersistingBackend, StorageBackend, StorageError};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -48,9 +48,9 @@ impl Bucket {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
             .ok_or_else(|| {
-                errors::storage(StorageError::Closed {
+                errors::storage(StorageError::from(BucketError::Closed {
                     bucket_id: self.bucket_id,
-                })
+                }))
             })
     }
 }

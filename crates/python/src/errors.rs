@@ -4,7 +4,7 @@
 //! `StorageError` and `InvalidOptionError` is also a `ValueError`); this module looks
 //! them up once and raises them with the Rust error's message, which names what failed.
 
-use persisting::StorageError;
+use persisting::{BucketError, StorageError};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -72,11 +72,10 @@ impl Kind {
 /// The kind of Python exception a storage error is raised as.
 fn kind_of(e: &StorageError) -> Kind {
     match e {
-        StorageError::Wal(_) | StorageError::WalGap { .. } => Kind::Wal,
-        StorageError::InvalidOption { .. } => Kind::InvalidOption,
+        e if e.is_invalid_option() => Kind::InvalidOption,
+        StorageError::Wal(_) | StorageError::Bucket(BucketError::WalGap { .. }) => Kind::Wal,
         StorageError::Lance(persisting::lance::Error::SchemaConflict { .. }) => Kind::Schema,
-        StorageError::Lance(persisting::lance::Error::InvalidOption { .. }) => Kind::InvalidOption,
-        StorageError::Locked { .. } => Kind::Locked,
+        StorageError::Bucket(BucketError::Locked { .. }) => Kind::Locked,
         _ => Kind::Storage,
     }
 }
@@ -89,9 +88,5 @@ pub(crate) fn storage(e: StorageError) -> PyErr {
 /// A bad option value, raised as `InvalidOptionError` with the facade's own message for
 /// it (`invalid option {name} = {value}: {reason}`).
 pub(crate) fn invalid(name: &str, value: impl ToString, reason: impl ToString) -> PyErr {
-    storage(StorageError::InvalidOption {
-        name: name.to_owned(),
-        value: value.to_string(),
-        reason: reason.to_string(),
-    })
+    storage(StorageError::invalid(name, value, reason))
 }

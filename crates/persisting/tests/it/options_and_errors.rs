@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use persisting::{PersistingBackend, PersistingOptions, StorageBackend, StorageError, record};
+use persisting::{
+    BucketError, OptionsError, PersistingBackend, PersistingOptions, StorageBackend, StorageError,
+    record,
+};
 
 use crate::rt;
 
@@ -24,7 +27,7 @@ fn bad_option_values_name_the_option() {
     ] {
         let err = PersistingOptions::from_map(json.as_object().unwrap()).unwrap_err();
         match &err {
-            StorageError::InvalidOption { name: n, .. } => assert_eq!(n, name),
+            StorageError::Options(OptionsError::Invalid { name: n, .. }) => assert_eq!(n, name),
             other => panic!("{name}: {other}"),
         }
         assert!(err.to_string().contains(name), "{err}");
@@ -142,7 +145,10 @@ fn a_bucket_has_one_writer_at_a_time() {
         let err = PersistingBackend::open(0, dir.path(), opts.clone())
             .await
             .unwrap_err();
-        assert!(matches!(err, StorageError::Locked { .. }), "{err}");
+        assert!(
+            matches!(err, StorageError::Bucket(BucketError::Locked { .. })),
+            "{err}"
+        );
         assert!(err.to_string().contains("LOCK"), "{err}");
         // released with the handle
         drop(first);

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use persisting::{Assignment, QueueOptions, QueueSystem, StorageError, python_str, record};
+use persisting::{
+    Assignment, OptionsError, QueueError, QueueOptions, QueueSystem, StorageError, python_str,
+    record,
+};
 
 use crate::rt;
 
@@ -22,7 +25,10 @@ fn registry_lists_builtins_and_names_them_on_a_miss() {
         ["lance", "memory", "persisting"]
     );
     let err = system.registry().get("kafka").err().unwrap();
-    assert!(matches!(err, StorageError::UnknownBackend { .. }));
+    assert!(matches!(
+        err,
+        StorageError::Options(OptionsError::UnknownBackend { .. })
+    ));
     assert!(
         err.to_string().contains("lance, memory, persisting"),
         "{err}"
@@ -135,7 +141,7 @@ fn bad_topics_and_records_without_the_bucket_column_are_refused() {
                 .await
                 .unwrap_err();
             assert!(
-                matches!(err, StorageError::InvalidTopic { .. }),
+                matches!(err, StorageError::Queue(QueueError::InvalidTopic { .. })),
                 "{topic:?}: {err}"
             );
         }
