@@ -42,7 +42,6 @@ mod reader;
 mod recovery;
 mod segment;
 mod sim;
-mod waiting;
 mod writer;
 
 pub use error::{Corruption, Error, Result};
@@ -60,7 +59,7 @@ pub use segment::{
     segment_name,
 };
 pub use sim::{CrashMode, SimFs, SimRng};
-pub use waiting::{AppendDurable, WaitDurable};
+pub use writer::tasks::{AppendDurable, WaitDurable};
 pub use writer::{PREALLOCATE_BYTES_MAX, Wal, WalStats};
 
 /// The README's examples, compiled and run as doctests.

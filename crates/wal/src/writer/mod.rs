@@ -29,6 +29,7 @@ mod checkpoint;
 mod interval;
 mod rotate;
 mod sync;
+pub(crate) mod tasks;
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -39,12 +40,12 @@ use std::thread::{JoinHandle, Thread};
 
 use self::rotate::CloseJob;
 use self::sync::poisoned;
+use self::tasks::{AppendDurable, Tasks, WaitDurable};
 use crate::error::{Error, Result};
 use crate::fs::{Fs, FsFile, RealFs};
 use crate::options::{SegmentClose, SyncPolicy, WalOptions};
 use crate::reader::WalReader;
 use crate::recovery::{RecoveryReport, SegmentMeta, recover};
-use crate::waiting::{AppendDurable, Tasks, WaitDurable};
 
 /// Largest step in which a segment file is extended ahead of its frames.
 pub const PREALLOCATE_BYTES_MAX: u64 = 1 << 20;
@@ -119,7 +120,7 @@ pub(crate) struct Shared {
     /// Threads a finished sync covers that its leader left for the first of them to
     /// wake (see [`Unpark::hand_over`]): every waiter drains it as it leaves its park.
     backlog: Mutex<Vec<Thread>>,
-    /// Tasks waiting for an LSN to be durable (see the `waiting` module).
+    /// Tasks waiting for an LSN to be durable (see the `tasks` module).
     pub(crate) tasks: Mutex<Tasks>,
     /// Highest LSN a task waits for: the sync thread syncs while `durable` is below.
     pub(crate) wanted: AtomicU64,
