@@ -110,6 +110,7 @@ impl Shared {
         new_dirs: Vec<PathBuf>,
     ) -> object_store::Result<()> {
         let disk = Arc::clone(&self.disk);
+        let synced = Arc::clone(&self.synced);
         let file = path.to_path_buf();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             disk.sync_file(&file)?;
@@ -117,6 +118,8 @@ impl Shared {
             for dir in parents.rev() {
                 disk.sync_dir(dir)?;
             }
+            // the flush's walk after the commit need not fsync them again
+            synced.mark_synced(new_dirs.into_iter().chain([file]));
             Ok(())
         })
         .await

@@ -50,6 +50,13 @@ impl SyncedFiles {
         std::mem::take(&mut self.known().fresh)
     }
 
+    /// Records `paths` (files and directories the caller has just fsynced) as known
+    /// durable, so the next [`Self::sync_new`] does not fsync them again. They are not
+    /// fresh: only files a walk found are taken to be sealed.
+    pub(crate) fn mark_synced(&self, paths: impl IntoIterator<Item = PathBuf>) {
+        self.known().synced.extend(paths);
+    }
+
     /// Forgets every file: the next [`Self::sync_new`] fsyncs them all again.
     pub(crate) fn forget(&self) {
         *self.known() = Known::default();

@@ -168,3 +168,76 @@ fn a_torn_newest_manifest_is_set_aside_and_the_bucket_opens_at_the_commit_before
         assert!(std::path::Path::new(&aside).exists());
     });
 }
+
+/// The real disk, recording every fsync in order.
+#[derive(Debug, Default)]
+struct RecordingDisk {
+    syncs: std::sync::Mutex<Vec<std::path::PathBuf>>,
+}
+
+impl persisting_lance::Disk for RecordingDisk {
+    fn sync_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+        self.syncs.lock().unwrap().push(path.to_path_buf());
+        persisting_lance::RealDisk.sync_file(path)
+    }
+
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        self.syncs.lock().unwrap().push(dir.to_path_buf());
+        persisting_lance::RealDisk.sync_dir(dir)
+    }
+
+    fn write_from(&self, path: &std::path::Path, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        persisting_lance::RealDisk.write_from(path, offset, bytes)
+    }
+
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        persisting_lance::RealDisk.rename(from, to)
+    }
+}
+
+#[test]
+fn a_flush_fsyncs_its_files_before_the_manifest_names_them_and_each_only_once() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Arc::new(RecordingDisk::default());
+        let opts = LanceOptions {
+            flush_threshold: 0,
+            ..LanceOptions::default()
+        };
+        let mut bucket = LanceBucket::open_on(dir.path(), opts, disk.clone())
+            .await
+            .unwrap();
+        bucket.put_batch(batch(0, 100)).unwrap();
+        bucket.flush().await.unwrap();
+        disk.syncs.lock().unwrap().clear();
+        // a second flush: an append commit to an existing dataset
+        bucket.put_batch(batch(100, 100)).unwrap();
+        bucket.flush().await.unwrap();
+        let syncs = disk.syncs.lock().unwrap().clone();
+        let name = |p: &std::path::PathBuf| p.to_string_lossy().into_owned();
+        let position = |pred: &dyn Fn(&str) -> bool| syncs.iter().position(|p| pred(&name(p)));
+        let manifest = position(&|p| p.ends_with(".manifest")).expect("the manifest is fsynced");
+        let data = position(&|p| p.contains("/data/") && p.ends_with(".lance"))
+            .expect("the new data file is fsynced");
+        let seals = position(&|p| p.ends_with(persisting_lance::SUMS_FILE))
+            .expect("the seals file is fsynced");
+        assert!(
+            data < manifest,
+            "data file after the manifest naming it: {syncs:?}"
+        );
+        assert!(
+            manifest < seals,
+            "seal before the commit it seals: {syncs:?}"
+        );
+        let mut seen = std::collections::HashSet::new();
+        for p in &syncs {
+            // the seals file is appended and fsynced once per flush too
+            assert!(
+                seen.insert(p),
+                "{} fsynced twice in one flush: {syncs:?}",
+                p.display()
+            );
+        }
+        assert_eq!(bucket.read(0, 1000).await.unwrap(), batch(0, 200));
+    });
+}
