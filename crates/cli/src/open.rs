@@ -210,13 +210,20 @@ impl BackendArgs {
     }
 
     async fn open_bucket(&self, metrics: bool) -> CliResult<Arc<dyn StorageBackend>> {
-        let wal_present = self.path.join(WAL_DIR).is_dir();
+        // the bucket's local directory: `-o wal_dir=DIR` (data at a URI), else its path
+        let local = self
+            .options
+            .iter()
+            .find_map(|p| p.split_once('=').filter(|(k, _)| k.trim() == "wal_dir"))
+            .map_or_else(|| self.path.clone(), |(_, v)| PathBuf::from(v.trim()));
+        let wal_present = local.join(WAL_DIR).is_dir();
         let factory = Registry::new()
             .get(&self.backend)
             .map_err(|e| e.to_string())?;
         factory(BucketSpec {
             bucket_id: bucket_id_of(&self.path),
             storage_path: self.path.clone(),
+            relative_path: PathBuf::new(),
             options: options_map(self, wal_present, metrics)?,
             topic: "cli".to_owned(),
         })

@@ -37,7 +37,7 @@ use crate::flush::{Commits, Seal};
 use crate::options::LanceOptions;
 use crate::read::Reads;
 use crate::schema::{FieldState, REGISTRY_KEY, SchemaState, col_type, is_internal_column};
-use crate::store::{self, Disk, LocalFiles};
+use crate::store::{self, Disk, Storage};
 
 /// Name of the dataset directory inside a bucket's storage path.
 pub const DATASET_DIR: &str = "data.lance";
@@ -126,8 +126,9 @@ pub struct LanceBucket {
     pub(crate) commits: Commits,
     /// What reads keep between calls.
     pub(crate) reads: Reads,
-    /// A local dataset's storage (durable files, seals); `None` for a remote one.
-    pub(crate) local: Option<LocalFiles>,
+    /// Where the dataset lives: the stores its commits go through, the versions this
+    /// handle may commit, a local dataset's files.
+    pub(crate) storage: Storage,
 }
 
 /// A batch checked against a bucket's schema, not buffered yet (see
@@ -167,7 +168,9 @@ pub(crate) fn has_manifest(uri: &str) -> bool {
     })
 }
 
-pub(crate) fn is_remote(path: &str) -> bool {
+/// Whether `path` names data at a URI of an object store (`s3://…`,
+/// `shared-memory://…`), not on the local file system (a path, or `file://`).
+pub fn is_remote(path: &str) -> bool {
     path.contains("://") && !path.starts_with("file://")
 }
 
@@ -194,10 +197,9 @@ impl LanceBucket {
             reason: "must be valid UTF-8".to_owned(),
         })?;
         let uri = format!("{}/{DATASET_DIR}", root_str.trim_end_matches('/'));
-        let local = match is_remote(&uri) {
-            true => None,
-            false => Some(LocalFiles::open(&root, &uri, Arc::clone(&disk))?),
-        };
+        let remote = is_remote(&uri);
+        let options = opts.storage_options.clone();
+        let storage = Storage::open(&root, &uri, remote, Arc::clone(&disk), options)?;
         let mut bucket = Self {
             root,
             opts,
@@ -206,17 +208,17 @@ impl LanceBucket {
             persisted: 0,
             buffer: Buffer::default(),
             commits: Commits::new(&uri),
-            reads: Reads::new(local.is_some()),
-            local,
+            reads: Reads::new(!remote),
+            storage,
             uri,
         };
         // commits of an earlier handle of this dataset still running land first
         bucket.commits.wait_for_running().await;
-        if bucket.local.is_some() {
+        if bucket.storage.local.is_some() {
             // a power loss may have torn the last manifest: Lance must not read it
             crate::store::manifests::set_aside_torn(Path::new(&bucket.uri), disk.as_ref())?;
         }
-        let exists = if bucket.local.is_some() {
+        let exists = if bucket.storage.local.is_some() {
             Path::new(&bucket.uri).exists()
         } else {
             true
@@ -230,7 +232,7 @@ impl LanceBucket {
                     bucket.sync_files(Seal::Nothing).await?;
                 }
                 Err(lance::Error::DatasetNotFound { .. })
-                    if bucket.local.is_none() || !has_manifest(&bucket.uri) => {}
+                    if bucket.storage.local.is_none() || !has_manifest(&bucket.uri) => {}
                 Err(e) => return Err(Error::lance("open", &bucket.uri)(e)),
             }
         }
@@ -267,6 +269,7 @@ impl LanceBucket {
             .await
             .map_err(Error::lance("count the rows of", &self.uri))? as u64;
         self.schema = state;
+        self.storage.versions.seen(ds.manifest().version);
         self.dataset = Some(Arc::new(ds));
         Ok(())
     }
@@ -391,9 +394,9 @@ impl LanceBucket {
         }
     }
 
-    /// The object-store parameters of this dataset (see [`store::store_params`]).
+    /// The object-store parameters of this dataset (see [`Storage::params`]).
     pub(crate) fn store_params(&self) -> ObjectStoreParams {
-        store::store_params(self.local.as_ref())
+        self.storage.params()
     }
 
     /// Opens the latest version of the dataset, written through this bucket's stores.
@@ -412,7 +415,7 @@ impl LanceBucket {
         self.settle_commit().await?;
         match self.open_dataset().await {
             Ok(ds) => {
-                if let Some(local) = &self.local {
+                if let Some(local) = &self.storage.local {
                     // the writer has sealed the files of its later commits (files
                     // already checked stay checked: a file's seal never changes)
                     local.seals.reload()?;

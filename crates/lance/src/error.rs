@@ -148,6 +148,20 @@ pub enum Error {
         /// Records this handle holds buffered.
         buffered: u64,
     },
+    /// The dataset holds a version this handle did not write (another writer
+    /// committed after this handle last looked): this handle writes nothing more, so
+    /// offsets never interleave. Reopen to go on from what the dataset holds.
+    #[error(
+        "the dataset at {dataset} is at version {version}, written by another writer (this handle would have committed version {expected} next); it writes nothing more"
+    )]
+    CommittedByAnotherWriter {
+        /// The dataset.
+        dataset: String,
+        /// The dataset's latest version.
+        version: u64,
+        /// The version this handle's next commit was to have.
+        expected: u64,
+    },
     /// A column type this crate cannot read back as record values.
     #[error("column {column:?} has Arrow type {data_type}, which cannot be read as record values")]
     UnsupportedColumn {

@@ -47,7 +47,9 @@ mod schema;
 mod store;
 
 pub use arrow::record_batch::RecordBatch;
-pub use bucket::{Admitted, DATASET_DIR, FileCheck, FlushReport, LanceBucket, LanceStats, LogSize};
+pub use bucket::{
+    Admitted, DATASET_DIR, FileCheck, FlushReport, LanceBucket, LanceStats, LogSize, is_remote,
+};
 pub use convert::{TEXT_BLOCK_BYTES, TEXT_BLOCK_ROWS, row_checksum};
 pub use error::{Error, Result};
 pub use options::{ColumnCompression, LanceOptions};

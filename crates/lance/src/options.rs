@@ -1,5 +1,6 @@
 //! Options of a bucket, checked when it opens.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -76,6 +77,10 @@ pub struct LanceOptions {
     /// minutes). Readers pinned to a removed version fail, so keep it above the
     /// longest read.
     pub version_retention: Duration,
+    /// Options of the object store holding a remote dataset (`s3://…`), as pylance
+    /// names them (`aws_endpoint`, `aws_region`, `aws_access_key_id`, …); Lance also
+    /// reads the `AWS_*` environment variables. Empty by default.
+    pub storage_options: HashMap<String, String>,
 }
 
 impl Default for LanceOptions {
@@ -86,6 +91,7 @@ impl Default for LanceOptions {
             compact_fragments_max: 64,
             target_rows_per_fragment: 1 << 20,
             version_retention: Duration::from_secs(600),
+            storage_options: HashMap::new(),
         }
     }
 }
@@ -105,6 +111,13 @@ impl LanceOptions {
                 name: "version_retention",
                 value: format!("{:?}", self.version_retention),
                 reason: "is too long".to_owned(),
+            });
+        }
+        if let Some(key) = self.storage_options.keys().find(|k| k.trim().is_empty()) {
+            return Err(Error::InvalidOption {
+                name: "storage_options",
+                value: format!("{key:?}"),
+                reason: "keys must not be empty".to_owned(),
             });
         }
         Ok(())

@@ -39,6 +39,26 @@ pub const LOCK_FILE: &str = "LOCK";
 /// Attempts, 20 ms apart, to take a bucket's lock before reporting it held.
 const LOCK_RETRIES: u32 = 25;
 
+/// The bucket's local directory, holding its lock file and WAL: `wal_dir` if set,
+/// else the storage path. Data at a URI (`s3://…`) has no local directory of its own:
+/// `wal_dir` is required then.
+fn local_dir(storage_path: &Path, opts: &PersistingOptions) -> Result<PathBuf> {
+    if let Some(dir) = &opts.wal_dir {
+        return Ok(dir.clone());
+    }
+    let path = storage_path.to_string_lossy();
+    if persisting_lance::is_remote(&path) {
+        return Err(StorageError::invalid(
+            "wal_dir",
+            "(unset)",
+            format!(
+                "is required when the data is at a URI ({path}): the WAL and the lock file need a local directory"
+            ),
+        ));
+    }
+    Ok(storage_path.to_path_buf())
+}
+
 /// Takes the bucket's exclusive lock (released when the file is closed, also when the
 /// process dies), so two writers never interleave a bucket's offsets or WAL.
 fn lock_bucket(storage_path: &Path) -> Result<std::fs::File> {
@@ -181,12 +201,13 @@ impl PersistingBackend {
             ));
         }
         let storage_path = storage_path.as_ref().to_path_buf();
+        let local_dir = local_dir(&storage_path, &opts)?;
         // a lock can be held for a moment by a handle being dropped elsewhere, or by a
         // process being spawned (it shares the descriptor until it execs): retry
         // briefly before reporting the bucket as in use
         let mut tries = 0;
         let lock = loop {
-            match lock_bucket(&storage_path) {
+            match lock_bucket(&local_dir) {
                 Err(StorageError::Bucket(BucketError::Locked { .. })) if tries < LOCK_RETRIES => {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -200,6 +221,7 @@ impl PersistingBackend {
             flush_threshold: opts.flush_threshold,
             column_compression: column_compression(opts.compression),
             target_rows_per_fragment: opts.target_rows_per_fragment,
+            storage_options: opts.storage_options.clone().into_iter().collect(),
             ..LanceOptions::default()
         };
         // a flush commit left running by a dropped handle lands before this open counts
@@ -208,7 +230,7 @@ impl PersistingBackend {
             Box::pin(LanceBucket::open_on(&storage_path, lance_opts, lance_disk)).await?;
         let wal = if opts.enable_wal {
             Some(Arc::new(
-                open_wal(bucket_id, &storage_path, &opts, &mut lance, wal_fs).await?,
+                open_wal(bucket_id, &local_dir, &opts, &mut lance, wal_fs).await?,
             ))
         } else {
             None
@@ -468,13 +490,13 @@ impl PersistingBackend {
 /// Opens the WAL of a bucket and replays what Lance lacks into the bucket's buffer.
 async fn open_wal(
     bucket_id: u64,
-    storage_path: &Path,
+    local_dir: &Path,
     opts: &PersistingOptions,
     lance: &mut LanceBucket,
     fs: Arc<dyn Fs>,
 ) -> Result<Wal> {
     let persisted = lance.persisted_count();
-    let dir = storage_path.join(WAL_DIR);
+    let dir = local_dir.join(WAL_DIR);
     let sync = if opts.wal_sync_interval.is_zero() {
         SyncPolicy::Always
     } else {
@@ -628,6 +650,20 @@ impl LanceBackend {
             batch_size,
             flush_threshold,
             ..PersistingOptions::default()
+        };
+        Self::open_with(bucket_id, storage_path, opts).await
+    }
+
+    /// [`LanceBackend::open`] with every option but the WAL's (`enable_wal` is taken
+    /// as false): a data URI and its `storage_options`, `wal_dir` for the lock file.
+    pub async fn open_with(
+        bucket_id: u64,
+        storage_path: impl AsRef<Path>,
+        opts: PersistingOptions,
+    ) -> Result<Self> {
+        let opts = PersistingOptions {
+            enable_wal: false,
+            ..opts
         };
         Ok(Self {
             inner: PersistingBackend::open(bucket_id, storage_path, opts).await?,

@@ -2,6 +2,8 @@
 //! JSON map (`backend_options`). Unknown keys are ignored with a warning, as the seed
 //! says; a known key with a bad value is an error naming it.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use persisting_compress::Codec;
@@ -35,6 +37,15 @@ pub struct PersistingOptions {
     /// The `topic` label of this bucket's metrics (the queue sets it; default
     /// `"default"`). Not an option of the string map.
     pub metrics_topic: String,
+    /// The local directory of the bucket's WAL (`{wal_dir}/wal`) and lock file
+    /// (`{wal_dir}/LOCK`): by default the storage path itself. Required when the data
+    /// is at a URI (`s3://…`), which has no local directory; for a queue, the root
+    /// under which each bucket's directory takes the same relative path as its data.
+    pub wal_dir: Option<PathBuf>,
+    /// Options of the object store holding data at a URI (`aws_endpoint`,
+    /// `aws_region`, `aws_access_key_id`, …, as pylance names them). In the string
+    /// map: `storage_options` as a map, or one `storage_options.KEY` per key.
+    pub storage_options: BTreeMap<String, String>,
 }
 
 impl Default for PersistingOptions {
@@ -49,12 +60,14 @@ impl Default for PersistingOptions {
             max_wal_size: 100 * 1024 * 1024,
             target_rows_per_fragment: 1 << 20,
             metrics_topic: "default".to_owned(),
+            wal_dir: None,
+            storage_options: BTreeMap::new(),
         }
     }
 }
 
 /// The option keys this crate knows.
-pub const KNOWN_OPTIONS: [&str; 8] = [
+pub const KNOWN_OPTIONS: [&str; 10] = [
     "batch_size",
     "flush_threshold",
     "enable_wal",
@@ -63,6 +76,8 @@ pub const KNOWN_OPTIONS: [&str; 8] = [
     "wal_sync_interval",
     "max_wal_size",
     "target_rows_per_fragment",
+    "wal_dir",
+    "storage_options",
 ];
 
 fn as_text(v: &Json) -> String {
@@ -100,6 +115,31 @@ fn flag(name: &str, v: &Json) -> Result<bool> {
             name,
             as_text(other),
             "must be true or false",
+        )),
+    }
+}
+
+/// Sets the storage option `key` (given as `storage_options.KEY` or inside a
+/// `storage_options` map).
+fn storage_option(opts: &mut PersistingOptions, key: &str, v: &Json) -> Result<()> {
+    let name = format!("storage_options.{key}");
+    if key.trim().is_empty() {
+        return Err(StorageError::invalid(
+            &name,
+            as_text(v),
+            "needs a key after the dot",
+        ));
+    }
+    match v {
+        Json::String(_) | Json::Number(_) | Json::Bool(_) => {
+            opts.storage_options
+                .insert(key.trim().to_owned(), as_text(v).trim().to_owned());
+            Ok(())
+        }
+        other => Err(StorageError::invalid(
+            &name,
+            as_text(other),
+            "must be a string, number or boolean",
         )),
     }
 }
@@ -160,7 +200,37 @@ impl PersistingOptions {
                         }
                     };
                 }
-                other => ignored.push(other.to_owned()),
+                "wal_dir" => match v {
+                    Json::Null => opts.wal_dir = None,
+                    Json::String(s) if !s.trim().is_empty() => {
+                        opts.wal_dir = Some(PathBuf::from(s.trim()));
+                    }
+                    other => {
+                        return Err(StorageError::invalid(
+                            key,
+                            as_text(other),
+                            "must be the path of a local directory",
+                        ));
+                    }
+                },
+                "storage_options" => match v {
+                    Json::Object(entries) => {
+                        for (k, v) in entries {
+                            storage_option(&mut opts, k, v)?;
+                        }
+                    }
+                    other => {
+                        return Err(StorageError::invalid(
+                            key,
+                            as_text(other),
+                            "must be a map of option names to strings",
+                        ));
+                    }
+                },
+                other => match other.strip_prefix("storage_options.") {
+                    Some(k) => storage_option(&mut opts, k, v)?,
+                    None => ignored.push(other.to_owned()),
+                },
             }
         }
         for key in &ignored {

@@ -33,12 +33,26 @@ use crate::options::PersistingOptions;
 pub struct BucketSpec {
     /// The bucket.
     pub bucket_id: u64,
-    /// Its directory (see [`QueueOptions::topic_dir`]).
+    /// Its directory (see [`QueueOptions::topic_dir`]): a path, or a URI (`s3://…`).
     pub storage_path: PathBuf,
+    /// Its directory relative to the queue's root (`{topic}/bucket_{id}`, or
+    /// `bucket_{id}` for a topic with a `storage_path` of its own): where its WAL goes
+    /// under a `wal_dir` option.
+    pub relative_path: PathBuf,
     /// The queue's `backend_options`.
     pub options: serde_json::Map<String, Json>,
     /// The topic (for metrics labels).
     pub topic: String,
+}
+
+impl BucketSpec {
+    /// The bucket's options: the queue's `backend_options`, with a `wal_dir` root
+    /// narrowed to this bucket's own directory under it.
+    pub fn options(&self) -> Result<PersistingOptions> {
+        let (mut opts, _) = PersistingOptions::from_map(&self.options)?;
+        opts.wal_dir = opts.wal_dir.map(|root| root.join(&self.relative_path));
+        Ok(opts)
+    }
 }
 
 /// Builds a bucket's backend.
@@ -75,19 +89,13 @@ impl Registry {
             Ok(Arc::new(MemoryBackend::new(spec.bucket_id)) as Arc<dyn StorageBackend>)
         });
         r.register_backend("lance", |spec: BucketSpec| async move {
-            let (opts, _) = PersistingOptions::from_map(&spec.options)?;
-            let b = LanceBackend::open(
-                spec.bucket_id,
-                &spec.storage_path,
-                opts.batch_size,
-                opts.flush_threshold,
-            )
-            .await?;
+            let opts = spec.options()?;
+            let b = LanceBackend::open_with(spec.bucket_id, &spec.storage_path, opts).await?;
             Ok(Arc::new(b) as Arc<dyn StorageBackend>)
         });
         r.register_backend("persisting", |spec: BucketSpec| async move {
-            let (mut opts, _) = PersistingOptions::from_map(&spec.options)?;
-            opts.metrics_topic = spec.topic;
+            let mut opts = spec.options()?;
+            opts.metrics_topic = spec.topic.clone();
             let b = PersistingBackend::open(spec.bucket_id, &spec.storage_path, opts).await?;
             Ok(Arc::new(b) as Arc<dyn StorageBackend>)
         });
@@ -302,9 +310,14 @@ impl QueueSystem {
         let factory = self.registry.get(&opts.backend)?;
         let mut buckets = Vec::with_capacity(opts.num_buckets as usize);
         for id in 0..opts.num_buckets {
+            let relative = match &opts.storage_path {
+                Some(_) => PathBuf::from(bucket_dir_name(id)),
+                None => Path::new(topic).join(bucket_dir_name(id)),
+            };
             let spec = BucketSpec {
                 bucket_id: u64::from(id),
                 storage_path: dir.join(bucket_dir_name(id)),
+                relative_path: relative,
                 options: opts.backend_options.clone(),
                 topic: topic.to_owned(),
             };

@@ -76,6 +76,7 @@ impl LanceBucket {
             .await
             .map_err(Error::lance("clean up old versions of", &self.uri))?;
         self.reads.retain_live(&ds);
+        self.storage.versions.seen(ds.manifest().version);
         self.dataset = Some(Arc::new(ds));
         self.commits.compactions += 1;
         self.sync_files(Seal::NewFiles).await?;

@@ -166,7 +166,7 @@ impl LanceBucket {
             WriteMode::Create
         };
         let params = self.write_params(mode);
-        let local = self.local.clone();
+        let local = self.storage.local.clone();
         let parts = self.write_parts(records);
         let handle = tokio::spawn(async move {
             let _running = running;
@@ -211,7 +211,7 @@ impl LanceBucket {
                 self.buffer.forget_converted();
                 // the task is gone, and with it what it knew of synced files: start
                 // over (the next sync fsyncs every file once)
-                if let Some(local) = &self.local {
+                if let Some(local) = &self.storage.local {
                     local.synced.forget();
                 }
                 self.commits.outcome_unknown = true;
@@ -225,6 +225,7 @@ impl LanceBucket {
         match result {
             Ok((ds, files_synced)) => {
                 // durable: only now is the buffer released
+                self.storage.versions.seen(ds.manifest().version);
                 self.dataset = Some(Arc::new(ds));
                 self.persisted += records as u64;
                 let flushed = self.buffer.release_front(records);
@@ -273,6 +274,14 @@ impl LanceBucket {
             }
             Err(e) => return Err(Error::lance("reload", &self.uri)(e)),
         };
+        let version = latest.manifest().version;
+        if self.storage.versions.foreign(version) {
+            return Err(Error::CommittedByAnotherWriter {
+                dataset: self.uri.clone(),
+                version,
+                expected: self.storage.versions.next(),
+            });
+        }
         let rows = latest
             .count_rows(None)
             .await
@@ -286,6 +295,7 @@ impl LanceBucket {
                 buffered,
             });
         }
+        self.storage.versions.seen(version);
         self.dataset = Some(Arc::new(latest));
         self.sync_files(Seal::NewFiles).await?;
         let landed = (rows - self.persisted) as usize;
@@ -301,7 +311,7 @@ impl LanceBucket {
     /// fsyncs the files of the dataset not fsynced yet, sealing the new data files
     /// among them as `seal` says. Returns how many files were fsynced.
     pub(crate) async fn sync_files(&mut self, seal: Seal) -> Result<usize> {
-        sync_files(self.local.as_ref(), seal, &self.uri).await
+        sync_files(self.storage.local.as_ref(), seal, &self.uri).await
     }
 }
 

@@ -255,7 +255,7 @@ impl LanceBucket {
 
     /// The seals of a local dataset's data files.
     pub(crate) fn seals(&self) -> Option<Arc<Seals>> {
-        self.local.as_ref().map(|l| Arc::clone(&l.seals))
+        self.storage.local.as_ref().map(|l| Arc::clone(&l.seals))
     }
 
     /// Checks the sealed data files among `names` not checked yet by this handle, off

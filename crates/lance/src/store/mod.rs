@@ -35,10 +35,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use sim::{SimCrash, SimDisk, SkippedSync};
 
-use lance_io::object_store::{ObjectStoreParams, WrappingObjectStore};
+use std::collections::HashMap;
+
+use lance_io::object_store::{ObjectStoreParams, StorageOptionsAccessor, WrappingObjectStore};
 
 use crate::error::Result;
-use crate::store::object::DurableStores;
+use crate::store::object::{CommitStores, Versions};
 use crate::store::seals::Seals;
 use crate::store::synced::SyncedFiles;
 
@@ -132,41 +134,78 @@ pub(crate) fn absolute(path: &Path) -> PathBuf {
     out
 }
 
-/// The storage of a bucket on a local disk, one part per job: which files are durable
-/// (`synced`), the object stores Lance commits through (`stores`, making each commit
-/// durable before Lance returns), and the seals of the data files (`seals`). A remote
-/// dataset has none of them.
+/// The storage of a bucket on a local disk: which files are durable (`synced`) and
+/// the seals of the data files (`seals`). A remote dataset has neither.
 #[derive(Debug, Clone)]
 pub(crate) struct LocalFiles {
     pub(crate) synced: Arc<SyncedFiles>,
-    pub(crate) stores: DurableStores,
     pub(crate) seals: Arc<Seals>,
 }
 
-impl LocalFiles {
-    /// The storage of the dataset `uri` inside the bucket's `root`, on `disk` (the
-    /// seals file is read now).
-    pub(crate) fn open(root: &Path, uri: &str, disk: Arc<dyn Disk>) -> Result<Self> {
-        // the absolute path Lance's local store writes to (it names objects so)
-        let local = absolute(Path::new(uri));
-        let synced = Arc::new(SyncedFiles::new(local.clone(), Arc::clone(&disk)));
-        let stores = DurableStores::new(Arc::clone(&disk), local, Arc::clone(&synced));
-        let seals = Arc::new(Seals::load(root, Path::new(uri), disk)?);
-        Ok(Self {
-            synced,
-            stores,
-            seals,
-        })
-    }
+/// Where a bucket's dataset lives and how Lance reaches it: the object stores every
+/// commit goes through, the versions this handle may commit, and for a local
+/// dataset its files.
+#[derive(Debug, Clone)]
+pub(crate) struct Storage {
+    pub(crate) local: Option<LocalFiles>,
+    pub(crate) stores: CommitStores,
+    pub(crate) versions: Arc<Versions>,
+    /// Options of the object store (credentials, endpoint, ...), as Lance names them.
+    pub(crate) options: HashMap<String, String>,
 }
 
-/// The object-store parameters of a dataset: a local one (`local`) is written through
-/// its [`DurableStores`].
-pub(crate) fn store_params(local: Option<&LocalFiles>) -> ObjectStoreParams {
-    ObjectStoreParams {
-        object_store_wrapper: local
-            .map(|l| Arc::new(l.stores.clone()) as Arc<dyn WrappingObjectStore>),
-        ..ObjectStoreParams::default()
+impl Storage {
+    /// The storage of the dataset `uri` inside the bucket's `root`, on `disk` (for a
+    /// local dataset, the seals file is read now).
+    pub(crate) fn open(
+        root: &Path,
+        uri: &str,
+        remote: bool,
+        disk: Arc<dyn Disk>,
+        options: HashMap<String, String>,
+    ) -> Result<Self> {
+        let versions = Arc::new(Versions::default());
+        if remote {
+            return Ok(Self {
+                local: None,
+                stores: CommitStores::remote(Arc::clone(&versions)),
+                versions,
+                options,
+            });
+        }
+        // the absolute path Lance's local store writes to (it names objects so)
+        let dir = absolute(Path::new(uri));
+        let synced = Arc::new(SyncedFiles::new(dir.clone(), Arc::clone(&disk)));
+        let stores = CommitStores::local(
+            Arc::clone(&disk),
+            dir,
+            Arc::clone(&synced),
+            Arc::clone(&versions),
+        );
+        let seals = Arc::new(Seals::load(root, Path::new(uri), disk)?);
+        Ok(Self {
+            local: Some(LocalFiles { synced, seals }),
+            stores,
+            versions,
+            options,
+        })
+    }
+
+    /// The object-store parameters of the dataset: written through [`CommitStores`],
+    /// with the storage options given.
+    pub(crate) fn params(&self) -> ObjectStoreParams {
+        let options = (!self.options.is_empty()).then(|| {
+            Arc::new(StorageOptionsAccessor::with_static_options(
+                self.options.clone(),
+            ))
+        });
+        ObjectStoreParams {
+            object_store_wrapper: Some(
+                Arc::new(self.stores.clone()) as Arc<dyn WrappingObjectStore>
+            ),
+            storage_options_accessor: options,
+            ..ObjectStoreParams::default()
+        }
     }
 }
 

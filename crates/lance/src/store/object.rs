@@ -1,16 +1,23 @@
-//! The object store Lance commits a local dataset through: the local file system,
-//! with every change gated by the bucket's [`Disk`] (refused while a simulated power
-//! is off) and each manifest made durable in the order the `store` module states.
+//! The object store Lance commits a dataset through ([`CommitStores`]): every
+//! manifest this handle writes must carry the version it expects (one writer per
+//! dataset, also across machines), and on a local dataset every change is gated by
+//! the bucket's [`Disk`] (refused while a simulated power is off) and each manifest is
+//! made durable in the order the `store` module states.
 //!
-//! Invariant: when Lance returns from a commit on a dataset opened through
-//! [`DurableStores`], the commit's manifest, every file it names and every directory
-//! entry on the way to them are durable. (Lance writes data and transaction files
-//! with its own local writer; they are found and fsynced by `synced` before the
-//! manifest is written.)
+//! Invariants:
+//! - a manifest is written only at the version [`Versions`] expects: the one after the
+//!   last version this handle saw or wrote. Lance rebases a commit that lost a race
+//!   onto the winner's version; here that commit is refused instead, so a second
+//!   writer can never interleave its records with this handle's offsets;
+//! - on a local dataset, when Lance returns from a commit, its manifest, every file it
+//!   names and every directory entry on the way to them are durable. (Lance writes
+//!   data and transaction files with its own local writer; they are found and fsynced
+//!   by `synced` before the manifest is written.)
 
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::stream::{BoxStream, StreamExt};
 use lance_io::object_store::WrappingObjectStore;
@@ -24,26 +31,152 @@ use object_store::{
 use super::Disk;
 use super::synced::SyncedFiles;
 
-/// What the object stores of one dataset share.
+/// The manifest versions a handle may write: `next`, then the one after, and so on.
 #[derive(Debug)]
-struct Shared {
-    disk: Arc<dyn Disk>,
+pub(crate) struct Versions(Mutex<VersionState>);
+
+impl Default for Versions {
+    /// No dataset yet: its first manifest is version 1.
+    fn default() -> Self {
+        Self(Mutex::new(VersionState {
+            next: 1,
+            unsure: None,
+        }))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct VersionState {
+    /// The version the next manifest must have.
+    next: u64,
+    /// A manifest put at this version failed without a clear answer: it may have
+    /// landed.
+    unsure: Option<u64>,
+}
+
+impl Versions {
+    fn state(&self) -> std::sync::MutexGuard<'_, VersionState> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The dataset is at `version` (0: no dataset yet), as this handle now knows it
+    /// (opened, reloaded, or a commit applied).
+    pub(crate) fn seen(&self, version: u64) {
+        *self.state() = VersionState {
+            next: version + 1,
+            unsure: None,
+        };
+    }
+
+    /// Whether `latest`, found on reloading the dataset, holds a commit this handle
+    /// did not write: anything past the last version it wrote, except one whose put
+    /// failed without an answer.
+    pub(crate) fn foreign(&self, latest: u64) -> bool {
+        let st = *self.state();
+        latest + 1 != st.next && st.unsure != Some(latest)
+    }
+
+    /// The version the next commit of this handle must have.
+    pub(crate) fn next(&self) -> u64 {
+        self.state().next
+    }
+
+    /// Refuses a manifest at any version but the expected one.
+    fn check(&self, version: u64, location: &StorePath) -> object_store::Result<()> {
+        let next = self.state().next;
+        if version == next {
+            return Ok(());
+        }
+        Err(store_error(
+            location,
+            format_args!(
+                "refused: this writer expects to commit version {next}, and version {} \
+                 means another writer committed since it last looked",
+                version
+            ),
+        ))
+    }
+
+    /// The outcome of a manifest put at `version`.
+    fn put<T>(&self, version: u64, result: &object_store::Result<T>) {
+        let mut st = self.state();
+        match result {
+            Ok(_) => {
+                st.next = version + 1;
+                st.unsure = None;
+            }
+            // the version exists: not this handle's (Lance reports the conflict)
+            Err(object_store::Error::AlreadyExists { .. }) => {}
+            Err(_) => st.unsure = Some(version),
+        }
+    }
+}
+
+/// The version a manifest at `location` carries, if `location` is a manifest
+/// (`_versions/{version}.manifest`, or `{u64::MAX - version:020}.manifest`).
+fn manifest_version(location: &StorePath) -> Option<u64> {
+    let mut parts = location.parts().collect::<Vec<_>>().into_iter().rev();
+    let name = parts.next()?;
+    let dir = parts.next()?;
+    if dir.as_ref() != "_versions" {
+        return None;
+    }
+    let number = name.as_ref().strip_suffix(".manifest")?;
+    let parsed = number.parse::<u64>().ok()?;
+    Some(if number.len() == 20 {
+        u64::MAX - parsed
+    } else {
+        parsed
+    })
+}
+
+/// A local dataset's part of the commit stores: its directory and its durable files.
+#[derive(Debug)]
+struct Local {
     /// The dataset's directory.
     root: PathBuf,
     synced: Arc<SyncedFiles>,
 }
 
-/// Wraps the object stores Lance opens for one local dataset (see the module docs).
-#[derive(Debug, Clone)]
-pub(crate) struct DurableStores(Arc<Shared>);
+/// What the object stores of one dataset share.
+#[derive(Debug)]
+struct Shared {
+    disk: Arc<dyn Disk>,
+    /// `None` for a remote dataset.
+    local: Option<Local>,
+    versions: Arc<Versions>,
+}
 
-impl DurableStores {
-    pub(crate) fn new(disk: Arc<dyn Disk>, root: PathBuf, synced: Arc<SyncedFiles>) -> Self {
-        Self(Arc::new(Shared { disk, root, synced }))
+/// Wraps the object stores Lance opens for one dataset (see the module docs).
+#[derive(Debug, Clone)]
+pub(crate) struct CommitStores(Arc<Shared>);
+
+impl CommitStores {
+    /// The stores of a local dataset in `root`.
+    pub(crate) fn local(
+        disk: Arc<dyn Disk>,
+        root: PathBuf,
+        synced: Arc<SyncedFiles>,
+        versions: Arc<Versions>,
+    ) -> Self {
+        Self(Arc::new(Shared {
+            disk,
+            local: Some(Local { root, synced }),
+            versions,
+        }))
+    }
+
+    /// The stores of a remote dataset.
+    pub(crate) fn remote(versions: Arc<Versions>) -> Self {
+        Self(Arc::new(Shared {
+            disk: super::real(),
+            local: None,
+            versions,
+        }))
     }
 }
 
-impl WrappingObjectStore for DurableStores {
+impl WrappingObjectStore for CommitStores {
     fn wrap(&self, _prefix: &str, original: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
         Arc::new(Durable {
             inner: original,
@@ -69,22 +202,46 @@ struct Durable {
 
 impl fmt::Display for Durable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Durable({})", self.inner)
+        write!(f, "Commits({})", self.inner)
     }
 }
 
 fn store_error(what: impl fmt::Display, source: impl fmt::Display) -> object_store::Error {
     object_store::Error::Generic {
-        store: "Durable",
+        store: "Commits",
         source: format!("{what}: {source}").into(),
     }
 }
 
 impl Shared {
-    /// The file-system path of an object of this dataset.
-    fn local(&self, location: &StorePath) -> Option<PathBuf> {
+    /// The file-system path of an object of a local dataset.
+    fn local(&self, location: &StorePath) -> Option<(PathBuf, &Local)> {
+        let local = self.local.as_ref()?;
         let path = Path::new("/").join(location.as_ref());
-        path.starts_with(&self.root).then_some(path)
+        path.starts_with(&local.root).then_some((path, local))
+    }
+
+    /// Writes the manifest at `location` (version `version`) with `write`, after
+    /// the check of its version, and on a local dataset in the durable order.
+    async fn commit<T>(
+        &self,
+        location: &StorePath,
+        version: u64,
+        write: impl Future<Output = object_store::Result<T>>,
+    ) -> object_store::Result<T> {
+        self.versions.check(version, location)?;
+        let Some((path, local)) = self.local(location) else {
+            let result = write.await;
+            self.versions.put(version, &result);
+            return result;
+        };
+        self.before_manifest(local, &path).await?;
+        let new_dirs = missing_dirs(&path);
+        let result = write.await;
+        self.versions.put(version, &result);
+        let written = result?;
+        self.after_manifest(local, &path, new_dirs).await?;
+        Ok(written)
     }
 
     fn begin(&self, what: &StorePath) -> object_store::Result<super::Op> {
@@ -94,8 +251,8 @@ impl Shared {
     }
 
     /// Everything the manifest at `path` may name, made durable before it is written.
-    async fn before_manifest(&self, path: &Path) -> object_store::Result<()> {
-        let synced = Arc::clone(&self.synced);
+    async fn before_manifest(&self, local: &Local, path: &Path) -> object_store::Result<()> {
+        let synced = Arc::clone(&local.synced);
         tokio::task::spawn_blocking(move || synced.sync_new())
             .await
             .map_err(|e| store_error(path.display(), e))?
@@ -106,11 +263,12 @@ impl Shared {
     /// name made durable.
     async fn after_manifest(
         &self,
+        local: &Local,
         path: &Path,
         new_dirs: Vec<PathBuf>,
     ) -> object_store::Result<()> {
         let disk = Arc::clone(&self.disk);
-        let synced = Arc::clone(&self.synced);
+        let synced = Arc::clone(&local.synced);
         let file = path.to_path_buf();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             disk.sync_file(&file)?;
@@ -143,14 +301,6 @@ fn missing_dirs(path: &Path) -> Vec<PathBuf> {
     missing
 }
 
-fn is_manifest(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "manifest")
-        && path
-            .parent()
-            .and_then(Path::file_name)
-            .is_some_and(|d| d == "_versions")
-}
-
 #[async_trait::async_trait]
 impl ObjectStore for Durable {
     async fn put_opts(
@@ -160,14 +310,11 @@ impl ObjectStore for Durable {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         let _op = self.shared.begin(location)?;
-        let Some(path) = self.shared.local(location).filter(|p| is_manifest(p)) else {
-            return self.inner.put_opts(location, payload, opts).await;
-        };
-        self.shared.before_manifest(&path).await?;
-        let new_dirs = missing_dirs(&path);
-        let result = self.inner.put_opts(location, payload, opts).await?;
-        self.shared.after_manifest(&path, new_dirs).await?;
-        Ok(result)
+        let put = self.inner.put_opts(location, payload, opts);
+        match manifest_version(location) {
+            Some(version) => self.shared.commit(location, version, put).await,
+            None => put.await,
+        }
     }
 
     async fn put_multipart_opts(
@@ -250,12 +397,10 @@ impl ObjectStore for Durable {
         options: RenameOptions,
     ) -> object_store::Result<()> {
         let _op = self.shared.begin(to)?;
-        let Some(path) = self.shared.local(to).filter(|p| is_manifest(p)) else {
-            return self.inner.rename_opts(from, to, options).await;
-        };
-        self.shared.before_manifest(&path).await?;
-        let new_dirs = missing_dirs(&path);
-        self.inner.rename_opts(from, to, options).await?;
-        self.shared.after_manifest(&path, new_dirs).await
+        let rename = self.inner.rename_opts(from, to, options);
+        match manifest_version(to) {
+            Some(version) => self.shared.commit(to, version, rename).await,
+            None => rename.await,
+        }
     }
 }

@@ -10,6 +10,7 @@ mod foreign_datasets;
 mod power_loss;
 mod pylance_compat;
 mod read_patterns;
+mod remote;
 mod round_trip;
 mod schema_evolution;
 

@@ -6,6 +6,7 @@ mod arrow_reads;
 mod concurrency;
 mod crash_recovery;
 mod metrics;
+mod object_store;
 mod options_and_errors;
 mod queue;
 mod seed_examples;

@@ -1,0 +1,147 @@
+//! Data at an object-store URI with the WAL on local disk: the remote code path on
+//! Lance's process-wide in-memory store (`shared-memory://`), the same code a bucket
+//! on S3 runs, without a server.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use persisting::{
+    Assignment, OptionsError, PersistingBackend, PersistingOptions, QueueOptions, QueueSystem,
+    StorageBackend, StorageError, WAL_DIR, record,
+};
+
+use crate::rt;
+
+/// A URI no other test uses (the in-memory store lives as long as the process).
+fn uri(name: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    format!("shared-memory://facade-{}-{n}/{name}", std::process::id())
+}
+
+fn wal_opts(wal_dir: &std::path::Path) -> PersistingOptions {
+    PersistingOptions {
+        enable_wal: true,
+        wal_sync_interval: Duration::ZERO,
+        wal_dir: Some(wal_dir.to_path_buf()),
+        ..PersistingOptions::default()
+    }
+}
+
+#[test]
+fn data_at_a_uri_needs_a_local_wal_dir_and_the_error_names_it() {
+    rt().block_on(async {
+        let opts = PersistingOptions {
+            enable_wal: true,
+            ..PersistingOptions::default()
+        };
+        let err = PersistingBackend::open(0, uri("b"), opts).await.unwrap_err();
+        assert!(
+            matches!(&err, StorageError::Options(OptionsError::Invalid { name, .. }) if name == "wal_dir"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("shared-memory://"), "{err}");
+    });
+}
+
+#[test]
+fn acknowledged_records_survive_a_restart_from_the_local_wal_and_flush_to_the_uri() {
+    rt().block_on(async {
+        let local = tempfile::tempdir().unwrap();
+        let data = uri("bucket");
+        let b = PersistingBackend::open(7, &data, wal_opts(local.path()))
+            .await
+            .unwrap();
+        for i in 0..30 {
+            b.put(record! {"n" => i}).await.unwrap();
+        }
+        b.flush().await.unwrap();
+        for i in 30..45 {
+            b.put(record! {"n" => i}).await.unwrap();
+        }
+        // the lock and the WAL are in the local directory, nothing local beside them
+        assert!(local.path().join("LOCK").is_file());
+        assert!(local.path().join(WAL_DIR).is_dir());
+        drop(b);
+        // 0..30 come from the object store, 30..45 from the WAL
+        let b = PersistingBackend::open(7, &data, wal_opts(local.path()))
+            .await
+            .unwrap();
+        let stats = b.stats().await.unwrap();
+        assert_eq!((stats.persisted_count, stats.buffer_count), (30, 15));
+        let got = b.get(0, Some(100)).await.unwrap();
+        let want: Vec<_> = (0..45).map(|i| record! {"n" => i}).collect();
+        assert_eq!(got, want);
+        b.flush().await.unwrap();
+        drop(b);
+        let b = PersistingBackend::open(7, &data, wal_opts(local.path()))
+            .await
+            .unwrap();
+        assert_eq!(b.stats().await.unwrap().persisted_count, 45);
+        assert_eq!(b.get(40, Some(10)).await.unwrap(), want[40..].to_vec());
+    });
+}
+
+#[test]
+fn a_queue_at_a_uri_keeps_each_buckets_wal_at_the_same_relative_path() {
+    rt().block_on(async {
+        let local = tempfile::tempdir().unwrap();
+        let root = uri("queues");
+        let mut backend_options = serde_json::Map::new();
+        backend_options.insert("enable_wal".into(), "true".into());
+        backend_options.insert("wal_sync_interval".into(), "0".into());
+        backend_options.insert(
+            "wal_dir".into(),
+            local.path().to_string_lossy().into_owned().into(),
+        );
+        let opts = QueueOptions {
+            backend: "persisting".to_owned(),
+            num_buckets: 2,
+            backend_options,
+            ..QueueOptions::new(&root)
+        };
+        let system = QueueSystem::new();
+        let writer = system.write_queue("events", opts.clone()).await.unwrap();
+        let records: Vec<_> = (0..20)
+            .map(|i| record! {"id" => i.to_string(), "v" => i})
+            .collect();
+        writer.put_batch(records.clone()).await.unwrap();
+        writer.flush().await.unwrap();
+        for b in 0..2 {
+            let dir = local.path().join("events").join(format!("bucket_{b}"));
+            assert!(dir.join(WAL_DIR).is_dir(), "{}", dir.display());
+        }
+        let mut all = system
+            .read_queue("events", opts, Assignment::All)
+            .await
+            .unwrap();
+        let mut got = all.get(None).await.unwrap();
+        got.sort_by_key(|r| r["v"].as_i64());
+        assert_eq!(got, records);
+    });
+}
+
+#[test]
+fn storage_options_are_read_from_the_option_map_in_both_spellings() {
+    let (opts, ignored) = PersistingOptions::from_pairs([
+        "wal_dir=/var/lib/q",
+        "storage_options.aws_region=us-east-1",
+        "storage_options.aws_allow_http=true",
+    ])
+    .unwrap();
+    assert!(ignored.is_empty());
+    assert_eq!(
+        opts.wal_dir.as_deref(),
+        Some(std::path::Path::new("/var/lib/q"))
+    );
+    assert_eq!(opts.storage_options["aws_region"], "us-east-1");
+    let map = serde_json::json!({"storage_options": {"aws_endpoint": "http://127.0.0.1:8333"}});
+    let (opts, _) = PersistingOptions::from_map(map.as_object().unwrap()).unwrap();
+    assert_eq!(
+        opts.storage_options["aws_endpoint"],
+        "http://127.0.0.1:8333"
+    );
+    let bad = serde_json::json!({"storage_options": "x"});
+    let err = PersistingOptions::from_map(bad.as_object().unwrap()).unwrap_err();
+    assert!(err.to_string().contains("storage_options"), "{err}");
+}
