@@ -58,7 +58,7 @@ pub use schema::{
     is_internal_column,
 };
 pub use store::seals::{SUMS_FILE, sealed_files};
-pub use store::{Disk, Op, RealDisk, SimCrash, SimDisk, SkippedSync};
+pub use store::{Disk, ManifestFault, Op, RealDisk, SimCrash, SimDisk, SkippedSync};
 
 /// The cores this process may run on, asked of the system once (on Linux that reads
 /// the cgroup quota files): conversions and flushes split their work by it.

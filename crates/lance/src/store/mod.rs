@@ -65,6 +65,24 @@ pub trait Disk: Send + Sync + Debug {
     fn write_from(&self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()>;
     /// Renames `from` to `to`, replacing `to`. Not durable until `sync_dir`.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// A fault to inject into the put of the dataset's manifest of `version` (local
+    /// or remote): how tests make a commit fail with an unclear outcome. None on a
+    /// real disk.
+    fn manifest_fault(&self, version: u64) -> Option<ManifestFault> {
+        let _ = version;
+        None
+    }
+}
+
+/// A fault injected into a manifest put (see [`Disk::manifest_fault`]). Both look
+/// the same to the writer, an error: whether the commit landed is for the next flush
+/// to find out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestFault {
+    /// The put fails before it is sent: the manifest is not written.
+    BeforeSent,
+    /// The put lands, and its reply is lost.
+    ReplyLost,
 }
 
 /// A change of the disk in progress (see [`Disk::begin`]); ends when dropped.
@@ -168,7 +186,7 @@ impl Storage {
         if remote {
             return Ok(Self {
                 local: None,
-                stores: CommitStores::remote(Arc::clone(&versions)),
+                stores: CommitStores::remote(disk, Arc::clone(&versions)),
                 versions,
                 options,
             });

@@ -28,8 +28,8 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
 };
 
-use super::Disk;
 use super::synced::SyncedFiles;
+use super::{Disk, ManifestFault};
 
 /// The manifest versions a handle may write: `next`, then the one after, and so on.
 #[derive(Debug)]
@@ -166,10 +166,10 @@ impl CommitStores {
         }))
     }
 
-    /// The stores of a remote dataset.
-    pub(crate) fn remote(versions: Arc<Versions>) -> Self {
+    /// The stores of a remote dataset (`disk` only injects faults there).
+    pub(crate) fn remote(disk: Arc<dyn Disk>, versions: Arc<Versions>) -> Self {
         Self(Arc::new(Shared {
-            disk: super::real(),
+            disk,
             local: None,
             versions,
         }))
@@ -230,17 +230,32 @@ impl Shared {
         write: impl Future<Output = object_store::Result<T>>,
     ) -> object_store::Result<T> {
         self.versions.check(version, location)?;
-        let Some((path, local)) = self.local(location) else {
-            let result = write.await;
-            self.versions.put(version, &result);
-            return result;
+        let local = self.local(location);
+        let mut new_dirs = Vec::new();
+        if let Some((path, local)) = &local {
+            self.before_manifest(local, path).await?;
+            new_dirs = missing_dirs(path);
+        }
+        let fault = self.disk.manifest_fault(version);
+        let result = match fault {
+            Some(ManifestFault::BeforeSent) => Err(store_error(
+                location,
+                "the put failed before it was sent (injected)",
+            )),
+            _ => write.await,
         };
-        self.before_manifest(local, &path).await?;
-        let new_dirs = missing_dirs(&path);
-        let result = write.await;
+        let result = match (fault, result) {
+            (Some(ManifestFault::ReplyLost), Ok(_)) => Err(store_error(
+                location,
+                "the put landed and its reply was lost (injected)",
+            )),
+            (_, result) => result,
+        };
         self.versions.put(version, &result);
         let written = result?;
-        self.after_manifest(local, &path, new_dirs).await?;
+        if let Some((path, local)) = &local {
+            self.after_manifest(local, path, new_dirs).await?;
+        }
         Ok(written)
     }
 

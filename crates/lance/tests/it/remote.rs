@@ -2,10 +2,13 @@
 //! check) on Lance's process-wide in-memory object store, `shared-memory://`: the
 //! same code a dataset on S3 runs, without a server.
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use persisting_codec::{Record, record};
-use persisting_lance::{Error, LanceBucket, LanceOptions};
+use persisting_lance::{Disk, Error, LanceBucket, LanceOptions, ManifestFault};
 
 use crate::rt;
 
@@ -120,5 +123,83 @@ fn a_second_writer_on_the_same_dataset_is_refused_and_writes_nothing() {
         first.flush().await.unwrap();
         let fresh = LanceBucket::open(&uri, options()).await.unwrap();
         assert_eq!(fresh.read(0, 1000).await.unwrap(), batch(0, 30));
+    });
+}
+
+/// Injects one fault into the manifest put of chosen versions (a remote dataset has
+/// no files of this disk to sync or write).
+#[derive(Debug, Default)]
+struct Faults(Mutex<HashMap<u64, ManifestFault>>);
+
+impl Disk for Faults {
+    fn sync_file(&self, path: &Path) -> std::io::Result<()> {
+        panic!("a remote dataset fsyncs nothing ({})", path.display())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        panic!("a remote dataset fsyncs nothing ({})", dir.display())
+    }
+
+    fn write_from(&self, path: &Path, _offset: u64, _bytes: &[u8]) -> std::io::Result<()> {
+        panic!("a remote dataset writes no local file ({})", path.display())
+    }
+
+    fn rename(&self, from: &Path, _to: &Path) -> std::io::Result<()> {
+        panic!(
+            "a remote dataset renames no local file ({})",
+            from.display()
+        )
+    }
+
+    fn manifest_fault(&self, version: u64) -> Option<ManifestFault> {
+        self.0.lock().unwrap().remove(&version)
+    }
+}
+
+#[test]
+fn a_commit_whose_put_fails_before_it_is_sent_or_loses_its_reply_loses_and_duplicates_nothing() {
+    rt().block_on(async {
+        for fault in [ManifestFault::BeforeSent, ManifestFault::ReplyLost] {
+            // version 1 creates the dataset, later ones append
+            for version in [1, 2, 3] {
+                let uri = uri();
+                let faults = Arc::new(Faults::default());
+                faults.0.lock().unwrap().insert(version, fault);
+                let mut b = LanceBucket::open_on(&uri, options(), faults.clone())
+                    .await
+                    .unwrap();
+                let mut failed = 0;
+                for k in 0..4 {
+                    b.put_batch(batch(k * 10, 10)).unwrap();
+                    if let Err(e) = b.flush().await {
+                        assert!(e.to_string().contains("injected"), "{e}");
+                        failed += 1;
+                        // the retry finds out what landed: appended once, either way
+                        b.flush().await.unwrap();
+                    }
+                    assert_eq!(
+                        b.persisted_count(),
+                        (k as u64 + 1) * 10,
+                        "{fault:?} at v{version}"
+                    );
+                }
+                // a lost reply Lance settles itself: it reads the manifest back and
+                // finds its own transaction there (the commit then succeeds)
+                let expected = match fault {
+                    ManifestFault::BeforeSent => 1,
+                    ManifestFault::ReplyLost => 0,
+                };
+                assert_eq!(failed, expected, "{fault:?} at v{version}");
+                assert!(faults.0.lock().unwrap().is_empty());
+                assert_eq!(b.read(0, 100).await.unwrap(), batch(0, 40));
+                drop(b);
+                let fresh = LanceBucket::open(&uri, options()).await.unwrap();
+                assert_eq!(
+                    fresh.read(0, 100).await.unwrap(),
+                    batch(0, 40),
+                    "{fault:?} at v{version}: dense, each record once"
+                );
+            }
+        }
     });
 }

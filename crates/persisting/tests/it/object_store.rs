@@ -145,3 +145,74 @@ fn storage_options_are_read_from_the_option_map_in_both_spellings() {
     let err = PersistingOptions::from_map(bad.as_object().unwrap()).unwrap_err();
     assert!(err.to_string().contains("storage_options"), "{err}");
 }
+
+/// Fails the manifest put of one version before it is sent.
+#[derive(Debug)]
+struct FailBeforeSent(std::sync::atomic::AtomicU64);
+
+impl persisting::lance::Disk for FailBeforeSent {
+    fn sync_file(&self, _: &std::path::Path) -> std::io::Result<()> {
+        unreachable!("a remote dataset fsyncs nothing")
+    }
+
+    fn sync_dir(&self, _: &std::path::Path) -> std::io::Result<()> {
+        unreachable!("a remote dataset fsyncs nothing")
+    }
+
+    fn write_from(&self, _: &std::path::Path, _: u64, _: &[u8]) -> std::io::Result<()> {
+        unreachable!("a remote dataset writes no local file")
+    }
+
+    fn rename(&self, _: &std::path::Path, _: &std::path::Path) -> std::io::Result<()> {
+        unreachable!("a remote dataset renames no local file")
+    }
+
+    fn manifest_fault(&self, version: u64) -> Option<persisting::lance::ManifestFault> {
+        let hit = self
+            .0
+            .compare_exchange(version, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        hit.then_some(persisting::lance::ManifestFault::BeforeSent)
+    }
+}
+
+#[test]
+fn a_failed_remote_commit_keeps_the_wal_and_the_next_flush_appends_once() {
+    rt().block_on(async {
+        let local = tempfile::tempdir().unwrap();
+        let data = uri("bucket");
+        let disk = std::sync::Arc::new(FailBeforeSent(AtomicU64::new(2)));
+        let b = PersistingBackend::open_with_disks(
+            1,
+            &data,
+            wal_opts(local.path()),
+            std::sync::Arc::new(persisting::wal::RealFs),
+            disk,
+        )
+        .await
+        .unwrap();
+        let want: Vec<_> = (0..30).map(|i| record! {"n" => i}).collect();
+        for r in &want[..10] {
+            b.put(r.clone()).await.unwrap();
+        }
+        b.flush().await.unwrap();
+        for r in &want[10..20] {
+            b.put(r.clone()).await.unwrap();
+        }
+        let err = b.flush().await.unwrap_err();
+        assert!(err.to_string().contains("injected"), "{err}");
+        // acknowledged, in the WAL and the buffer: still read, and flushed next time
+        assert_eq!(b.get(0, Some(100)).await.unwrap(), want[..20].to_vec());
+        b.flush().await.unwrap();
+        for r in &want[20..] {
+            b.put(r.clone()).await.unwrap();
+        }
+        drop(b);
+        let b = PersistingBackend::open(1, &data, wal_opts(local.path()))
+            .await
+            .unwrap();
+        let stats = b.stats().await.unwrap();
+        assert_eq!((stats.persisted_count, stats.buffer_count), (20, 10));
+        assert_eq!(b.get(0, Some(100)).await.unwrap(), want);
+    });
+}
