@@ -409,6 +409,28 @@ impl LanceBucket {
         Box::pin(load).await
     }
 
+    /// Makes sure this handle may write a remote dataset: takes the bucket's writer
+    /// lease the first time ([`Error::LeaseHeld`] if another writer holds it), and
+    /// renews it once half of its term has passed ([`Error::LeaseLost`], for good,
+    /// once another writer took it over). Every commit asks first; an owner that
+    /// acknowledges writes (the facade) asks before each. Nothing to do for a local
+    /// dataset, whose owner holds a file lock.
+    pub async fn ensure_writer(&self) -> Result<()> {
+        if self.storage.local.is_some() {
+            return Ok(());
+        }
+        let params = self.store_params();
+        let term = self.opts.lease_term;
+        let holder = self.opts.writer_id.clone();
+        let root = self.root.to_string_lossy().into_owned();
+        let lease = self
+            .storage
+            .lease
+            .get_or_try_init(|| crate::store::lease::Lease::acquire(&root, &params, term, holder))
+            .await?;
+        lease.ensure().await
+    }
+
     /// Sees commits made since open by another process (for a reader; a bucket has a
     /// single writer). Buffered records of this handle are kept.
     pub async fn refresh(&mut self) -> Result<()> {

@@ -162,6 +162,29 @@ pub enum Error {
         /// The version this handle's next commit was to have.
         expected: u64,
     },
+    /// Another writer holds the lease of this remote bucket.
+    #[error(
+        "the bucket is written by {holder} (lease {lease}, which expires in {expires_in:?} unless renewed): one writer per bucket"
+    )]
+    LeaseHeld {
+        /// The lease object.
+        lease: String,
+        /// Who holds it.
+        holder: String,
+        /// Time left before it may be taken over.
+        expires_in: std::time::Duration,
+    },
+    /// This writer's lease was taken over (it expired, and another writer took it):
+    /// this handle commits and acknowledges nothing more.
+    #[error(
+        "this writer lost the lease {lease} to {holder}: it writes nothing more (records acknowledged before are in its WAL)"
+    )]
+    LeaseLost {
+        /// The lease object.
+        lease: String,
+        /// Who holds it now, if it could be read.
+        holder: String,
+    },
     /// A column type this crate cannot read back as record values.
     #[error("column {column:?} has Arrow type {data_type}, which cannot be read as record values")]
     UnsupportedColumn {

@@ -81,6 +81,16 @@ pub struct LanceOptions {
     /// names them (`aws_endpoint`, `aws_region`, `aws_access_key_id`, …); Lance also
     /// reads the `AWS_*` environment variables. Empty by default.
     pub storage_options: HashMap<String, String>,
+    /// Term of the writer's lease on a remote dataset (default 30 s): renewed once
+    /// half of it has passed while the writer writes; another writer may take the
+    /// bucket over once it has expired. Keep it well above the clock skew between
+    /// machines. Local buckets use a file lock instead (the facade's).
+    pub lease_term: Duration,
+    /// The name this writer holds the lease under (default: host, process and a
+    /// random part). A writer that opens with the name in the lease takes it back at
+    /// once, without waiting for it to expire: give the same name only to what is the
+    /// same writer (the facade names it after its WAL's directory).
+    pub writer_id: Option<String>,
 }
 
 impl Default for LanceOptions {
@@ -92,6 +102,8 @@ impl Default for LanceOptions {
             target_rows_per_fragment: 1 << 20,
             version_retention: Duration::from_secs(600),
             storage_options: HashMap::new(),
+            lease_term: Duration::from_secs(30),
+            writer_id: None,
         }
     }
 }
@@ -111,6 +123,13 @@ impl LanceOptions {
                 name: "version_retention",
                 value: format!("{:?}", self.version_retention),
                 reason: "is too long".to_owned(),
+            });
+        }
+        if self.lease_term < Duration::from_millis(10) {
+            return Err(Error::InvalidOption {
+                name: "lease_term",
+                value: format!("{:?}", self.lease_term),
+                reason: "must be at least 10 ms".to_owned(),
             });
         }
         if let Some(key) = self.storage_options.keys().find(|k| k.trim().is_empty()) {

@@ -59,6 +59,42 @@ fn local_dir(storage_path: &Path, opts: &PersistingOptions) -> Result<PathBuf> {
     Ok(storage_path.to_path_buf())
 }
 
+/// The file in a bucket's local directory naming its writer for the lease of data
+/// at a URI.
+pub const WRITER_FILE: &str = "WRITER";
+
+/// For data at a URI: the name this bucket's writer holds the lease under, kept in
+/// `{local_dir}/WRITER` (created at the first open). The same local directory (the
+/// same WAL, under the lock this handle holds) is the same writer: restarted, it
+/// takes its lease back at once instead of waiting for it to expire.
+fn writer_id(storage_path: &Path, local_dir: &Path) -> Result<Option<String>> {
+    if !persisting_lance::is_remote(&storage_path.to_string_lossy()) {
+        return Ok(None);
+    }
+    let path = local_dir.join(WRITER_FILE);
+    let failed = |e: std::io::Error| BucketError::Lock {
+        path: local_dir.to_path_buf(),
+        source: std::io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(Some(id.trim().to_owned())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(failed(e).into()),
+    }
+    let id = persisting_lance::writer_name();
+    let tmp = local_dir.join(format!("{WRITER_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{id}\n")).map_err(failed)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(failed)?;
+    std::fs::rename(&tmp, &path).map_err(failed)?;
+    std::fs::File::open(local_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(failed)?;
+    Ok(Some(id))
+}
+
 /// Takes the bucket's exclusive lock (released when the file is closed, also when the
 /// process dies), so two writers never interleave a bucket's offsets or WAL.
 fn lock_bucket(storage_path: &Path) -> Result<std::fs::File> {
@@ -222,12 +258,16 @@ impl PersistingBackend {
             column_compression: column_compression(opts.compression),
             target_rows_per_fragment: opts.target_rows_per_fragment,
             storage_options: opts.storage_options.clone().into_iter().collect(),
+            lease_term: opts.lease_term,
+            writer_id: writer_id(&storage_path, &local_dir)?,
             ..LanceOptions::default()
         };
         // a flush commit left running by a dropped handle lands before this open counts
         // the rows (LanceBucket::open waits for it): the WAL is replayed after it
         let mut lance =
             Box::pin(LanceBucket::open_on(&storage_path, lance_opts, lance_disk)).await?;
+        // data at a URI: the writer's lease, before anything is replayed or written
+        lance.ensure_writer().await?;
         let wal = if opts.enable_wal {
             Some(Arc::new(
                 open_wal(bucket_id, &local_dir, &opts, &mut lance, wal_fs).await?,
@@ -311,6 +351,8 @@ impl PersistingBackend {
         let count = records.len() as u64;
         let payloads = self.encode(&records)?;
         let mut lance = self.inner.lance.write().await;
+        // nothing is acknowledged once another writer took the bucket over
+        lance.ensure_writer().await?;
         self.catch_up(&mut lance).await?;
         let admitted = lance.admit(records)?;
         let logged = self.log(&payloads, admitted.offsets().start)?;

@@ -45,7 +45,7 @@ mod options;
 mod queue;
 
 pub use backend::{BackendStats, StorageBackend, record_stream};
-pub use bucket::{LOCK_FILE, LanceBackend, PersistingBackend, WAL_DIR};
+pub use bucket::{LOCK_FILE, LanceBackend, PersistingBackend, WAL_DIR, WRITER_FILE};
 pub use error::{BucketError, OptionsError, QueueError, Result, StorageError, WALError};
 pub use memory::MemoryBackend;
 pub use metrics::{

@@ -46,6 +46,9 @@ pub struct PersistingOptions {
     /// `aws_region`, `aws_access_key_id`, …, as pylance names them). In the string
     /// map: `storage_options` as a map, or one `storage_options.KEY` per key.
     pub storage_options: BTreeMap<String, String>,
+    /// Term of the writer's lease on data at a URI (default 30 s; see
+    /// `persisting_lance::LanceOptions::lease_term`). In the string map: seconds.
+    pub lease_term: Duration,
 }
 
 impl Default for PersistingOptions {
@@ -62,12 +65,13 @@ impl Default for PersistingOptions {
             metrics_topic: "default".to_owned(),
             wal_dir: None,
             storage_options: BTreeMap::new(),
+            lease_term: Duration::from_secs(30),
         }
     }
 }
 
 /// The option keys this crate knows.
-pub const KNOWN_OPTIONS: [&str; 10] = [
+pub const KNOWN_OPTIONS: [&str; 11] = [
     "batch_size",
     "flush_threshold",
     "enable_wal",
@@ -78,6 +82,7 @@ pub const KNOWN_OPTIONS: [&str; 10] = [
     "target_rows_per_fragment",
     "wal_dir",
     "storage_options",
+    "lease_term",
 ];
 
 fn as_text(v: &Json) -> String {
@@ -115,6 +120,23 @@ fn flag(name: &str, v: &Json) -> Result<bool> {
             name,
             as_text(other),
             "must be true or false",
+        )),
+    }
+}
+
+/// A number of seconds from `min` up to a day.
+fn seconds(name: &str, v: &Json, min: f64, what: &str) -> Result<Duration> {
+    let secs = match v {
+        Json::Number(n) => n.as_f64(),
+        Json::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match secs {
+        Some(s) if s.is_finite() && (min..=86_400.0).contains(&s) => Ok(Duration::from_secs_f64(s)),
+        _ => Err(StorageError::invalid(
+            name,
+            as_text(v),
+            format!("must be {what}"),
         )),
     }
 }
@@ -180,6 +202,10 @@ impl PersistingOptions {
                                 StorageError::invalid(key, as_text(v), e)
                             })?,
                     }
+                }
+                "lease_term" => {
+                    opts.lease_term =
+                        seconds(key, v, 0.01, "a number of seconds of at least 0.01")?;
                 }
                 "wal_sync_interval" => {
                     let secs = match v {

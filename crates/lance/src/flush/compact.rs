@@ -55,6 +55,7 @@ impl LanceBucket {
     pub async fn compact(&mut self) -> Result<()> {
         // the dataset this handle knows must be the latest
         self.catch_up().await?;
+        self.ensure_writer().await?;
         let Some(ds) = self.dataset.as_deref() else {
             return Ok(());
         };

@@ -120,6 +120,7 @@ impl LanceBucket {
         if self.buffer.is_empty() {
             return Ok(false);
         }
+        self.ensure_writer().await?;
         // a handle opened on this dataset in this process waits until this flush's
         // commits end (they outlive this future, and this handle)
         let running = self.commits.enter().await;

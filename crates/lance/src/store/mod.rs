@@ -20,6 +20,7 @@
 //! 3. seals are appended and fsynced after the files they seal (`seals`), before a
 //!    flush is reported durable (and so before a WAL is checkpointed).
 
+pub(crate) mod lease;
 pub(crate) mod manifests;
 pub(crate) mod object;
 pub(crate) mod seals;
@@ -40,6 +41,7 @@ use std::collections::HashMap;
 use lance_io::object_store::{ObjectStoreParams, StorageOptionsAccessor, WrappingObjectStore};
 
 use crate::error::Result;
+use crate::store::lease::Lease;
 use crate::store::object::{CommitStores, Versions};
 use crate::store::seals::Seals;
 use crate::store::synced::SyncedFiles;
@@ -170,6 +172,8 @@ pub(crate) struct Storage {
     pub(crate) versions: Arc<Versions>,
     /// Options of the object store (credentials, endpoint, ...), as Lance names them.
     pub(crate) options: HashMap<String, String>,
+    /// A remote dataset's writer lease, taken by the first write (see `lease`).
+    pub(crate) lease: Arc<tokio::sync::OnceCell<Lease>>,
 }
 
 impl Storage {
@@ -189,6 +193,7 @@ impl Storage {
                 stores: CommitStores::remote(disk, Arc::clone(&versions)),
                 versions,
                 options,
+                lease: Arc::default(),
             });
         }
         // the absolute path Lance's local store writes to (it names objects so)
@@ -206,6 +211,7 @@ impl Storage {
             stores,
             versions,
             options,
+            lease: Arc::default(),
         })
     }
 

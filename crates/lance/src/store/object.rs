@@ -81,10 +81,14 @@ impl Versions {
         self.state().next
     }
 
-    /// Refuses a manifest at any version but the expected one.
+    /// Refuses a manifest at any version but the expected one; an accepted one is
+    /// unsure until [`Versions::put`] records its outcome (a put whose future is
+    /// dropped may still land: a local write runs on to its end on a blocking thread).
     fn check(&self, version: u64, location: &StorePath) -> object_store::Result<()> {
-        let next = self.state().next;
+        let mut st = self.state();
+        let next = st.next;
         if version == next {
+            st.unsure = Some(version);
             return Ok(());
         }
         Err(store_error(
@@ -106,7 +110,7 @@ impl Versions {
                 st.unsure = None;
             }
             // the version exists: not this handle's (Lance reports the conflict)
-            Err(object_store::Error::AlreadyExists { .. }) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => st.unsure = None,
             Err(_) => st.unsure = Some(version),
         }
     }

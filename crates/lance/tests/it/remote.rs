@@ -90,24 +90,105 @@ fn schema_evolution_and_compaction_work_remotely() {
     });
 }
 
+/// The lease object of the bucket at `uri`, removed behind its holder's back.
+async fn remove_lease(uri: &str) {
+    use object_store::ObjectStoreExt;
+    let (store, base) = lance_io::object_store::ObjectStore::from_uri(uri)
+        .await
+        .unwrap();
+    let path = base.clone().join(persisting_lance::LEASE_OBJECT);
+    store.inner.delete(&path).await.unwrap();
+}
+
+fn lease_options(term_ms: u64) -> LanceOptions {
+    LanceOptions {
+        lease_term: std::time::Duration::from_millis(term_ms),
+        ..options()
+    }
+}
+
 #[test]
-fn a_second_writer_on_the_same_dataset_is_refused_and_writes_nothing() {
+fn a_second_writer_is_refused_by_the_lease_and_names_the_holder() {
     rt().block_on(async {
         let uri = uri();
         let mut first = LanceBucket::open(&uri, options()).await.unwrap();
         first.put_batch(batch(0, 10)).unwrap();
         first.flush().await.unwrap();
-        // a second writer opens the same dataset (another machine: no lock between them)
         let mut second = LanceBucket::open(&uri, options()).await.unwrap();
-        first.put_batch(batch(10, 10)).unwrap();
-        first.flush().await.unwrap();
         second.put_batch(batch(1000, 5)).unwrap();
-        // Lance would rebase the second writer's append onto the first's commit; the
-        // version check refuses it instead
         let err = second.flush().await.unwrap_err();
+        let Error::LeaseHeld { holder, .. } = &err else {
+            panic!("{err}")
+        };
+        assert!(holder.contains(&std::process::id().to_string()), "{err}");
+        // readers take no lease: a third handle reads what the writer flushed
+        let reader = LanceBucket::open(&uri, options()).await.unwrap();
+        assert_eq!(reader.read(0, 100).await.unwrap(), batch(0, 10));
+    });
+}
+
+#[test]
+fn a_writer_that_keeps_writing_keeps_its_lease_past_its_term() {
+    rt().block_on(async {
+        let uri = uri();
+        // writes every 150 ms for twice the term: renewed once half of it has passed
+        let mut first = LanceBucket::open(&uri, lease_options(800)).await.unwrap();
+        for k in 0..11 {
+            first.put_batch(batch(k * 10, 10)).unwrap();
+            first.flush().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        }
+        let second = LanceBucket::open(&uri, lease_options(800)).await.unwrap();
+        let err = second.ensure_writer().await.unwrap_err();
+        assert!(matches!(err, Error::LeaseHeld { .. }), "{err}");
+    });
+}
+
+#[test]
+fn a_stale_writer_whose_lease_was_taken_over_cannot_commit() {
+    rt().block_on(async {
+        let uri = uri();
+        let mut first = LanceBucket::open(&uri, lease_options(100)).await.unwrap();
+        first.put_batch(batch(0, 10)).unwrap();
+        first.flush().await.unwrap();
+        // the first writer stalls past its lease's expiry; a second takes over
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let mut second = LanceBucket::open(&uri, lease_options(100)).await.unwrap();
+        second.put_batch(batch(10, 10)).unwrap();
+        second.flush().await.unwrap();
+        first.put_batch(batch(1000, 5)).unwrap();
+        let err = first.flush().await.unwrap_err();
+        assert!(matches!(err, Error::LeaseLost { .. }), "{err}");
+        // lost for good, even once the new holder's term has passed
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let err = first.ensure_writer().await.unwrap_err();
+        assert!(matches!(err, Error::LeaseLost { .. }), "{err}");
+        let fresh = LanceBucket::open(&uri, options()).await.unwrap();
+        assert_eq!(fresh.read(0, 100).await.unwrap(), batch(0, 20));
+    });
+}
+
+#[test]
+fn without_its_lease_a_second_writer_is_still_refused_at_commit_by_the_version_check() {
+    rt().block_on(async {
+        let uri = uri();
+        let mut first = LanceBucket::open(&uri, options()).await.unwrap();
+        first.put_batch(batch(0, 10)).unwrap();
+        first.flush().await.unwrap();
+        // the first writer's lease vanishes behind its back (a clock far off, a
+        // bucket cleaned by hand): a second writer takes a lease and commits, while
+        // the first still believes its own lease good
+        remove_lease(&uri).await;
+        let mut second = LanceBucket::open(&uri, options()).await.unwrap();
+        second.put_batch(batch(10, 10)).unwrap();
+        second.flush().await.unwrap();
+        first.put_batch(batch(1000, 5)).unwrap();
+        // Lance would rebase the first writer's append onto the second's commit;
+        // the version check refuses it instead
+        let err = first.flush().await.unwrap_err();
         assert!(err.to_string().contains("another writer"), "{err}");
         // and it stays refused: it never writes after another writer's commit
-        let err = second.flush().await.unwrap_err();
+        let err = first.flush().await.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -119,10 +200,8 @@ fn a_second_writer_on_the_same_dataset_is_refused_and_writes_nothing() {
             ),
             "{err}"
         );
-        first.put_batch(batch(20, 10)).unwrap();
-        first.flush().await.unwrap();
         let fresh = LanceBucket::open(&uri, options()).await.unwrap();
-        assert_eq!(fresh.read(0, 1000).await.unwrap(), batch(0, 30));
+        assert_eq!(fresh.read(0, 100).await.unwrap(), batch(0, 20));
     });
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use persisting::{
     Assignment, OptionsError, PersistingBackend, PersistingOptions, QueueOptions, QueueSystem,
-    StorageBackend, StorageError, WAL_DIR, record,
+    StorageBackend, StorageError, WAL_DIR, WRITER_FILE, record,
 };
 
 use crate::rt;
@@ -62,6 +62,9 @@ fn acknowledged_records_survive_a_restart_from_the_local_wal_and_flush_to_the_ur
         // the lock and the WAL are in the local directory, nothing local beside them
         assert!(local.path().join("LOCK").is_file());
         assert!(local.path().join(WAL_DIR).is_dir());
+        // the writer's name for the lease: the same directory, the same writer, which
+        // takes its lease back at once when it reopens
+        assert!(local.path().join(WRITER_FILE).is_file());
         drop(b);
         // 0..30 come from the object store, 30..45 from the WAL
         let b = PersistingBackend::open(7, &data, wal_opts(local.path()))
@@ -214,5 +217,31 @@ fn a_failed_remote_commit_keeps_the_wal_and_the_next_flush_appends_once() {
         let stats = b.stats().await.unwrap();
         assert_eq!((stats.persisted_count, stats.buffer_count), (20, 10));
         assert_eq!(b.get(0, Some(100)).await.unwrap(), want);
+    });
+}
+
+#[test]
+fn a_second_writer_at_the_same_uri_is_refused_at_open_naming_the_holder() {
+    rt().block_on(async {
+        let (here, there) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let data = uri("bucket");
+        let first = PersistingBackend::open(0, &data, wal_opts(here.path()))
+            .await
+            .unwrap();
+        first.put(record! {"n" => 1}).await.unwrap();
+        // another machine: its own local directory, so no file lock between them
+        let err = PersistingBackend::open(0, &data, wal_opts(there.path()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StorageError::Lance(persisting::lance::Error::LeaseHeld { .. })
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("writer.lease"), "{err}");
+        first.put(record! {"n" => 2}).await.unwrap();
+        assert_eq!(first.get(0, None).await.unwrap().len(), 2);
     });
 }
