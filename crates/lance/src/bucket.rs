@@ -37,6 +37,7 @@ use crate::flush::{Commits, Seal};
 use crate::options::LanceOptions;
 use crate::read::Reads;
 use crate::schema::{FieldState, REGISTRY_KEY, SchemaState, col_type, is_internal_column};
+use crate::store::object::StoreCalls;
 use crate::store::{self, Disk, Storage};
 
 /// Name of the dataset directory inside a bucket's storage path.
@@ -91,6 +92,9 @@ pub struct LanceStats {
     pub column_compression: String,
     /// The dataset's URI.
     pub dataset_uri: String,
+    /// Calls made through Lance's object store since open (for data at a URI, its
+    /// requests).
+    pub store_calls: StoreCalls,
 }
 
 /// One bucket: a Lance dataset plus a buffer of records not yet in it.
@@ -129,6 +133,8 @@ pub struct LanceBucket {
     /// Where the dataset lives: the stores its commits go through, the versions this
     /// handle may commit, a local dataset's files.
     pub(crate) storage: Storage,
+    /// When the oldest record no flush holds was buffered (for `flush_interval`).
+    pub(crate) unflushed_since: Option<std::time::Instant>,
 }
 
 /// A batch checked against a bucket's schema, not buffered yet (see
@@ -210,6 +216,7 @@ impl LanceBucket {
             commits: Commits::new(&uri),
             reads: Reads::new(!remote),
             storage,
+            unflushed_since: None,
             uri,
         };
         // commits of an earlier handle of this dataset still running land first
@@ -337,6 +344,9 @@ impl LanceBucket {
             });
         }
         self.schema = admitted.schema;
+        if self.unflushed() == 0 {
+            self.unflushed_since = Some(std::time::Instant::now());
+        }
         self.buffer.extend(admitted.records);
         if let Some(ds) = self.dataset.as_deref().filter(|_| self.commits.running()) {
             // build the next commit's batches while this one runs
@@ -347,7 +357,7 @@ impl LanceBucket {
     }
 
     /// Whether a flush is due: once `flush_threshold` records not being committed are
-    /// buffered, or once `logged` (the bytes an owner's log holds for this bucket, with
+    /// buffered, once the oldest of them has waited `flush_interval`, or once `logged` (the bytes an owner's log holds for this bucket, with
     /// its limit) reaches its limit. The one flush policy of a bucket: [`append`]
     /// and an owner putting with [`LanceBucket::admit`] both ask it.
     ///
@@ -355,9 +365,11 @@ impl LanceBucket {
     pub fn flush_due(&self, logged: Option<LogSize>) -> bool {
         let unflushed = self.unflushed();
         let threshold = self.opts.flush_threshold;
+        let waited = self.opts.flush_interval.zip(self.unflushed_since);
         unflushed > 0
             && ((threshold > 0 && unflushed >= threshold)
-                || logged.is_some_and(|l| l.bytes >= l.bytes_max))
+                || logged.is_some_and(|l| l.bytes >= l.bytes_max)
+                || waited.is_some_and(|(interval, since)| since.elapsed() >= interval))
     }
 
     /// Buffers a batch (see [`LanceBucket::put_batch`]) and, once `flush_threshold`
@@ -483,6 +495,7 @@ impl LanceBucket {
             last_flush: self.commits.last_flush,
             column_compression: self.opts.column_compression.to_string(),
             dataset_uri: self.uri.clone(),
+            store_calls: self.storage.stores.calls(),
         }
     }
 }

@@ -58,6 +58,7 @@ pub use schema::{
     is_internal_column,
 };
 pub use store::lease::{LEASE_OBJECT, writer_name};
+pub use store::object::StoreCalls;
 pub use store::seals::{SUMS_FILE, sealed_files};
 pub use store::{Disk, ManifestFault, Op, RealDisk, SimCrash, SimDisk, SkippedSync};
 

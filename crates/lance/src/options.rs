@@ -91,6 +91,11 @@ pub struct LanceOptions {
     /// once, without waiting for it to expire: give the same name only to what is the
     /// same writer (the facade names it after its WAL's directory).
     pub writer_id: Option<String>,
+    /// A flush is also due once the oldest record no flush holds has waited this
+    /// long (default none): with a large `flush_threshold`, a busy bucket at a URI
+    /// makes a few requests per interval rather than per `flush_threshold` records,
+    /// and a quiet one still reaches the object store (and remote readers) in time.
+    pub flush_interval: Option<Duration>,
 }
 
 impl Default for LanceOptions {
@@ -104,6 +109,7 @@ impl Default for LanceOptions {
             storage_options: HashMap::new(),
             lease_term: Duration::from_secs(30),
             writer_id: None,
+            flush_interval: None,
         }
     }
 }

@@ -260,6 +260,7 @@ impl PersistingBackend {
             storage_options: opts.storage_options.clone().into_iter().collect(),
             lease_term: opts.lease_term,
             writer_id: writer_id(&storage_path, &local_dir)?,
+            flush_interval: opts.flush_interval,
             ..LanceOptions::default()
         };
         // a flush commit left running by a dropped handle lands before this open counts
@@ -291,7 +292,8 @@ impl PersistingBackend {
             );
         }
         let (notify, _) = watch::channel(count);
-        Ok(Self {
+        let interval = opts.flush_interval;
+        let backend = Self {
             inner: Arc::new(Inner {
                 bucket_id,
                 storage_path,
@@ -306,7 +308,48 @@ impl PersistingBackend {
                 metrics,
                 _lock: lock,
             }),
-        })
+        };
+        if let Some(interval) = interval {
+            backend.pace_flushes(interval);
+        }
+        Ok(backend)
+    }
+
+    /// With `flush_interval`: a task that, a few times per interval, applies a
+    /// background flush that has ended and starts the flush that has come due, so
+    /// records that wait reach the dataset without a later put. It ends with the
+    /// handle (it holds it only while it looks).
+    fn pace_flushes(&self, interval: Duration) {
+        let handle = Arc::downgrade(&self.inner);
+        let tick = (interval / 4).max(Duration::from_millis(10));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(tick).await;
+                let Some(inner) = handle.upgrade() else {
+                    return;
+                };
+                let backend = PersistingBackend { inner };
+                if backend.check_open().is_err() {
+                    return;
+                }
+                // a failure leaves the flush due: the next tick or put retries it
+                let _retried = backend.paced_flush().await;
+            }
+        });
+    }
+
+    /// One look of [`Self::pace_flushes`].
+    async fn paced_flush(&self) -> Result<()> {
+        let mut lance = self.inner.lance.write().await;
+        if let Some(report) = lance.finished_flush().await.transpose()? {
+            self.flushed(&lance, report).await?;
+        }
+        if lance.flush_due(self.log_size(self.wal_bytes()))
+            && let Some(report) = lance.start_flush().await?
+        {
+            self.flushed(&lance, report).await?;
+        }
+        Ok(())
     }
 
     /// The options in force.

@@ -49,6 +49,10 @@ pub struct PersistingOptions {
     /// Term of the writer's lease on data at a URI (default 30 s; see
     /// `persisting_lance::LanceOptions::lease_term`). In the string map: seconds.
     pub lease_term: Duration,
+    /// A flush is also due once the oldest unflushed record has waited this long
+    /// (default none; in the string map, seconds, 0 for none), checked after each put
+    /// and by a timer while records wait: the pacing of a bucket at a URI.
+    pub flush_interval: Option<Duration>,
 }
 
 impl Default for PersistingOptions {
@@ -66,12 +70,13 @@ impl Default for PersistingOptions {
             wal_dir: None,
             storage_options: BTreeMap::new(),
             lease_term: Duration::from_secs(30),
+            flush_interval: None,
         }
     }
 }
 
 /// The option keys this crate knows.
-pub const KNOWN_OPTIONS: [&str; 11] = [
+pub const KNOWN_OPTIONS: [&str; 12] = [
     "batch_size",
     "flush_threshold",
     "enable_wal",
@@ -83,6 +88,7 @@ pub const KNOWN_OPTIONS: [&str; 11] = [
     "wal_dir",
     "storage_options",
     "lease_term",
+    "flush_interval",
 ];
 
 fn as_text(v: &Json) -> String {
@@ -202,6 +208,13 @@ impl PersistingOptions {
                                 StorageError::invalid(key, as_text(v), e)
                             })?,
                     }
+                }
+                "flush_interval" => {
+                    let t = match v {
+                        Json::Null => Duration::ZERO,
+                        v => seconds(key, v, 0.0, "a number of seconds from 0 (none) to 86400")?,
+                    };
+                    opts.flush_interval = (!t.is_zero()).then_some(t);
                 }
                 "lease_term" => {
                     opts.lease_term =

@@ -187,6 +187,8 @@ impl LanceBucket {
             }
         });
         self.commits.started(records, handle);
+        // every buffered record is in this commit now
+        self.unflushed_since = None;
         Ok(true)
     }
 
@@ -241,6 +243,9 @@ impl LanceBucket {
                 // batches built ahead started after this commit's records
                 self.buffer.forget_converted();
                 self.commits.outcome_unknown = true;
+                // its records are unflushed again (their wait counted from now)
+                self.unflushed_since
+                    .get_or_insert_with(std::time::Instant::now);
                 Err(e)
             }
         }

@@ -17,6 +17,7 @@
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::stream::{BoxStream, StreamExt};
@@ -142,10 +143,20 @@ struct Local {
     synced: Arc<SyncedFiles>,
 }
 
+/// Calls made through a dataset's object stores, by kind.
+#[derive(Debug, Default)]
+struct Calls {
+    puts: AtomicU64,
+    gets: AtomicU64,
+    lists: AtomicU64,
+    deletes: AtomicU64,
+}
+
 /// What the object stores of one dataset share.
 #[derive(Debug)]
 struct Shared {
     disk: Arc<dyn Disk>,
+    calls: Calls,
     /// `None` for a remote dataset.
     local: Option<Local>,
     versions: Arc<Versions>,
@@ -165,6 +176,7 @@ impl CommitStores {
     ) -> Self {
         Self(Arc::new(Shared {
             disk,
+            calls: Calls::default(),
             local: Some(Local { root, synced }),
             versions,
         }))
@@ -174,10 +186,38 @@ impl CommitStores {
     pub(crate) fn remote(disk: Arc<dyn Disk>, versions: Arc<Versions>) -> Self {
         Self(Arc::new(Shared {
             disk,
+            calls: Calls::default(),
             local: None,
             versions,
         }))
     }
+
+    /// The calls made through these stores since they were made.
+    pub(crate) fn calls(&self) -> StoreCalls {
+        let c = &self.0.calls;
+        StoreCalls {
+            puts: c.puts.load(Ordering::Relaxed),
+            gets: c.gets.load(Ordering::Relaxed),
+            lists: c.lists.load(Ordering::Relaxed),
+            deletes: c.deletes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Calls a bucket made through Lance's object store since it opened: for data at a
+/// URI each is a request to the store (a put of a large file may be several, as a
+/// multipart upload: counted once); a local dataset writes its data files around the
+/// object store, so there they count manifests and reads only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreCalls {
+    /// Puts (whole objects, multipart uploads started, renames and copies).
+    pub puts: u64,
+    /// Gets (whole objects, and reads of byte ranges: one per call).
+    pub gets: u64,
+    /// Listings.
+    pub lists: u64,
+    /// Deletions (one per object).
+    pub deletes: u64,
 }
 
 impl WrappingObjectStore for CommitStores {
@@ -328,6 +368,7 @@ impl ObjectStore for Durable {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        self.shared.calls.puts.fetch_add(1, Ordering::Relaxed);
         let _op = self.shared.begin(location)?;
         let put = self.inner.put_opts(location, payload, opts);
         match manifest_version(location) {
@@ -341,6 +382,7 @@ impl ObjectStore for Durable {
         location: &StorePath,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.shared.calls.puts.fetch_add(1, Ordering::Relaxed);
         let _op = self.shared.begin(location)?;
         self.inner.put_multipart_opts(location, opts).await
     }
@@ -350,6 +392,7 @@ impl ObjectStore for Durable {
         location: &StorePath,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
+        self.shared.calls.gets.fetch_add(1, Ordering::Relaxed);
         self.inner.get_opts(location, options).await
     }
 
@@ -358,6 +401,7 @@ impl ObjectStore for Durable {
         location: &StorePath,
         ranges: &[std::ops::Range<u64>],
     ) -> object_store::Result<Vec<bytes::Bytes>> {
+        self.shared.calls.gets.fetch_add(1, Ordering::Relaxed);
         self.inner.get_ranges(location, ranges).await
     }
 
@@ -370,6 +414,7 @@ impl ObjectStore for Durable {
         let gated = locations
             .map(move |location| {
                 let location = location?;
+                shared.calls.deletes.fetch_add(1, Ordering::Relaxed);
                 shared.begin(&location)?;
                 Ok(location)
             })
@@ -381,6 +426,7 @@ impl ObjectStore for Durable {
         &self,
         prefix: Option<&StorePath>,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.shared.calls.lists.fetch_add(1, Ordering::Relaxed);
         self.inner.list(prefix)
     }
 
@@ -389,6 +435,7 @@ impl ObjectStore for Durable {
         prefix: Option<&StorePath>,
         offset: &StorePath,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.shared.calls.lists.fetch_add(1, Ordering::Relaxed);
         self.inner.list_with_offset(prefix, offset)
     }
 
@@ -396,6 +443,7 @@ impl ObjectStore for Durable {
         &self,
         prefix: Option<&StorePath>,
     ) -> object_store::Result<ListResult> {
+        self.shared.calls.lists.fetch_add(1, Ordering::Relaxed);
         self.inner.list_with_delimiter(prefix).await
     }
 
@@ -405,6 +453,7 @@ impl ObjectStore for Durable {
         to: &StorePath,
         options: CopyOptions,
     ) -> object_store::Result<()> {
+        self.shared.calls.puts.fetch_add(1, Ordering::Relaxed);
         let _op = self.shared.begin(to)?;
         self.inner.copy_opts(from, to, options).await
     }
@@ -415,6 +464,7 @@ impl ObjectStore for Durable {
         to: &StorePath,
         options: RenameOptions,
     ) -> object_store::Result<()> {
+        self.shared.calls.puts.fetch_add(1, Ordering::Relaxed);
         let _op = self.shared.begin(to)?;
         let rename = self.inner.rename_opts(from, to, options);
         match manifest_version(to) {

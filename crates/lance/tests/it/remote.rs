@@ -282,3 +282,61 @@ fn a_commit_whose_put_fails_before_it_is_sent_or_loses_its_reply_loses_and_dupli
         }
     });
 }
+
+#[test]
+fn a_flush_to_a_uri_costs_the_same_few_requests_whatever_its_size() {
+    rt().block_on(async {
+        let uri = uri();
+        let mut b = LanceBucket::open(&uri, options()).await.unwrap();
+        // the first flush creates the dataset (and takes the lease)
+        b.put_batch(batch(0, 10)).unwrap();
+        b.flush().await.unwrap();
+        let mut per_flush = Vec::new();
+        let mut at = 10;
+        for n in [10, 1000, 20_000] {
+            let before = b.stats().store_calls;
+            b.put_batch(batch(at, n)).unwrap();
+            b.flush().await.unwrap();
+            at += n;
+            let after = b.stats().store_calls;
+            per_flush.push((
+                after.puts - before.puts,
+                after.gets - before.gets,
+                after.lists - before.lists,
+                after.deletes - before.deletes,
+            ));
+        }
+        eprintln!("store calls per flush (puts, gets, lists, deletes) for 10, 1000, 20000 records: {per_flush:?}");
+        // a flush is a data file, a transaction file and a manifest, whatever it holds
+        assert!(per_flush.iter().all(|c| c.0 == per_flush[0].0), "{per_flush:?}");
+        assert!(per_flush[0].0 <= 4, "{per_flush:?}");
+        assert_eq!(b.read(0, 100_000).await.unwrap().len(), at as usize);
+    });
+}
+
+#[test]
+fn a_flush_comes_due_once_the_oldest_unflushed_record_has_waited_the_interval() {
+    rt().block_on(async {
+        let opts = LanceOptions {
+            flush_interval: Some(std::time::Duration::from_millis(100)),
+            ..options()
+        };
+        let mut b = LanceBucket::open(&uri(), opts).await.unwrap();
+        assert!(!b.flush_due(None), "nothing buffered");
+        b.put_batch(batch(0, 5)).unwrap();
+        assert!(!b.flush_due(None), "just buffered");
+        tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+        b.put_batch(batch(5, 5)).unwrap();
+        assert!(
+            b.flush_due(None),
+            "the first record has waited the interval"
+        );
+        b.flush().await.unwrap();
+        assert!(!b.flush_due(None), "flushed");
+        b.put_batch(batch(10, 5)).unwrap();
+        assert!(
+            !b.flush_due(None),
+            "the wait starts again with the next record"
+        );
+    });
+}

@@ -245,3 +245,34 @@ fn a_second_writer_at_the_same_uri_is_refused_at_open_naming_the_holder() {
         assert_eq!(first.get(0, None).await.unwrap().len(), 2);
     });
 }
+
+#[test]
+fn with_a_flush_interval_waiting_records_reach_the_uri_without_another_put() {
+    rt().block_on(async {
+        let local = tempfile::tempdir().unwrap();
+        let data = uri("paced");
+        let opts = PersistingOptions {
+            flush_threshold: 1_000_000,
+            flush_interval: Some(Duration::from_millis(100)),
+            ..wal_opts(local.path())
+        };
+        let b = PersistingBackend::open(0, &data, opts).await.unwrap();
+        for i in 0..5 {
+            b.put(record! {"n" => i}).await.unwrap();
+        }
+        let mut persisted = 0;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            persisted = b.stats().await.unwrap().persisted_count;
+            if persisted == 5 {
+                break;
+            }
+        }
+        assert_eq!(persisted, 5, "flushed by the timer, not by a put");
+        // a reader elsewhere sees them in the dataset
+        let reader = persisting::lance::LanceBucket::open(&data, Default::default())
+            .await
+            .unwrap();
+        assert_eq!(reader.persisted_count(), 5);
+    });
+}
