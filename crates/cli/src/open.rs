@@ -29,7 +29,8 @@ pub struct BackendArgs {
     pub backend: String,
     /// A backend option, key=value (repeatable): enable_wal, compression,
     /// wal_sync_interval, max_wal_size, flush_threshold, batch_size, enable_metrics,
-    /// target_rows_per_fragment.
+    /// target_rows_per_fragment, flush_interval; for a PATH that is an object-store
+    /// URI: wal_dir (required), storage_options.KEY, lease_term.
     #[arg(long = "option", short = 'o', value_name = "KEY=VALUE")]
     pub options: Vec<String>,
     /// Buckets of the topic (default: as many as exist, else 4).
@@ -96,6 +97,10 @@ fn existing_buckets(topic_dir: &Path) -> u32 {
 }
 
 fn read_only_check(dir: &Path) -> CliResult {
+    // data at a URI: whether it is there is for the open to find out
+    if persisting::lance::is_remote(&dir.to_string_lossy()) {
+        return Ok(());
+    }
     if !dir.join(DATASET_DIR).exists() && !dir.join(WAL_DIR).is_dir() {
         return Err(format!(
             "no bucket at {} (neither {DATASET_DIR} nor {WAL_DIR} in it)",
@@ -250,7 +255,8 @@ impl BackendArgs {
             }
         };
         match opened {
-            Err(e) if e.contains("is open in another handle or process") => {
+            // a local bucket's lock, or the lease of one at a URI
+            Err(e) if e.contains("is open in another handle or process") || e.contains("lease") => {
                 eprintln!(
                     "note: {} is open for writing elsewhere; showing what it has committed to Lance",
                     self.path.display()

@@ -205,3 +205,31 @@ fn the_demo_writes_reads_back_and_verifies() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&persisting(&["get", p(&bucket)], "").stdout), before);
 }
+
+#[test]
+fn a_bucket_at_an_object_store_uri_round_trips_with_its_wal_on_local_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    // Lance's object-store code path over local files: what a bucket on S3 runs
+    let uri = format!("file-object-store://{}/bucket_0", p(dir.path()));
+    let wal_dir = dir.path().join("local");
+    let wal_opt = format!("wal_dir={}", p(&wal_dir));
+    let missing = persisting(&["put", &uri], "{\"id\": \"1\"}\n");
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("wal_dir"),
+        "{}",
+        text(&missing.stderr)
+    );
+    let lines = "{\"id\": \"1\", \"n\": 1}\n{\"id\": \"2\", \"n\": 2}\n";
+    let put = persisting(
+        &["put", &uri, "-o", "enable_wal=true", "-o", &wal_opt],
+        lines,
+    );
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    assert!(wal_dir.join("wal").is_dir() && wal_dir.join("LOCK").is_file());
+    let get = persisting(&["get", &uri, "-o", &wal_opt], "");
+    assert!(get.status.success(), "{}", text(&get.stderr));
+    let out = text(&get.stdout);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains("\"n\": 2") || out.contains("\"n\":2"), "{out}");
+}
