@@ -210,7 +210,8 @@ fn run_binary(name: &str, args: &[String]) -> Result<(), String> {
     run(&path.to_string_lossy(), &args)
 }
 
-/// The short, fixed crash-fuzz run of CI: 30 iterations of each mode from seed 1.
+/// The short, fixed crash-fuzz run of CI: 30 iterations of each mode (kill, object-store,
+/// power, corrupt) from seed 1.
 const CI_FUZZ: [&str; 5] = ["all", "--iterations", "30", "--from", "1"];
 
 fn ci() -> Result<(), String> {
@@ -237,7 +238,7 @@ commands:
   ci      setup, format check, clippy -D warnings, test, a short crash-fuzz run
   demo [--dir D] [--records N]
           the end-to-end demo: write a topic (WAL, zstd), reopen, read back, verify
-  crash-fuzz [kill|power|corrupt|all] [--iterations N] [--seed S] [--from S] [--kills K]
+  crash-fuzz [kill|object-store|power|corrupt|all] [--iterations N] [--seed S] [--from S] [--kills K]
           crash-recovery fuzzing of the whole stack (default: all modes, 10 iterations)
   bench [--rows N] [--python-only]
           release benchmarks vs their baselines; writes docs/benchmarks.md and .json

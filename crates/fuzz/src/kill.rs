@@ -12,7 +12,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 use persisting::wal::SimRng;
-use persisting::{PersistingBackend, StorageBackend};
+use persisting::{PersistingBackend, PersistingOptions, StorageBackend};
 
 use crate::check::{Totals, verify};
 use crate::workload::{Applied, RunConfig, apply, matches, next_op};
@@ -21,13 +21,27 @@ use crate::{Args, runtime};
 /// Longest a worker may take to open its bucket.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Where a run's bucket lives under `dir`: the directory itself, or (the
+/// `object-store` mode) data at `file-object-store://{dir}/data` with the WAL and
+/// lock in `{dir}/local`.
+fn location(dir: &Path, cfg: &RunConfig, object_store: bool) -> (String, PersistingOptions) {
+    let mut opts = cfg.options.clone();
+    if !object_store {
+        return (dir.to_string_lossy().into_owned(), opts);
+    }
+    opts.wal_dir = Some(dir.join("local"));
+    let data = format!("file-object-store://{}", dir.join("data").display());
+    (data, opts)
+}
+
 /// The worker: opens the bucket and runs the workload until killed (or `--ops`).
 pub fn worker(args: &Args) -> Result<(), String> {
     let dir = args.dir.clone().ok_or("the worker needs --dir")?;
     let seed = args.seed.ok_or("the worker needs --seed")?;
     let cfg = RunConfig::from_seed(seed);
+    let (path, opts) = location(&dir, &cfg, args.object_store);
     runtime()?.block_on(async move {
-        let b = PersistingBackend::open(0, &dir, cfg.options.clone())
+        let b = PersistingBackend::open(0, &path, opts)
             .await
             .map_err(|e| format!("open: {e}"))?;
         let mut next = b.total_count();
@@ -73,6 +87,7 @@ fn spawn_worker(
     dir: &Path,
     seed: u64,
     ops: Option<u64>,
+    object_store: bool,
 ) -> Result<(Child, Receiver<Line>), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let mut cmd = Command::new(exe);
@@ -86,6 +101,9 @@ fn spawn_worker(
         .stderr(Stdio::inherit());
     if let Some(n) = ops {
         cmd.arg("--ops").arg(n.to_string());
+    }
+    if object_store {
+        cmd.arg("--object-store");
     }
     let mut child = cmd
         .spawn()
@@ -129,9 +147,16 @@ fn pump(rx: &Receiver<Line>, deadline: Instant, acked: &mut u64, errors: &mut Ve
 
 /// Opens the directory in this process (the worker is dead, its lock released) and
 /// checks it against what was acknowledged.
-fn check(dir: &Path, cfg: &RunConfig, acked: u64, t: &mut Totals) -> Result<bool, String> {
+fn check(
+    dir: &Path,
+    cfg: &RunConfig,
+    object_store: bool,
+    acked: u64,
+    t: &mut Totals,
+) -> Result<bool, String> {
+    let (path, opts) = location(dir, cfg, object_store);
     let v = runtime()?.block_on(async {
-        let b = PersistingBackend::open(0, dir, cfg.options.clone())
+        let b = PersistingBackend::open(0, &path, opts)
             .await
             .map_err(|e| format!("reopening after the kill: {e}"))?;
         verify(&b, cfg, acked).await
@@ -147,14 +172,20 @@ fn check(dir: &Path, cfg: &RunConfig, acked: u64, t: &mut Totals) -> Result<bool
 }
 
 /// One run: `kills` kills at random moments, a check after each, then a clean finish.
-pub fn iteration(args: &Args, base: &Path, seed: u64) -> Result<Totals, String> {
+pub fn iteration(
+    args: &Args,
+    base: &Path,
+    seed: u64,
+    object_store: bool,
+) -> Result<Totals, String> {
     let cfg = RunConfig::from_seed(seed);
-    let dir = base.join(format!("kill-{seed}"));
+    let mode = if object_store { "object-store" } else { "kill" };
+    let dir = base.join(format!("{mode}-{seed}"));
     if dir.exists() {
         std::fs::remove_dir_all(&dir)
             .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
     }
-    println!("kill seed {seed}: {}", cfg.describe());
+    println!("{mode} seed {seed}: {}", cfg.describe());
     let mut rng = SimRng::new(seed ^ 0x4b11);
     let mut t = Totals {
         iterations: 1,
@@ -165,7 +196,7 @@ pub fn iteration(args: &Args, base: &Path, seed: u64) -> Result<Totals, String> 
     let mut errors = Vec::new();
     for round in 0..=args.kills {
         let last = round == args.kills;
-        let (mut child, rx) = spawn_worker(&dir, seed, last.then_some(50))?;
+        let (mut child, rx) = spawn_worker(&dir, seed, last.then_some(50), object_store)?;
         // wait for READY
         let ready = match rx.recv_timeout(OPEN_TIMEOUT) {
             Ok(Line::Ready(n)) => n,
@@ -205,7 +236,7 @@ pub fn iteration(args: &Args, base: &Path, seed: u64) -> Result<Totals, String> 
                 &mut errors,
             );
         }
-        ok &= check(&dir, &cfg, acked, &mut t)?;
+        ok &= check(&dir, &cfg, object_store, acked, &mut t)?;
         if !errors.is_empty() {
             ok = false;
             for e in errors.drain(..) {

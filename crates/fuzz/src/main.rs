@@ -10,6 +10,10 @@
 //!   (the WAL's and Lance's files), crashed by dropping, cutting or tearing unsynced
 //!   bytes and forgetting unsynced directory entries; `--without-fsync KIND` leaves
 //!   one kind of Lance fsync out (a mutation check, expected to fail);
+//! - `object-store`: the `kill` mode with the bucket's data behind Lance's
+//!   object-store code path (`file-object-store://`, what a bucket on S3 runs: no
+//!   fsync, commits by conditional put, the writer lease) and its WAL and lock in a
+//!   local `wal_dir`;
 //! - `corrupt`: damage WAL segments or Lance files of a closed bucket, then open it: it
 //!   must recover a prefix of intact records or fail with an error, never panic, hang
 //!   or return a damaged record.
@@ -30,8 +34,8 @@ use std::process::ExitCode;
 
 use check::Totals;
 
-const USAGE: &str = "usage: persisting-fuzz [kill|power|corrupt|all] [--iterations N] [--seed S | --from S] [--kills K] [--dir D] [--minutes M] [--without-fsync data-files|manifest-dir|seals]
-       persisting-fuzz worker --dir D --seed S [--ops N]   (started by the kill mode)";
+const USAGE: &str = "usage: persisting-fuzz [kill|object-store|power|corrupt|all] [--iterations N] [--seed S | --from S] [--kills K] [--dir D] [--minutes M] [--without-fsync data-files|manifest-dir|seals]
+       persisting-fuzz worker --dir D --seed S [--ops N] [--object-store]   (started by the kill modes)";
 
 /// Parsed arguments.
 #[derive(Debug, Clone)]
@@ -45,6 +49,8 @@ pub struct Args {
     dir: Option<PathBuf>,
     ops: Option<u64>,
     without_fsync: Option<persisting::lance::SkippedSync>,
+    /// The worker's data is at an object-store URI (the `object-store` mode).
+    object_store: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
@@ -58,6 +64,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         dir: None,
         ops: None,
         without_fsync: None,
+        object_store: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -85,7 +92,10 @@ fn parse(args: &[String]) -> Result<Args, String> {
             }
             "--dir" => a.dir = Some(PathBuf::from(value(arg)?)),
             "--without-fsync" => a.without_fsync = Some(value(arg)?.parse()?),
-            "kill" | "power" | "corrupt" | "all" | "worker" => a.mode = arg.clone(),
+            "--object-store" => a.object_store = true,
+            "kill" | "object-store" | "power" | "corrupt" | "all" | "worker" => {
+                a.mode = arg.clone();
+            }
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -173,7 +183,7 @@ fn main() -> ExitCode {
         };
     }
     let modes: Vec<&str> = match args.mode.as_str() {
-        "all" => vec!["kill", "power", "corrupt"],
+        "all" => vec!["kill", "object-store", "power", "corrupt"],
         m => vec![m],
     };
     let base = base_dir(&args);
@@ -191,7 +201,8 @@ fn main() -> ExitCode {
                 break;
             }
             let result = match *mode {
-                "kill" => kill::iteration(&args, &base, seed),
+                "kill" => kill::iteration(&args, &base, seed, false),
+                "object-store" => kill::iteration(&args, &base, seed, true),
                 "power" => power::iteration(seed, args.without_fsync),
                 _ => corrupt::iteration(&base, seed),
             };

@@ -1,14 +1,18 @@
 //! [`Lease`]: one writer per remote bucket, across machines. A file lock cannot reach
-//! an object store, so the writer holds a lease object beside its dataset
-//! (`{storage_path}/writer.lease`): created with a put-if-absent, renewed with a put
-//! conditional on the version it last wrote, valid until the expiry it names.
+//! an object store, so the writer holds a lease beside its dataset: a sequence of
+//! objects `{storage_path}/_lease/{n:020}`, each created with a put-if-absent (the
+//! one conditional write every store Lance commits to offers; a conditional update
+//! is not, e.g. on `file-object-store://`). The newest names the holder and the
+//! expiry. Renewing or taking over is creating the next number: of two writers
+//! trying, one wins.
 //!
 //! Invariants:
 //! - a handle writes (commits, and through the facade acknowledges puts) only while
-//!   it holds the lease by its own clock: [`Lease::ensure`] renews it once half of
-//!   its term has passed, and fails for good once another writer has replaced it;
-//! - another writer takes the lease over only after its expiry, by its own clock,
-//!   with a put conditional on the version it read: of two racing takers one wins;
+//!   it holds the newest lease by its own clock: [`Lease::ensure`] renews it once half
+//!   of its term has passed, and fails for good once another writer has created a
+//!   newer one;
+//! - another writer takes the lease over only after its expiry, by its own clock (or
+//!   at once if the newest lease names it: the same writer, restarted);
 //! - the lease alone does not order commits: the version check of every commit
 //!   (`object`) refuses a commit after another writer's, whatever the clocks say.
 //!
@@ -20,21 +24,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures::TryStreamExt;
 use lance_io::object_store::{ObjectStore as LanceStore, ObjectStoreParams, ObjectStoreRegistry};
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, UpdateVersion};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions};
 
 use crate::error::{Error, Result};
 
-/// The lease object's name beside the dataset.
-pub const LEASE_OBJECT: &str = "writer.lease";
+/// The directory of the lease objects beside the dataset.
+pub const LEASE_DIR: &str = "_lease";
 
 /// A lease held by this handle.
 #[derive(Debug)]
 pub(crate) struct Lease {
     store: Arc<dyn ObjectStore>,
-    path: StorePath,
-    /// Shown in errors: `{storage_path}/writer.lease`.
+    /// `_lease/` beside the dataset.
+    dir: StorePath,
+    /// Shown in errors: `{storage_path}/_lease`.
     uri: String,
     holder: String,
     term: Duration,
@@ -42,9 +48,10 @@ pub(crate) struct Lease {
     lost: AtomicBool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Held {
-    version: UpdateVersion,
+    /// The number of the newest lease object, this handle's.
+    number: u64,
     expires: SystemTime,
 }
 
@@ -88,31 +95,28 @@ pub fn writer_name() -> String {
 }
 
 impl Lease {
-    /// Takes the lease of the bucket at `root` (a URI) for `term`: creates it, or
-    /// takes over one that has expired. A lease another writer holds is an
-    /// [`Error::LeaseHeld`] naming it.
+    /// Takes the lease of the bucket at `root` (a URI) for `term`: creates the first,
+    /// or takes over one that has expired (or names `holder`). A lease another
+    /// writer holds is an [`Error::LeaseHeld`] naming it.
     pub(crate) async fn acquire(
         root: &str,
         params: &ObjectStoreParams,
         term: Duration,
         holder: Option<String>,
     ) -> Result<Self> {
-        let uri = format!("{}/{LEASE_OBJECT}", root.trim_end_matches('/'));
+        let uri = format!("{}/{LEASE_DIR}", root.trim_end_matches('/'));
         let registry = Arc::new(ObjectStoreRegistry::default());
         let (store, base) = LanceStore::from_uri_and_params(registry, root, params)
             .await
             .map_err(Error::lance("reach the lease of", &uri))?;
         let lease = Self {
             store: Arc::clone(&store.inner),
-            path: base.clone().join(LEASE_OBJECT),
+            dir: base.clone().join(LEASE_DIR),
             uri,
             holder: holder.unwrap_or_else(writer_name),
             term,
             held: tokio::sync::Mutex::new(Held {
-                version: UpdateVersion {
-                    e_tag: None,
-                    version: None,
-                },
+                number: 0,
                 expires: UNIX_EPOCH,
             }),
             lost: AtomicBool::new(false),
@@ -129,56 +133,65 @@ impl Lease {
         }
     }
 
-    /// Writes the lease with a new expiry in `mode`; returns what it now holds.
-    async fn put(&self, mode: PutMode) -> object_store::Result<Held> {
+    fn object(&self, number: u64) -> StorePath {
+        self.dir.clone().join(format!("{number:020}"))
+    }
+
+    /// Creates lease object `number` naming this writer, if no one has.
+    async fn create(&self, number: u64) -> object_store::Result<Held> {
         let expires = SystemTime::now() + self.term;
         let content = Content {
             holder: self.holder.clone(),
             expires,
         };
         let opts = PutOptions {
-            mode,
+            mode: PutMode::Create,
             ..PutOptions::default()
         };
-        let put = self
-            .store
-            .put_opts(&self.path, content.encode().into(), opts)
+        self.store
+            .put_opts(&self.object(number), content.encode().into(), opts)
             .await?;
-        Ok(Held {
-            version: UpdateVersion {
-                e_tag: put.e_tag,
-                version: put.version,
-            },
-            expires,
-        })
+        Ok(Held { number, expires })
     }
 
-    /// Creates the lease, or takes over an expired one (a few tries: racing takers).
+    /// The newest lease object: its number and what it says (`None`: no lease yet).
+    async fn newest(&self) -> Result<Option<(u64, Content)>> {
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&self.dir))
+            .try_collect()
+            .await
+            .map_err(self.failed("list the leases"))?;
+        let newest = listed
+            .iter()
+            .filter_map(|meta| meta.location.filename()?.parse::<u64>().ok())
+            .max();
+        let Some(number) = newest else {
+            return Ok(None);
+        };
+        let bytes = self
+            .store
+            .get(&self.object(number))
+            .await
+            .map_err(self.failed("read the lease"))?
+            .bytes()
+            .await
+            .map_err(self.failed("read the lease"))?;
+        let content = Content::decode(&bytes).ok_or_else(|| Error::Io {
+            op: "read the lease",
+            path: self.uri.clone().into(),
+            source: std::io::Error::other(format!("lease {number} is not one this crate wrote")),
+        })?;
+        Ok(Some((number, content)))
+    }
+
+    /// Takes the lease: the next number after the newest, if that one has expired or
+    /// is this writer's (a few tries: racing takers).
     async fn take(&self) -> Result<()> {
         for _ in 0..3 {
-            let held = match self.put(PutMode::Create).await {
-                Ok(held) => held,
-                Err(object_store::Error::AlreadyExists { .. }) => {
-                    let current = self
-                        .store
-                        .get(&self.path)
-                        .await
-                        .map_err(self.failed("read the lease"))?;
-                    let version = UpdateVersion {
-                        e_tag: current.meta.e_tag.clone(),
-                        version: current.meta.version.clone(),
-                    };
-                    let bytes = current
-                        .bytes()
-                        .await
-                        .map_err(self.failed("read the lease"))?;
-                    let content = Content::decode(&bytes).ok_or_else(|| Error::Io {
-                        op: "read the lease",
-                        path: self.uri.clone().into(),
-                        source: std::io::Error::other("not a lease this crate wrote"),
-                    })?;
-                    // this writer's own lease (restarted with the same name, that
-                    // is the same WAL): taken back at once; another's once expired
+            let next = match self.newest().await? {
+                None => 1,
+                Some((number, content)) => {
                     let left = content.expires.duration_since(SystemTime::now());
                     if let (Ok(left), false) = (left, content.holder == self.holder) {
                         return Err(Error::LeaseHeld {
@@ -187,27 +200,37 @@ impl Lease {
                             expires_in: left,
                         });
                     }
-                    match self.put(PutMode::Update(version)).await {
-                        Ok(held) => held,
-                        // another taker won the race: look again
-                        Err(object_store::Error::Precondition { .. }) => continue,
-                        Err(e) => return Err(self.failed("take over the lease")(e)),
-                    }
+                    number + 1
                 }
-                Err(e) => return Err(self.failed("create the lease")(e)),
             };
-            *self.held.lock().await = held;
-            return Ok(());
+            match self.create(next).await {
+                Ok(held) => {
+                    *self.held.lock().await = held;
+                    self.forget_before(next).await;
+                    return Ok(());
+                }
+                // another taker won the race: look again
+                Err(object_store::Error::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(self.failed("take the lease")(e)),
+            }
         }
         Err(Error::Io {
-            op: "take over the lease",
+            op: "take the lease",
             path: self.uri.clone().into(),
             source: std::io::Error::other("other writers kept taking it first"),
         })
     }
 
+    /// Removes the lease objects before `number` (best effort: a left-over one is
+    /// only listed, never believed, as a newer one exists).
+    async fn forget_before(&self, number: u64) {
+        for old in number.saturating_sub(2).max(1)..number {
+            let _ = self.store.delete(&self.object(old)).await;
+        }
+    }
+
     /// Returns `Ok` while this handle holds the lease, renewing it once half of its
-    /// term has passed. Once another writer has replaced it, every call fails with
+    /// term has passed. Once another writer has taken it, every call fails with
     /// [`Error::LeaseLost`].
     pub(crate) async fn ensure(&self) -> Result<()> {
         if self.lost.load(Ordering::SeqCst) {
@@ -218,24 +241,17 @@ impl Lease {
         if SystemTime::now() < renew_at {
             return Ok(());
         }
-        match self.put(PutMode::Update(held.version.clone())).await {
+        let next = held.number + 1;
+        match self.create(next).await {
             Ok(renewed) => {
                 *held = renewed;
+                drop(held);
+                self.forget_before(next).await;
                 Ok(())
             }
-            Err(
-                object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
-            ) => {
+            Err(object_store::Error::AlreadyExists { .. }) => {
                 self.lost.store(true, Ordering::SeqCst);
-                let holder = match self.store.get(&self.path).await {
-                    Ok(current) => current
-                        .bytes()
-                        .await
-                        .ok()
-                        .and_then(|b| Content::decode(&b))
-                        .map(|c| c.holder),
-                    Err(_) => None,
-                };
+                let holder = self.newest().await.ok().flatten().map(|(_, c)| c.holder);
                 Err(self.lost_error(holder))
             }
             // a transient failure: the lease may still be ours, not yet expired

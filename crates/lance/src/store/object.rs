@@ -63,9 +63,13 @@ impl Versions {
     /// The dataset is at `version` (0: no dataset yet), as this handle now knows it
     /// (opened, reloaded, or a commit applied).
     pub(crate) fn seen(&self, version: u64) {
-        *self.state() = VersionState {
+        let mut st = self.state();
+        // a put of this handle past `version` whose outcome is unknown may land yet (a
+        // cancelled local write runs on to its end): it stays possibly this handle's
+        let unsure = st.unsure.filter(|&u| u > version);
+        *st = VersionState {
             next: version + 1,
-            unsure: None,
+            unsure,
         };
     }
 
@@ -85,12 +89,15 @@ impl Versions {
     /// Refuses a manifest at any version but the expected one; an accepted one is
     /// unsure until [`Versions::put`] records its outcome (a put whose future is
     /// dropped may still land: a local write runs on to its end on a blocking thread).
-    fn check(&self, version: u64, location: &StorePath) -> object_store::Result<()> {
+    /// Returns whether an earlier put at this version was already unsure (it may have
+    /// landed: a put that now finds the version taken may be finding that one).
+    fn check(&self, version: u64, location: &StorePath) -> object_store::Result<bool> {
         let mut st = self.state();
         let next = st.next;
         if version == next {
+            let retried = st.unsure == Some(version);
             st.unsure = Some(version);
-            return Ok(());
+            return Ok(retried);
         }
         Err(store_error(
             location,
@@ -102,16 +109,18 @@ impl Versions {
         ))
     }
 
-    /// The outcome of a manifest put at `version`.
-    fn put<T>(&self, version: u64, result: &object_store::Result<T>) {
+    /// The outcome of a manifest put at `version` (`retried`: an earlier put there
+    /// was unsure).
+    fn put<T>(&self, version: u64, retried: bool, result: &object_store::Result<T>) {
         let mut st = self.state();
         match result {
             Ok(_) => {
                 st.next = version + 1;
                 st.unsure = None;
             }
-            // the version exists: not this handle's (Lance reports the conflict)
-            Err(object_store::Error::AlreadyExists { .. }) => st.unsure = None,
+            // the version exists: another writer's, unless an earlier put of this
+            // handle there may have landed (Lance reports the conflict either way)
+            Err(object_store::Error::AlreadyExists { .. }) if !retried => st.unsure = None,
             Err(_) => st.unsure = Some(version),
         }
     }
@@ -273,7 +282,7 @@ impl Shared {
         version: u64,
         write: impl Future<Output = object_store::Result<T>>,
     ) -> object_store::Result<T> {
-        self.versions.check(version, location)?;
+        let retried = self.versions.check(version, location)?;
         let local = self.local(location);
         let mut new_dirs = Vec::new();
         if let Some((path, local)) = &local {
@@ -295,7 +304,7 @@ impl Shared {
             )),
             (_, result) => result,
         };
-        self.versions.put(version, &result);
+        self.versions.put(version, retried, &result);
         let written = result?;
         if let Some((path, local)) = &local {
             self.after_manifest(local, path, new_dirs).await?;

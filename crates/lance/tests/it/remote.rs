@@ -90,14 +90,19 @@ fn schema_evolution_and_compaction_work_remotely() {
     });
 }
 
-/// The lease object of the bucket at `uri`, removed behind its holder's back.
+/// The lease objects of the bucket at `uri`, removed behind the holder's back.
 async fn remove_lease(uri: &str) {
+    use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
     let (store, base) = lance_io::object_store::ObjectStore::from_uri(uri)
         .await
         .unwrap();
-    let path = base.clone().join(persisting_lance::LEASE_OBJECT);
-    store.inner.delete(&path).await.unwrap();
+    let dir = base.clone().join(persisting_lance::LEASE_DIR);
+    let leases: Vec<_> = store.inner.list(Some(&dir)).try_collect().await.unwrap();
+    assert!(!leases.is_empty());
+    for meta in leases {
+        store.inner.delete(&meta.location).await.unwrap();
+    }
 }
 
 fn lease_options(term_ms: u64) -> LanceOptions {

@@ -240,7 +240,7 @@ fn a_second_writer_at_the_same_uri_is_refused_at_open_naming_the_holder() {
             ),
             "{err}"
         );
-        assert!(err.to_string().contains("writer.lease"), "{err}");
+        assert!(err.to_string().contains("_lease"), "{err}");
         first.put(record! {"n" => 2}).await.unwrap();
         assert_eq!(first.get(0, None).await.unwrap().len(), 2);
     });
