@@ -77,13 +77,6 @@ impl Bucket {
                 "must name a directory",
             ));
         }
-        if text.contains("://") {
-            return Err(errors::invalid(
-                "storage_path",
-                format!("{text:?}"),
-                "object-store URIs are not supported; give a local directory",
-            ));
-        }
         // the metrics label: the bucket's parent directory, the topic in Pulsing's
         // default layout ({base}/{topic}/bucket_{id})
         let topic = storage_path

@@ -71,6 +71,23 @@ pub(crate) fn parse(options: &Bound<'_, PyDict>, topic: String) -> PyResult<Aske
             })?);
             continue;
         }
+        if name == "storage_options" && !v.is_none() {
+            let entries = v
+                .cast::<PyDict>()
+                .map_err(|_| invalid(&name, &v, "must be a dict of option names to str"))?;
+            let mut object = serde_json::Map::new();
+            for (key, value) in entries.iter() {
+                let key: String = key
+                    .extract()
+                    .map_err(|_| invalid(&name, &v, "must have str keys"))?;
+                object.insert(
+                    key.clone(),
+                    json(&format!("storage_options.{key}"), &value)?,
+                );
+            }
+            map.insert(name, Json::Object(object));
+            continue;
+        }
         map.insert(name.clone(), json(&name, &v)?);
     }
     let (mut opts, _ignored) = PersistingOptions::from_map(&map).map_err(errors::storage)?;

@@ -57,6 +57,13 @@ class StorageBackend(Protocol):
     def total_count(self) -> int: ...
 
 
+#: options of a bucket whose ``storage_path`` is an object-store URI (``s3://…``):
+#: ``wal_dir`` (local directory of the WAL and lock, required then),
+#: ``storage_options`` (dict, pylance's keys), ``lease_term`` and ``flush_interval``
+#: (seconds)
+_URI_OPTIONS = ("wal_dir", "storage_options", "lease_term", "flush_interval")
+
+
 def _count(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidOptionError(
@@ -104,10 +111,12 @@ class LanceBackend:
         flush_threshold: int = 1000,
         **kwargs: Any,
     ) -> None:
+        extra = {k: kwargs.pop(k) for k in _URI_OPTIONS if k in kwargs}
         _warn_ignored(type(self), kwargs)
         options = {
             "batch_size": _count("batch_size", batch_size, 1),
             "flush_threshold": _count("flush_threshold", flush_threshold, 1),
+            **extra,
         }
         self._open(bucket_id, storage_path, options)
 
@@ -230,7 +239,12 @@ class PersistingBackend(LanceBackend):
     _kind = "persisting"
 
     #: options accepted beyond the named parameters
-    _extra = ("flush_threshold", "target_rows_per_fragment", "metrics_addr")
+    _extra = (
+        "flush_threshold",
+        "target_rows_per_fragment",
+        "metrics_addr",
+        *_URI_OPTIONS,
+    )
 
     def __init__(
         self,
