@@ -249,6 +249,8 @@ impl LanceBucket {
     /// Takes a dataset as the current state: schema registry, row count, and the repair
     /// of an interrupted int-to-float rewrite.
     pub(crate) async fn adopt(&mut self, mut ds: Dataset) -> Result<()> {
+        // the repair below may commit: from the version found
+        self.storage.versions.seen(ds.manifest().version);
         self.finish_interrupted_widening(&mut ds).await?;
         let arrow = ArrowSchema::from(ds.schema());
         let registry: Vec<String> = arrow

@@ -394,3 +394,47 @@ fn batches_built_ahead_of_a_flush_follow_fields_added_and_widened_meanwhile() {
             && b.column(1).null_count() == 0));
     });
 }
+
+#[test]
+fn an_int_to_float_rewrite_cut_before_its_swap_is_undone_at_open() {
+    use std::sync::Arc;
+
+    use arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = open(dir.path()).await;
+        for k in 0..3i64 {
+            b.put_batch(vec![record! {"id" => k, "v" => k}]).unwrap();
+            b.flush().await.unwrap();
+        }
+        drop(b);
+        // a crash after the rewrite added its float column and before it replaced `v`
+        let uri = dir.path().join("data.lance");
+        let mut ds = lance::Dataset::open(uri.to_str().unwrap()).await.unwrap();
+        let tmp = Field::new("_persisting_widen:v", DataType::Float64, true);
+        ds.add_columns(
+            lance::dataset::NewColumnTransform::AllNulls(Arc::new(ArrowSchema::new(vec![tmp]))),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        // the open undoes it (a commit of its own, from the version it found)
+        let mut b = open(dir.path()).await;
+        let back = b.read(0, 10).await.unwrap();
+        assert_eq!(
+            back,
+            (0..3i64)
+                .map(|k| record! {"id" => k, "v" => k})
+                .collect::<Vec<_>>()
+        );
+        b.put_batch(vec![record! {"id" => 3, "v" => 3.5}]).unwrap();
+        b.flush().await.unwrap();
+        let ds = lance::Dataset::open(uri.to_str().unwrap()).await.unwrap();
+        assert!(ds.schema().field("_persisting_widen:v").is_none());
+        assert_eq!(
+            b.read(3, 1).await.unwrap(),
+            vec![record! {"id" => 3, "v" => 3.5}]
+        );
+    });
+}
