@@ -215,13 +215,17 @@ impl BackendArgs {
     }
 
     async fn open_bucket(&self, metrics: bool) -> CliResult<Arc<dyn StorageBackend>> {
+        let mut options = options_map(self, false, metrics)?;
         // the bucket's local directory: `-o wal_dir=DIR` (data at a URI), else its path
-        let local = self
-            .options
-            .iter()
-            .find_map(|p| p.split_once('=').filter(|(k, _)| k.trim() == "wal_dir"))
-            .map_or_else(|| self.path.clone(), |(_, v)| PathBuf::from(v.trim()));
-        let wal_present = local.join(WAL_DIR).is_dir();
+        let local = match options.get("wal_dir").and_then(|v| v.as_str()) {
+            Some(dir) => PathBuf::from(dir),
+            None => self.path.clone(),
+        };
+        if local.join(WAL_DIR).is_dir() {
+            // as `options_map` does: a bucket written with a WAL opens with it, unless
+            // the command line says otherwise
+            options.entry("enable_wal").or_insert(true.into());
+        }
         let factory = Registry::new()
             .get(&self.backend)
             .map_err(|e| e.to_string())?;
@@ -229,7 +233,7 @@ impl BackendArgs {
             bucket_id: bucket_id_of(&self.path),
             storage_path: self.path.clone(),
             relative_path: PathBuf::new(),
-            options: options_map(self, wal_present, metrics)?,
+            options,
             topic: "cli".to_owned(),
         })
         .await

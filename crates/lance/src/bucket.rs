@@ -278,6 +278,8 @@ impl LanceBucket {
             .await
             .map_err(Error::lance("count the rows of", &self.uri))? as u64;
         self.schema = state;
+        // and as the repair left it (a repair commit Lance settled itself after a
+        // lost reply is known from here only)
         self.storage.versions.seen(ds.manifest().version);
         self.dataset = Some(Arc::new(ds));
         Ok(())

@@ -221,23 +221,8 @@ impl PersistingOptions {
                         seconds(key, v, 0.01, "a number of seconds of at least 0.01")?;
                 }
                 "wal_sync_interval" => {
-                    let secs = match v {
-                        Json::Number(n) => n.as_f64(),
-                        Json::String(s) => s.trim().parse::<f64>().ok(),
-                        _ => None,
-                    };
-                    opts.wal_sync_interval = match secs {
-                        Some(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => {
-                            Duration::from_secs_f64(s)
-                        }
-                        _ => {
-                            return Err(StorageError::invalid(
-                                key,
-                                as_text(v),
-                                "must be a number of seconds from 0 to 86400",
-                            ));
-                        }
-                    };
+                    opts.wal_sync_interval =
+                        seconds(key, v, 0.0, "a number of seconds from 0 to 86400")?;
                 }
                 "wal_dir" => match v {
                     Json::Null => opts.wal_dir = None,

@@ -44,7 +44,7 @@ fn holds(bytes: &[u8]) -> bool {
 }
 
 /// The version a manifest file name stands for (both of Lance's naming schemes).
-fn version_of(name: &str) -> Option<u64> {
+pub(crate) fn version_of(name: &str) -> Option<u64> {
     let stem = name.strip_suffix(".manifest")?;
     let n: u64 = stem.parse().ok()?;
     Some(if stem.len() == 20 { u64::MAX - n } else { n })

@@ -29,6 +29,7 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
 };
 
+use super::manifests::version_of;
 use super::synced::SyncedFiles;
 use super::{Disk, ManifestFault};
 
@@ -126,8 +127,8 @@ impl Versions {
     }
 }
 
-/// The version a manifest at `location` carries, if `location` is a manifest
-/// (`_versions/{version}.manifest`, or `{u64::MAX - version:020}.manifest`).
+/// The version a manifest at `location` carries, if `location` is a manifest in
+/// `_versions/` (either of Lance's naming schemes, see [`version_of`]).
 fn manifest_version(location: &StorePath) -> Option<u64> {
     let mut parts = location.parts().collect::<Vec<_>>().into_iter().rev();
     let name = parts.next()?;
@@ -135,13 +136,7 @@ fn manifest_version(location: &StorePath) -> Option<u64> {
     if dir.as_ref() != "_versions" {
         return None;
     }
-    let number = name.as_ref().strip_suffix(".manifest")?;
-    let parsed = number.parse::<u64>().ok()?;
-    Some(if number.len() == 20 {
-        u64::MAX - parsed
-    } else {
-        parsed
-    })
+    version_of(name.as_ref())
 }
 
 /// A local dataset's part of the commit stores: its directory and its durable files.
