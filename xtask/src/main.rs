@@ -7,10 +7,12 @@
 //! - `setup`: install what a fresh Debian machine lacks (`scripts/setup.sh`);
 //! - `test`: setup, then every test of the workspace, then the Python package's
 //!   pytest suite against Pulsing (the package staged with the debug extension);
-//! - `ci`: setup, `cargo fmt --check`, clippy with `-D warnings`, `test`, then a short
-//!   fixed `crash-fuzz` run;
+//! - `ci`: `.ci/run` (setup, `cargo fmt --check`, clippy with `-D warnings`, the S3
+//!   server, `test`, short fixed `crash-fuzz` runs);
 //! - `demo [ARGS]`: build, then `persisting demo ARGS` (the README's main job);
-//! - `crash-fuzz [ARGS]`: build, then the crash-recovery fuzzer (`persisting-fuzz`);
+//! - `crash-fuzz [ARGS]`: build, then the crash-recovery fuzzer (`persisting-fuzz`;
+//!   its `s3` mode with a local S3 server started for it unless `PERSISTING_TEST_S3`
+//!   names one);
 //! - `bench [--rows N] [--python-only]`: every comparison benchmark in release (the
 //!   Python package's through a release wheel), one table of ratios, written to
 //!   `docs/benchmarks.md` and `docs/benchmarks.json` (`--python-only`: the Python
@@ -28,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 mod bench;
+mod s3;
 
 /// The workspace this xtask runs for. Cargo sets `CARGO_MANIFEST_DIR` when it runs
 /// the binary; the compile-time value is only a fallback, because one shared target
@@ -53,7 +56,8 @@ fn target_dir() -> PathBuf {
 fn command(program: &str) -> Command {
     let mut cmd = Command::new(program);
     cmd.current_dir(workspace_root())
-        .env("CARGO_TARGET_DIR", target_dir());
+        .env("CARGO_TARGET_DIR", target_dir())
+        .envs(s3::vars().iter().map(|(k, v)| (k, v)));
     for (key, _) in env::vars_os() {
         let key = key.to_string_lossy();
         let injected = key.starts_with("CARGO_PKG_")
@@ -210,24 +214,15 @@ fn run_binary(name: &str, args: &[String]) -> Result<(), String> {
     run(&path.to_string_lossy(), &args)
 }
 
-/// The short, fixed crash-fuzz run of CI: 30 iterations of each mode (kill, object-store,
-/// power, corrupt) from seed 1.
-const CI_FUZZ: [&str; 5] = ["all", "--iterations", "30", "--from", "1"];
-
-fn ci() -> Result<(), String> {
-    setup()?;
-    cargo(&["fmt", "--all", "--check"])?;
-    cargo(&[
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
-    test()?;
-    let fuzz: Vec<String> = CI_FUZZ.iter().map(|s| (*s).to_owned()).collect();
-    run_binary("persisting-fuzz", &fuzz)
+/// The crash fuzzer; its `s3` mode gets a server started for it unless one is
+/// configured.
+fn crash_fuzz(args: &[String]) -> Result<(), String> {
+    let _server = if args.first().is_some_and(|m| m == "s3") {
+        s3::start()?
+    } else {
+        None
+    };
+    run_binary("persisting-fuzz", args)
 }
 
 const USAGE: &str = "usage: cargo xtask <command>
@@ -235,11 +230,12 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   setup   install what a fresh Debian machine lacks (protoc, test tools)
   test    setup, then every test of the workspace and the Python package's suite
-  ci      setup, format check, clippy -D warnings, test, a short crash-fuzz run
+  ci      .ci/run: setup, format check, clippy -D warnings, test, short crash-fuzz runs
   demo [--dir D] [--records N]
           the end-to-end demo: write a topic (WAL, zstd), reopen, read back, verify
-  crash-fuzz [kill|object-store|power|corrupt|all] [--iterations N] [--seed S] [--from S] [--kills K]
-          crash-recovery fuzzing of the whole stack (default: all modes, 10 iterations)
+  crash-fuzz [kill|object-store|s3|power|corrupt|all] [--iterations N] [--seed S] [--from S] [--kills K]
+          crash-recovery fuzzing of the whole stack (default: all modes but s3, 10
+          iterations; s3 starts a local S3 server unless PERSISTING_TEST_S3 is set)
   bench [--rows N] [--python-only]
           release benchmarks vs their baselines; writes docs/benchmarks.md and .json
           (--python-only: the Python package's, to docs/benchmarks-python.md)";
@@ -249,13 +245,13 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup(),
         Some("test") => test(),
-        Some("ci") => ci(),
+        Some("ci") => run("bash", &[".ci/run"]),
         Some("demo") => {
             let mut a = vec!["demo".to_owned()];
             a.extend(args[1..].iter().cloned());
             run_binary("persisting", &a)
         }
-        Some("crash-fuzz") => run_binary("persisting-fuzz", &args[1..]),
+        Some("crash-fuzz") => crash_fuzz(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");

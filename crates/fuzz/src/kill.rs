@@ -21,17 +21,82 @@ use crate::{Args, runtime};
 /// Longest a worker may take to open its bucket.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Where a run's bucket lives under `dir`: the directory itself, or (the
-/// `object-store` mode) data at `file-object-store://{dir}/data` with the WAL and
-/// lock in `{dir}/local`.
-fn location(dir: &Path, cfg: &RunConfig, object_store: bool) -> (String, PersistingOptions) {
-    let mut opts = cfg.options.clone();
-    if !object_store {
-        return (dir.to_string_lossy().into_owned(), opts);
+/// Where a kill mode's bucket keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Data {
+    /// The run's directory (`kill`).
+    Local,
+    /// Lance's object-store code path over local files, `file-object-store://`
+    /// (`object-store`).
+    ObjectStore,
+    /// A real S3-compatible server, under the bucket URI `PERSISTING_TEST_S3` with
+    /// the endpoint and credentials in `AWS_*` (`s3`; `scripts/s3-server.sh` starts
+    /// one and prints them).
+    S3,
+}
+
+impl Data {
+    /// The mode's name, as on the command line.
+    pub fn mode(self) -> &'static str {
+        match self {
+            Data::Local => "kill",
+            Data::ObjectStore => "object-store",
+            Data::S3 => "s3",
+        }
     }
+
+    /// The kill mode named `mode`.
+    pub fn of_mode(mode: &str) -> Option<Self> {
+        [Data::Local, Data::ObjectStore, Data::S3]
+            .into_iter()
+            .find(|d| d.mode() == mode)
+    }
+}
+
+/// The file in a run's directory naming its data's URI on S3: one prefix per run,
+/// read by every worker and check of the run (the server outlives runs).
+const S3_URI_FILE: &str = "s3-uri";
+
+/// Where a run's bucket lives under `dir`: the directory itself, or data at a URI
+/// (`file-object-store://{dir}/data`, or the run's prefix on S3) with the WAL and
+/// lock in `{dir}/local`.
+fn location(
+    dir: &Path,
+    cfg: &RunConfig,
+    data: Data,
+) -> Result<(String, PersistingOptions), String> {
+    let mut opts = cfg.options.clone();
+    let uri = match data {
+        Data::Local => return Ok((dir.to_string_lossy().into_owned(), opts)),
+        Data::ObjectStore => format!("file-object-store://{}", dir.join("data").display()),
+        Data::S3 => {
+            let file = dir.join(S3_URI_FILE);
+            std::fs::read_to_string(&file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+        }
+    };
     opts.wal_dir = Some(dir.join("local"));
-    let data = format!("file-object-store://{}", dir.join("data").display());
-    (data, opts)
+    Ok((uri, opts))
+}
+
+/// Gives the run in `dir` a prefix of its own under `PERSISTING_TEST_S3`.
+fn new_s3_prefix(dir: &Path, seed: u64) -> Result<(), String> {
+    let root = std::env::var("PERSISTING_TEST_S3").map_err(|_| {
+        "the s3 mode needs PERSISTING_TEST_S3 (a bucket URI) and the server's AWS_* \
+         variables: eval \"$(scripts/s3-server.sh start DIR)\""
+            .to_owned()
+    })?;
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let uri = format!(
+        "{}/fuzz-{}-{ms}/seed-{seed}/bucket_0",
+        root.trim_end_matches('/'),
+        std::process::id()
+    );
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::write(dir.join(S3_URI_FILE), uri)
+        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))
 }
 
 /// The worker: opens the bucket and runs the workload until killed (or `--ops`).
@@ -39,7 +104,7 @@ pub fn worker(args: &Args) -> Result<(), String> {
     let dir = args.dir.clone().ok_or("the worker needs --dir")?;
     let seed = args.seed.ok_or("the worker needs --seed")?;
     let cfg = RunConfig::from_seed(seed);
-    let (path, opts) = location(&dir, &cfg, args.object_store);
+    let (path, opts) = location(&dir, &cfg, args.data)?;
     runtime()?.block_on(async move {
         let b = PersistingBackend::open(0, &path, opts)
             .await
@@ -87,7 +152,7 @@ fn spawn_worker(
     dir: &Path,
     seed: u64,
     ops: Option<u64>,
-    object_store: bool,
+    data: Data,
 ) -> Result<(Child, Receiver<Line>), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let mut cmd = Command::new(exe);
@@ -102,9 +167,7 @@ fn spawn_worker(
     if let Some(n) = ops {
         cmd.arg("--ops").arg(n.to_string());
     }
-    if object_store {
-        cmd.arg("--object-store");
-    }
+    cmd.arg("--data").arg(data.mode());
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start the worker: {e}"))?;
@@ -150,11 +213,11 @@ fn pump(rx: &Receiver<Line>, deadline: Instant, acked: &mut u64, errors: &mut Ve
 fn check(
     dir: &Path,
     cfg: &RunConfig,
-    object_store: bool,
+    data: Data,
     acked: u64,
     t: &mut Totals,
 ) -> Result<bool, String> {
-    let (path, opts) = location(dir, cfg, object_store);
+    let (path, opts) = location(dir, cfg, data)?;
     let v = runtime()?.block_on(async {
         let b = PersistingBackend::open(0, &path, opts)
             .await
@@ -172,18 +235,16 @@ fn check(
 }
 
 /// One run: `kills` kills at random moments, a check after each, then a clean finish.
-pub fn iteration(
-    args: &Args,
-    base: &Path,
-    seed: u64,
-    object_store: bool,
-) -> Result<Totals, String> {
+pub fn iteration(args: &Args, base: &Path, seed: u64, data: Data) -> Result<Totals, String> {
     let cfg = RunConfig::from_seed(seed);
-    let mode = if object_store { "object-store" } else { "kill" };
+    let mode = data.mode();
     let dir = base.join(format!("{mode}-{seed}"));
     if dir.exists() {
         std::fs::remove_dir_all(&dir)
             .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
+    }
+    if data == Data::S3 {
+        new_s3_prefix(&dir, seed)?;
     }
     println!("{mode} seed {seed}: {}", cfg.describe());
     let mut rng = SimRng::new(seed ^ 0x4b11);
@@ -196,7 +257,7 @@ pub fn iteration(
     let mut errors = Vec::new();
     for round in 0..=args.kills {
         let last = round == args.kills;
-        let (mut child, rx) = spawn_worker(&dir, seed, last.then_some(50), object_store)?;
+        let (mut child, rx) = spawn_worker(&dir, seed, last.then_some(50), data)?;
         // wait for READY
         let ready = match rx.recv_timeout(OPEN_TIMEOUT) {
             Ok(Line::Ready(n)) => n,
@@ -236,7 +297,7 @@ pub fn iteration(
                 &mut errors,
             );
         }
-        ok &= check(&dir, &cfg, object_store, acked, &mut t)?;
+        ok &= check(&dir, &cfg, data, acked, &mut t)?;
         if !errors.is_empty() {
             ok = false;
             for e in errors.drain(..) {
@@ -253,7 +314,7 @@ pub fn iteration(
     } else {
         t.failed = 1;
         println!(
-            "kill seed {seed}: FAILED; directory kept at {} (replay: --seed {seed})",
+            "{mode} seed {seed}: FAILED; directory kept at {} (replay: --seed {seed})",
             dir.display()
         );
     }

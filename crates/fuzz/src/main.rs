@@ -14,6 +14,9 @@
 //!   object-store code path (`file-object-store://`, what a bucket on S3 runs: no
 //!   fsync, commits by conditional put, the writer lease) and its WAL and lock in a
 //!   local `wal_dir`;
+//! - `s3`: the same with the data on a real S3-compatible server (the bucket URI in
+//!   `PERSISTING_TEST_S3`, endpoint and credentials in `AWS_*`: what
+//!   `scripts/s3-server.sh start` prints); not part of `all`, which needs no server;
 //! - `corrupt`: damage WAL segments or Lance files of a closed bucket, then open it: it
 //!   must recover a prefix of intact records or fail with an error, never panic, hang
 //!   or return a damaged record.
@@ -34,8 +37,8 @@ use std::process::ExitCode;
 
 use check::Totals;
 
-const USAGE: &str = "usage: persisting-fuzz [kill|object-store|power|corrupt|all] [--iterations N] [--seed S | --from S] [--kills K] [--dir D] [--minutes M] [--without-fsync data-files|manifest-dir|seals]
-       persisting-fuzz worker --dir D --seed S [--ops N] [--object-store]   (started by the kill modes)";
+const USAGE: &str = "usage: persisting-fuzz [kill|object-store|s3|power|corrupt|all] [--iterations N] [--seed S | --from S] [--kills K] [--dir D] [--minutes M] [--without-fsync data-files|manifest-dir|seals]
+       persisting-fuzz worker --dir D --seed S [--ops N] [--data kill|object-store|s3]   (started by the kill modes)";
 
 /// Parsed arguments.
 #[derive(Debug, Clone)]
@@ -49,8 +52,8 @@ pub struct Args {
     dir: Option<PathBuf>,
     ops: Option<u64>,
     without_fsync: Option<persisting::lance::SkippedSync>,
-    /// The worker's data is at an object-store URI (the `object-store` mode).
-    object_store: bool,
+    /// Where the worker's data is (the kill mode it runs for).
+    data: kill::Data,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
@@ -64,7 +67,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         dir: None,
         ops: None,
         without_fsync: None,
-        object_store: false,
+        data: kill::Data::Local,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -92,8 +95,12 @@ fn parse(args: &[String]) -> Result<Args, String> {
             }
             "--dir" => a.dir = Some(PathBuf::from(value(arg)?)),
             "--without-fsync" => a.without_fsync = Some(value(arg)?.parse()?),
-            "--object-store" => a.object_store = true,
-            "kill" | "object-store" | "power" | "corrupt" | "all" | "worker" => {
+            "--data" => {
+                let v = value(arg)?;
+                a.data = kill::Data::of_mode(&v)
+                    .ok_or_else(|| format!("--data takes kill, object-store or s3, not {v:?}"))?;
+            }
+            "kill" | "object-store" | "s3" | "power" | "corrupt" | "all" | "worker" => {
                 a.mode = arg.clone();
             }
             "-h" | "--help" => return Err(USAGE.to_owned()),
@@ -201,10 +208,12 @@ fn main() -> ExitCode {
                 break;
             }
             let result = match *mode {
-                "kill" => kill::iteration(&args, &base, seed, false),
-                "object-store" => kill::iteration(&args, &base, seed, true),
                 "power" => power::iteration(seed, args.without_fsync),
-                _ => corrupt::iteration(&base, seed),
+                "corrupt" => corrupt::iteration(&base, seed),
+                kill_mode => match kill::Data::of_mode(kill_mode) {
+                    Some(data) => kill::iteration(&args, &base, seed, data),
+                    None => Err(format!("no mode {kill_mode}")),
+                },
             };
             let t = match result {
                 Ok(t) => t,

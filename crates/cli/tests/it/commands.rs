@@ -233,3 +233,54 @@ fn a_bucket_at_an_object_store_uri_round_trips_with_its_wal_on_local_disk() {
     assert_eq!(out.lines().count(), 2, "{out}");
     assert!(out.contains("\"n\": 2") || out.contains("\"n\":2"), "{out}");
 }
+
+#[test]
+fn on_s3_a_writer_in_another_process_is_refused_naming_the_holder_and_reads_still_work() {
+    // a real S3-compatible server, when one is configured (scripts/s3-server.sh; CI)
+    let Ok(root) = std::env::var("PERSISTING_TEST_S3") else {
+        eprintln!("skipped: PERSISTING_TEST_S3 is not set (scripts/s3-server.sh)");
+        return;
+    };
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let uri = format!(
+        "{}/cli-{}-{ms}/bucket_0",
+        root.trim_end_matches('/'),
+        std::process::id()
+    );
+    let (here, there) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (here_opt, there_opt) = (
+        format!("wal_dir={}", p(here.path())),
+        format!("wal_dir={}", p(there.path())),
+    );
+    let put = |wal: &str, lines: &str| {
+        persisting(&["put", &uri, "-o", "enable_wal=true", "-o", wal], lines)
+    };
+    let first = put(&here_opt, "{\"n\": 1}\n{\"n\": 2}\n");
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    // another machine (its own wal_dir, so no file lock between them), within the
+    // first writer's lease term
+    let second = put(&there_opt, "{\"n\": 3}\n");
+    assert!(!second.status.success());
+    let err = text(&second.stderr);
+    assert!(
+        err.contains("_lease") && err.contains("is written by"),
+        "{err}"
+    );
+    // it still reads what the writer flushed
+    let get = persisting(&["get", &uri, "-o", &there_opt], "");
+    assert!(get.status.success(), "{}", text(&get.stderr));
+    assert_eq!(text(&get.stdout).lines().count(), 2);
+    // the first writer, restarted on its own wal_dir, takes its lease back at once
+    let again = put(&here_opt, "{\"n\": 3}\n");
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let get = persisting(&["get", &uri, "-o", &here_opt], "");
+    assert_eq!(
+        text(&get.stdout).lines().count(),
+        3,
+        "{}",
+        text(&get.stdout)
+    );
+}

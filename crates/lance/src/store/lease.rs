@@ -169,6 +169,11 @@ impl Lease {
         let Some(number) = newest else {
             return Ok(None);
         };
+        Ok(Some((number, self.read(number).await?)))
+    }
+
+    /// What lease object `number` says.
+    async fn read(&self, number: u64) -> Result<Content> {
         let bytes = self
             .store
             .get(&self.object(number))
@@ -177,12 +182,11 @@ impl Lease {
             .bytes()
             .await
             .map_err(self.failed("read the lease"))?;
-        let content = Content::decode(&bytes).ok_or_else(|| Error::Io {
+        Content::decode(&bytes).ok_or_else(|| Error::Io {
             op: "read the lease",
             path: self.uri.clone().into(),
             source: std::io::Error::other(format!("lease {number} is not one this crate wrote")),
-        })?;
-        Ok(Some((number, content)))
+        })
     }
 
     /// Takes the lease: the next number after the newest, if that one has expired or
@@ -250,9 +254,19 @@ impl Lease {
                 Ok(())
             }
             Err(object_store::Error::AlreadyExists { .. }) => {
+                // The store's client retries a put answered by a server error, and
+                // the first attempt may have landed: then the object is this
+                // writer's own renewal.
+                let content = self.read(next).await?;
+                if content.holder == self.holder {
+                    *held = Held {
+                        number: next,
+                        expires: content.expires,
+                    };
+                    return Ok(());
+                }
                 self.lost.store(true, Ordering::SeqCst);
-                let holder = self.newest().await.ok().flatten().map(|(_, c)| c.holder);
-                Err(self.lost_error(holder))
+                Err(self.lost_error(Some(content.holder)))
             }
             // a transient failure: the lease may still be ours, not yet expired
             Err(e) if SystemTime::now() < held.expires => Err(self.failed("renew the lease")(e)),

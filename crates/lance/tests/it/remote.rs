@@ -1,6 +1,10 @@
 //! The remote code path (no local files, no fsync, commits through the version
-//! check) on Lance's process-wide in-memory object store, `shared-memory://`: the
-//! same code a dataset on S3 runs, without a server.
+//! check, the writer lease) on two object stores: Lance's process-wide in-memory
+//! store, `shared-memory://` (always: the same code a dataset on S3 runs, without a
+//! server), and a real S3-compatible server (`on_s3`, when `PERSISTING_TEST_S3` names
+//! a bucket URI such as `s3://persisting`; `scripts/s3-server.sh` starts one and
+//! prints the variables, the endpoint and credentials as Lance reads them from
+//! `AWS_*`). CI runs both.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,16 +16,77 @@ use persisting_lance::{Disk, Error, LanceBucket, LanceOptions, ManifestFault};
 
 use crate::rt;
 
-/// A bucket URI no other test uses (the in-memory store lives as long as the
-/// process).
-fn uri() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::SeqCst);
-    format!(
-        "shared-memory://remote-test-{}-{n}/queue/bucket_0",
-        std::process::id()
-    )
+/// The object store a test runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum Store {
+    Memory,
+    S3,
 }
+
+impl Store {
+    /// A bucket URI no other test uses (the in-memory store lives as long as the
+    /// process; the S3 server outlives it, hence the time in the name).
+    pub fn uri(self) -> String {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let run = format!("{}-{}-{n}", std::process::id(), run_start_ms());
+        match self {
+            Store::Memory => format!("shared-memory://remote-test-{run}/queue/bucket_0"),
+            Store::S3 => format!("{}/lance-it-{run}/queue/bucket_0", s3_root().unwrap()),
+        }
+    }
+}
+
+/// The S3 bucket URI of the server the `on_s3` tests use, if one is configured.
+pub fn s3_root() -> Option<String> {
+    std::env::var("PERSISTING_TEST_S3")
+        .ok()
+        .map(|root| root.trim_end_matches('/').to_owned())
+}
+
+fn run_start_ms() -> u128 {
+    static START: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    })
+}
+
+/// Each named test body, once on every store: `on_memory::NAME` and `on_s3::NAME`
+/// (which says it skipped when no server is configured).
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod on_memory {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Store::Memory)
+            })*
+        }
+        mod on_s3 {
+            $(#[test]
+            fn $name() {
+                if super::s3_root().is_none() {
+                    eprintln!("skipped: PERSISTING_TEST_S3 is not set (scripts/s3-server.sh)");
+                    return;
+                }
+                super::$name(super::Store::S3)
+            })*
+        }
+    };
+}
+
+on_every_store!(
+    records_round_trip_and_survive_a_reopen,
+    schema_evolution_and_compaction_work_remotely,
+    a_second_writer_is_refused_by_the_lease_and_names_the_holder,
+    a_writer_that_keeps_writing_keeps_its_lease_past_its_term,
+    a_stale_writer_whose_lease_was_taken_over_cannot_commit,
+    without_its_lease_a_second_writer_is_still_refused_at_commit_by_the_version_check,
+    a_commit_whose_put_fails_before_it_is_sent_or_loses_its_reply_loses_and_duplicates_nothing,
+    a_flush_to_a_uri_costs_the_same_few_requests_whatever_its_size,
+);
 
 fn options() -> LanceOptions {
     LanceOptions {
@@ -36,10 +101,9 @@ fn batch(from: i64, n: i64) -> Vec<Record> {
         .collect()
 }
 
-#[test]
-fn records_round_trip_and_survive_a_reopen() {
+fn records_round_trip_and_survive_a_reopen(store: Store) {
     rt().block_on(async {
-        let uri = uri();
+        let uri = store.uri();
         let mut b = LanceBucket::open(&uri, options()).await.unwrap();
         assert_eq!(b.total_count(), 0);
         b.put_batch(batch(0, 100)).unwrap();
@@ -47,7 +111,8 @@ fn records_round_trip_and_survive_a_reopen() {
         assert_eq!((report.records, report.files_synced), (100, 0));
         b.put_batch(batch(100, 50)).unwrap();
         b.flush().await.unwrap();
-        assert!(b.dataset_uri().starts_with("shared-memory://"));
+        let scheme = uri.split("://").next().unwrap();
+        assert!(b.dataset_uri().starts_with(scheme), "{}", b.dataset_uri());
         drop(b);
         let b = LanceBucket::open(&uri, options()).await.unwrap();
         assert_eq!(b.persisted_count(), 150);
@@ -59,10 +124,9 @@ fn records_round_trip_and_survive_a_reopen() {
     });
 }
 
-#[test]
-fn schema_evolution_and_compaction_work_remotely() {
+fn schema_evolution_and_compaction_work_remotely(store: Store) {
     rt().block_on(async {
-        let uri = uri();
+        let uri = store.uri();
         let opts = LanceOptions {
             compact_fragments_max: 3,
             target_rows_per_fragment: 320,
@@ -112,10 +176,9 @@ fn lease_options(term_ms: u64) -> LanceOptions {
     }
 }
 
-#[test]
-fn a_second_writer_is_refused_by_the_lease_and_names_the_holder() {
+fn a_second_writer_is_refused_by_the_lease_and_names_the_holder(store: Store) {
     rt().block_on(async {
-        let uri = uri();
+        let uri = store.uri();
         let mut first = LanceBucket::open(&uri, options()).await.unwrap();
         first.put_batch(batch(0, 10)).unwrap();
         first.flush().await.unwrap();
@@ -132,10 +195,9 @@ fn a_second_writer_is_refused_by_the_lease_and_names_the_holder() {
     });
 }
 
-#[test]
-fn a_writer_that_keeps_writing_keeps_its_lease_past_its_term() {
+fn a_writer_that_keeps_writing_keeps_its_lease_past_its_term(store: Store) {
     rt().block_on(async {
-        let uri = uri();
+        let uri = store.uri();
         // writes every 150 ms for twice the term: renewed once half of it has passed
         let mut first = LanceBucket::open(&uri, lease_options(800)).await.unwrap();
         for k in 0..11 {
@@ -149,10 +211,9 @@ fn a_writer_that_keeps_writing_keeps_its_lease_past_its_term() {
     });
 }
 
-#[test]
-fn a_stale_writer_whose_lease_was_taken_over_cannot_commit() {
+fn a_stale_writer_whose_lease_was_taken_over_cannot_commit(store: Store) {
     rt().block_on(async {
-        let uri = uri();
+        let uri = store.uri();
         let mut first = LanceBucket::open(&uri, lease_options(100)).await.unwrap();
         first.put_batch(batch(0, 10)).unwrap();
         first.flush().await.unwrap();
@@ -173,10 +234,9 @@ fn a_stale_writer_whose_lease_was_taken_over_cannot_commit() {
     });
 }
 
-#[test]
-fn without_its_lease_a_second_writer_is_still_refused_at_commit_by_the_version_check() {
+fn without_its_lease_a_second_writer_is_still_refused_at_commit_by_the_version_check(store: Store) {
     rt().block_on(async {
-        let uri = uri();
+        let uri = store.uri();
         let mut first = LanceBucket::open(&uri, options()).await.unwrap();
         first.put_batch(batch(0, 10)).unwrap();
         first.flush().await.unwrap();
@@ -240,13 +300,14 @@ impl Disk for Faults {
     }
 }
 
-#[test]
-fn a_commit_whose_put_fails_before_it_is_sent_or_loses_its_reply_loses_and_duplicates_nothing() {
+fn a_commit_whose_put_fails_before_it_is_sent_or_loses_its_reply_loses_and_duplicates_nothing(
+    store: Store,
+) {
     rt().block_on(async {
         for fault in [ManifestFault::BeforeSent, ManifestFault::ReplyLost] {
             // version 1 creates the dataset, later ones append
             for version in [1, 2, 3] {
-                let uri = uri();
+                let uri = store.uri();
                 let faults = Arc::new(Faults::default());
                 faults.0.lock().unwrap().insert(version, fault);
                 let mut b = LanceBucket::open_on(&uri, options(), faults.clone())
@@ -288,10 +349,9 @@ fn a_commit_whose_put_fails_before_it_is_sent_or_loses_its_reply_loses_and_dupli
     });
 }
 
-#[test]
-fn a_flush_to_a_uri_costs_the_same_few_requests_whatever_its_size() {
+fn a_flush_to_a_uri_costs_the_same_few_requests_whatever_its_size(store: Store) {
     rt().block_on(async {
-        let uri = uri();
+        let uri = store.uri();
         let mut b = LanceBucket::open(&uri, options()).await.unwrap();
         // the first flush creates the dataset (and takes the lease)
         b.put_batch(batch(0, 10)).unwrap();
@@ -326,7 +386,7 @@ fn a_flush_comes_due_once_the_oldest_unflushed_record_has_waited_the_interval() 
             flush_interval: Some(std::time::Duration::from_millis(100)),
             ..options()
         };
-        let mut b = LanceBucket::open(&uri(), opts).await.unwrap();
+        let mut b = LanceBucket::open(&Store::Memory.uri(), opts).await.unwrap();
         assert!(!b.flush_due(None), "nothing buffered");
         b.put_batch(batch(0, 5)).unwrap();
         assert!(!b.flush_due(None), "just buffered");
