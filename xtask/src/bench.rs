@@ -273,6 +273,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
             other => return Err(format!("unknown bench argument {other:?}")),
         }
     }
+    // the stack benchmark's s3 rows run against a local S3 server
+    let _server = if python_only {
+        None
+    } else {
+        crate::s3::start()?
+    };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut rows = Vec::new();
     for (package, bench) in BENCHES {

@@ -137,6 +137,12 @@ impl Pool {
 /// time): each batch is cloned from one flush's worth of records built beforehand, the
 /// cheapest way to hand `append` owned records.
 async fn ingest_ours(dir: &Path, n: u64) -> f64 {
+    ingest_counted(dir, n).await.0
+}
+
+/// [`ingest_ours`], with the bucket's statistics at its end (its object-store
+/// requests, for a bucket at a URI).
+async fn ingest_counted(dir: &Path, n: u64) -> (f64, persisting::lance::LanceStats) {
     let pool = Pool::new(n);
     let mut b = ingest_bucket(dir).await;
     let t = Instant::now();
@@ -154,7 +160,7 @@ async fn ingest_ours(dir: &Path, n: u64) -> f64 {
         wall.as_secs_f64(),
         cloning.as_secs_f64()
     );
-    n as f64 / wall.as_secs_f64()
+    (n as f64 / wall.as_secs_f64(), b.stats())
 }
 
 /// Records per chunk of [`ingest_ready`].
@@ -316,7 +322,7 @@ const PY_ROUNDS: u64 = 7;
 /// [`PY_ROUNDS`] rounds of [`READS`] reads at the same offsets, ours and pylance's
 /// alternated (one warm-up round each first): the medians of the mean seconds per
 /// read, ours then pylance's. `None` without pylance.
-async fn random_vs_pylance(b: &LanceBucket, uri: &Path, n: u64) -> Option<(f64, f64)> {
+async fn random_vs_pylance(b: &LanceBucket, uri: &str, n: u64) -> Option<(f64, f64)> {
     let mut py = PylanceReads::start(uri)?;
     py.round(READS, WARM_UP_SEED)?;
     random_reads_seeded(b, n, WARM_UP_SEED).await;
@@ -492,9 +498,9 @@ struct PylanceReads {
 }
 
 impl PylanceReads {
-    fn start(uri: &Path) -> Option<Self> {
+    fn start(uri: &str) -> Option<Self> {
         use std::process::Stdio;
-        let mut child = pylance_command(&["reads", &uri.to_string_lossy()])?
+        let mut child = pylance_command(&["reads", uri])?
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -671,7 +677,9 @@ async fn lance_rows(root: &Path) {
         in_task / ours_big,
         "-",
     );
-    if let Some((ours, py)) = random_vs_pylance(&b, &big.join("data.lance"), n).await {
+    if let Some((ours, py)) =
+        random_vs_pylance(&b, &big.join("data.lance").to_string_lossy(), n).await
+    {
         row(
             "lance",
             &format!(
@@ -1089,7 +1097,7 @@ fn main() {
                     random_reads_ours(&b, part).await * 1e3
                 );
             }
-            if let Some((ours, py)) = random_vs_pylance(&b, &dir.join("data.lance"), n).await {
+            if let Some((ours, py)) = random_vs_pylance(&b, &dir.join("data.lance").to_string_lossy(), n).await {
                 println!(
                     "random vs pylance, medians: {:.3} vs {:.3} ms: {:.2}x",
                     ours * 1e3,
@@ -1172,12 +1180,106 @@ fn main() {
             }
             return;
         }
+        // `PERSISTING_BENCH_ONLY=s3`: only the rows of a bucket on the S3 server
+        if std::env::var("PERSISTING_BENCH_ONLY").as_deref() == Ok("s3") {
+            s3_rows().await;
+            return;
+        }
         // The Lance layer's rows come first: their first ingest measures the peak RSS,
         // which memory the process kept from earlier work (glibc keeps freed memory)
         // would inflate. `PERSISTING_BENCH_ONLY=lance`: only those (for profiling).
         lance_rows(tmp.path()).await;
         if std::env::var("PERSISTING_BENCH_ONLY").as_deref() != Ok("lance") {
             facade_rows(tmp.path()).await;
+            s3_rows().await;
         }
     });
+}
+
+/// Records of the s3 rows.
+const S3_ROWS: u64 = 1_000_000;
+
+/// The rows of a bucket on the S3-compatible server `PERSISTING_TEST_S3` names (its
+/// endpoint and credentials in `AWS_*`, which pylance reads too; `cargo xtask bench`
+/// starts `scripts/s3-server.sh` for them): ingest and random reads against pylance
+/// on the same server, and the requests an ingest costs. Skipped without a server.
+async fn s3_rows() {
+    let Ok(root) = std::env::var("PERSISTING_TEST_S3") else {
+        println!("s3 rows skipped: PERSISTING_TEST_S3 is not set (scripts/s3-server.sh)");
+        return;
+    };
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let base = format!("{}/bench-{ms}", root.trim_end_matches('/'));
+    let ours_uri = format!("{base}/bucket_0");
+    let n = S3_ROWS.min(rows_big());
+    let (ours, stats) = ingest_counted(Path::new(&ours_uri), n).await;
+    let py_uri = format!("{base}/py.lance");
+    let Some(py) = pylance(&["ingest", &py_uri, &n.to_string()]) else {
+        return;
+    };
+    row(
+        "s3",
+        &format!(
+            "ingest {n} records to s3:// (put_batch 10^4, flushes of 10^5) vs pylance \
+             write_dataset append of batches of 10^4 to the same server"
+        ),
+        ours,
+        py,
+        "records/s",
+        ours / py,
+        ">=1.5",
+    );
+    let calls = stats.store_calls;
+    let requests = calls.puts + calls.gets + calls.lists + calls.deletes;
+    let commits = n.div_ceil(INGEST_FLUSH);
+    row(
+        "s3",
+        &format!(
+            "requests of the {n}-record ingest (puts {}, gets {}, lists {}, deletes {}) \
+             vs its {commits} commits",
+            calls.puts, calls.gets, calls.lists, calls.deletes
+        ),
+        requests as f64,
+        commits as f64,
+        "requests",
+        requests as f64 / commits as f64,
+        "-",
+    );
+    let b = LanceBucket::open(Path::new(&ours_uri), LanceOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(b.persisted_count(), n);
+    let before = b.stats().store_calls;
+    random_reads_seeded(&b, n, WARM_UP_SEED).await;
+    let after = b.stats().store_calls;
+    println!(
+        "s3: {READS} random reads of 100 rows (first pass of a fresh handle): gets {}, lists {}",
+        after.gets - before.gets,
+        after.lists - before.lists
+    );
+    let data = format!("{ours_uri}/data.lance");
+    if let Some((ours, py)) = random_vs_pylance(&b, &data, n).await {
+        row(
+            "s3",
+            &format!(
+                "random read(offset, 100) at {n} rows on s3:// vs pylance \
+                 to_table(offset, limit) there, medians of {PY_ROUNDS} alternated rounds"
+            ),
+            1.0 / ours,
+            1.0 / py,
+            "reads/s",
+            py / ours,
+            ">=2",
+        );
+    }
+    let last = b.stats().store_calls;
+    println!(
+        "s3: then {} random reads (warm): gets {}, lists {}",
+        READS as u64 * (PY_ROUNDS + 1),
+        last.gets - after.gets,
+        last.lists - after.lists
+    );
 }

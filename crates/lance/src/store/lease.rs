@@ -137,7 +137,10 @@ impl Lease {
         self.dir.clone().join(format!("{number:020}"))
     }
 
-    /// Creates lease object `number` naming this writer, if no one has.
+    /// Creates lease object `number` naming this writer, if no one has: fails with
+    /// `AlreadyExists` when another writer's is there. The store's client retries a
+    /// put answered by a server error, and the first attempt may have landed: a
+    /// retry that finds this writer's own object has created it.
     async fn create(&self, number: u64) -> object_store::Result<Held> {
         let expires = SystemTime::now() + self.term;
         let content = Content {
@@ -148,10 +151,25 @@ impl Lease {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
-        self.store
-            .put_opts(&self.object(number), content.encode().into(), opts)
-            .await?;
-        Ok(Held { number, expires })
+        let path = self.object(number);
+        match self
+            .store
+            .put_opts(&path, content.encode().into(), opts)
+            .await
+        {
+            Ok(_) => Ok(Held { number, expires }),
+            Err(exists @ object_store::Error::AlreadyExists { .. }) => {
+                let bytes = self.store.get(&path).await?.bytes().await?;
+                match Content::decode(&bytes) {
+                    Some(found) if found.holder == self.holder => Ok(Held {
+                        number,
+                        expires: found.expires,
+                    }),
+                    _ => Err(exists),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The newest lease object: its number and what it says (`None`: no lease yet).
@@ -254,19 +272,9 @@ impl Lease {
                 Ok(())
             }
             Err(object_store::Error::AlreadyExists { .. }) => {
-                // The store's client retries a put answered by a server error, and
-                // the first attempt may have landed: then the object is this
-                // writer's own renewal.
-                let content = self.read(next).await?;
-                if content.holder == self.holder {
-                    *held = Held {
-                        number: next,
-                        expires: content.expires,
-                    };
-                    return Ok(());
-                }
                 self.lost.store(true, Ordering::SeqCst);
-                Err(self.lost_error(Some(content.holder)))
+                let holder = self.newest().await.ok().flatten().map(|(_, c)| c.holder);
+                Err(self.lost_error(holder))
             }
             // a transient failure: the lease may still be ours, not yet expired
             Err(e) if SystemTime::now() < held.expires => Err(self.failed("renew the lease")(e)),

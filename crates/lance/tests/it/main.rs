@@ -11,6 +11,7 @@ mod power_loss;
 mod pylance_compat;
 mod read_patterns;
 mod remote;
+mod retries;
 mod round_trip;
 mod schema_evolution;
 
