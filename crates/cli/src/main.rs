@@ -324,8 +324,9 @@ async fn tail(target: BackendArgs, offset: Option<u64>, follow: bool, metrics: b
 /// of the topic) and prints new records as writers flush them.
 async fn follow_committed(target: &BackendArgs, offset: Option<u64>) -> CliResult {
     let mut readers = Vec::new();
-    for dir in target.bucket_dirs()? {
-        let r = open::read_only(&dir).await?;
+    let storage_options = target.storage_options()?;
+    for dir in target.bucket_dirs().await? {
+        let r = open::read_only(&dir, &storage_options).await?;
         let at = offset.unwrap_or_else(|| r.total_count().saturating_sub(10));
         readers.push((r, at));
     }

@@ -1,10 +1,11 @@
 //! Opening what a command's PATH names: one bucket, or a topic's buckets.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
-use persisting::lance::{DATASET_DIR, LanceBucket, LanceOptions};
+use persisting::lance::{DATASET_DIR, LanceBucket, LanceOptions, is_remote, list_dirs};
 use persisting::{
     BackendStats, BucketError, BucketSpec, PersistingBackend, PersistingOptions, QueueOptions,
     QueueSystem, QueueWriter, Record, Registry, StorageBackend, StorageError, WAL_DIR,
@@ -30,7 +31,8 @@ pub struct BackendArgs {
     /// A backend option, key=value (repeatable): enable_wal, compression,
     /// wal_sync_interval, max_wal_size, flush_threshold, batch_size, enable_metrics,
     /// target_rows_per_fragment, flush_interval; for a PATH that is an object-store
-    /// URI: wal_dir (required), storage_options.KEY, lease_term.
+    /// URI: wal_dir (required; with --topic T each bucket's WAL is in
+    /// {wal_dir}/{T}/bucket_{id}), storage_options.KEY, lease_term.
     #[arg(long = "option", short = 'o', value_name = "KEY=VALUE")]
     pub options: Vec<String>,
     /// Buckets of the topic (default: as many as exist, else 4).
@@ -85,7 +87,8 @@ fn bucket_id_of(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn existing_buckets(topic_dir: &Path) -> u32 {
+/// The `bucket_*` directories of a local topic directory.
+fn local_buckets(topic_dir: &Path) -> u32 {
     std::fs::read_dir(topic_dir)
         .map(|entries| {
             entries
@@ -98,7 +101,7 @@ fn existing_buckets(topic_dir: &Path) -> u32 {
 
 fn read_only_check(dir: &Path) -> CliResult {
     // data at a URI: whether it is there is for the open to find out
-    if persisting::lance::is_remote(&dir.to_string_lossy()) {
+    if is_remote(&dir.to_string_lossy()) {
         return Ok(());
     }
     if !dir.join(DATASET_DIR).exists() && !dir.join(WAL_DIR).is_dir() {
@@ -110,10 +113,17 @@ fn read_only_check(dir: &Path) -> CliResult {
     Ok(())
 }
 
-/// Opens a bucket's committed Lance data without taking its lock.
-pub async fn read_only(dir: &Path) -> CliResult<LanceBucket> {
+/// Opens a bucket's committed Lance data without taking its lock (or a lease).
+pub async fn read_only(
+    dir: &Path,
+    storage_options: &HashMap<String, String>,
+) -> CliResult<LanceBucket> {
     read_only_check(dir)?;
-    LanceBucket::open(dir, LanceOptions::default())
+    let opts = LanceOptions {
+        storage_options: storage_options.clone(),
+        ..LanceOptions::default()
+    };
+    LanceBucket::open(dir, opts)
         .await
         .map_err(|e| e.to_string())
 }
@@ -122,6 +132,10 @@ pub async fn read_only(dir: &Path) -> CliResult<LanceBucket> {
 struct TopicAt {
     name: String,
     dir: PathBuf,
+    /// The local directory of its buckets' WALs: `dir`, or for a topic at a URI the
+    /// `wal_dir` option (with `--topic T`, `{wal_dir}/{T}`: a root of topics as PATH
+    /// is); `None` at a URI without `wal_dir`.
+    local: Option<PathBuf>,
 }
 
 impl BackendArgs {
@@ -133,9 +147,15 @@ impl BackendArgs {
                 let dir = QueueOptions::new(&self.path)
                     .topic_dir(t)
                     .map_err(|e| e.to_string())?;
+                let local = if is_remote(&self.path.to_string_lossy()) {
+                    self.wal_dir()?.map(|w| w.join(t))
+                } else {
+                    Some(dir.clone())
+                };
                 Ok(Some(TopicAt {
                     name: t.clone(),
                     dir,
+                    local,
                 }))
             }
             None if self.path.join(bucket_dir_name(0)).is_dir() => {
@@ -148,18 +168,54 @@ impl BackendArgs {
                 Ok(Some(TopicAt {
                     name,
                     dir: self.path.clone(),
+                    local: Some(self.path.clone()),
                 }))
             }
             None => Ok(None),
         }
     }
 
+    /// The options given with `-o`, checked.
+    fn options(&self) -> CliResult<PersistingOptions> {
+        let map = options_map(self, false, false)?;
+        let (opts, _) = PersistingOptions::from_map(&map).map_err(|e| e.to_string())?;
+        Ok(opts)
+    }
+
+    /// The `wal_dir` option, if given.
+    fn wal_dir(&self) -> CliResult<Option<PathBuf>> {
+        Ok(self.options()?.wal_dir)
+    }
+
+    /// The storage options given with `-o storage_options.KEY=VALUE`.
+    pub fn storage_options(&self) -> CliResult<HashMap<String, String>> {
+        Ok(self.options()?.storage_options.into_iter().collect())
+    }
+
+    /// The buckets a topic has: its `bucket_*` directories, locally, or at a URI
+    /// those on the object store and those with a WAL under its local directory (a
+    /// bucket whose records were never flushed has nothing on the object store yet).
+    async fn existing_buckets(&self, topic: &TopicAt) -> CliResult<u32> {
+        let dir = topic.dir.to_string_lossy();
+        let local = topic.local.as_deref().map_or(0, local_buckets);
+        if !is_remote(&dir) {
+            return Ok(local);
+        }
+        let remote = list_dirs(&dir, &self.storage_options()?)
+            .await
+            .map_err(|e| e.to_string())?
+            .iter()
+            .filter(|n| n.starts_with("bucket_"))
+            .count() as u32;
+        Ok(remote.max(local))
+    }
+
     /// The bucket directories PATH names (one, or every bucket of the topic).
-    pub fn bucket_dirs(&self) -> CliResult<Vec<PathBuf>> {
+    pub async fn bucket_dirs(&self) -> CliResult<Vec<PathBuf>> {
         let Some(topic) = self.topic_at()? else {
             return Ok(vec![self.path.clone()]);
         };
-        let n = existing_buckets(&topic.dir);
+        let n = self.existing_buckets(&topic).await?;
         if n == 0 {
             return Err(format!(
                 "no topic {:?}: no bucket directories in {}",
@@ -176,19 +232,26 @@ impl BackendArgs {
         metrics: bool,
         must_exist: bool,
     ) -> CliResult<Opened> {
+        let existing = self.existing_buckets(&topic).await?;
         let TopicAt {
             name: topic,
             dir: topic_dir,
+            local,
         } = topic;
-        let existing = existing_buckets(&topic_dir);
         if must_exist && existing == 0 {
             return Err(format!(
                 "no topic {topic:?}: no bucket directories in {}",
                 topic_dir.display()
             ));
         }
-        let wal_present =
-            (0..existing).any(|b| topic_dir.join(bucket_dir_name(b)).join(WAL_DIR).is_dir());
+        let wal_present = local.as_ref().is_some_and(|local| {
+            (0..existing).any(|b| local.join(bucket_dir_name(b)).join(WAL_DIR).is_dir())
+        });
+        let mut backend_options = options_map(self, wal_present, metrics)?;
+        if let (Some(local), true) = (&local, is_remote(&topic_dir.to_string_lossy())) {
+            // each bucket's WAL at {local}/bucket_{id}, as its data at {topic_dir}/bucket_{id}
+            backend_options.insert("wal_dir".into(), local.to_string_lossy().as_ref().into());
+        }
         let num_buckets = match self.buckets {
             Some(n) if existing > 0 && n != existing => {
                 return Err(format!(
@@ -203,7 +266,7 @@ impl BackendArgs {
             backend: self.backend.clone(),
             num_buckets,
             bucket_column: self.bucket_column.clone(),
-            backend_options: options_map(self, wal_present, metrics)?,
+            backend_options,
             ..QueueOptions::at(topic_dir)
         };
         let system = QueueSystem::new();
@@ -266,8 +329,9 @@ impl BackendArgs {
                     self.path.display()
                 );
                 let mut buckets = Vec::new();
-                for dir in self.bucket_dirs()? {
-                    buckets.push(read_only(&dir).await?);
+                let storage_options = self.storage_options()?;
+                for dir in self.bucket_dirs().await? {
+                    buckets.push(read_only(&dir, &storage_options).await?);
                 }
                 Ok(Opened::ReadOnly(buckets))
             }

@@ -284,3 +284,44 @@ fn on_s3_a_writer_in_another_process_is_refused_naming_the_holder_and_reads_stil
         text(&get.stdout)
     );
 }
+
+#[test]
+fn a_topic_at_an_object_store_uri_keeps_each_buckets_wal_under_wal_dir_by_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    // Lance's object-store code path over local files: what a topic on S3 runs
+    let root = format!("file-object-store://{}/queues", p(dir.path()));
+    let (wal_root, elsewhere) = (dir.path().join("local"), dir.path().join("other"));
+    let wal_opt = format!("wal_dir={}", p(&wal_root));
+    let lines: String = (0..20)
+        .map(|i| format!("{{\"id\": \"{i}\", \"v\": {i}}}\n"))
+        .collect();
+    let args = ["--topic", "events", "-o", "enable_wal=true", "-o", &wal_opt];
+    let put = persisting(&[&["put", &root][..], &args[..]].concat(), &lines);
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    // the WALs by topic and bucket, as the data: {wal_dir}/events/bucket_{id}/wal
+    let wals: Vec<_> = std::fs::read_dir(wal_root.join("events"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(wals.len(), 4, "{wals:?}");
+    assert!(wal_root.join("events/bucket_0/wal").is_dir());
+    // the buckets are found on the object store, also from another local directory
+    for wal in [&wal_root, &elsewhere] {
+        let opt = format!("wal_dir={}", p(wal));
+        let get = persisting(&["get", &root, "--topic", "events", "-o", &opt], "");
+        assert!(get.status.success(), "{}", text(&get.stderr));
+        assert_eq!(
+            text(&get.stdout).lines().count(),
+            20,
+            "{}",
+            text(&get.stdout)
+        );
+    }
+    let none = persisting(&["get", &root, "--topic", "other", "-o", &wal_opt], "");
+    assert!(!none.status.success());
+    assert!(
+        text(&none.stderr).contains("no topic"),
+        "{}",
+        text(&none.stderr)
+    );
+}

@@ -218,22 +218,57 @@ impl Storage {
     /// The object-store parameters of the dataset: written through [`CommitStores`],
     /// with the storage options given.
     pub(crate) fn params(&self) -> ObjectStoreParams {
-        let options = (!self.options.is_empty()).then(|| {
-            Arc::new(StorageOptionsAccessor::with_static_options(
-                self.options.clone(),
-            ))
-        });
         ObjectStoreParams {
             object_store_wrapper: Some(
                 Arc::new(self.stores.clone()) as Arc<dyn WrappingObjectStore>
             ),
-            storage_options_accessor: options,
+            storage_options_accessor: accessor(&self.options),
             ..ObjectStoreParams::default()
         }
     }
 }
 
+/// Lance's form of a bucket's storage options (none: the `AWS_*` variables alone).
+fn accessor(options: &HashMap<String, String>) -> Option<Arc<StorageOptionsAccessor>> {
+    (!options.is_empty())
+        .then(|| Arc::new(StorageOptionsAccessor::with_static_options(options.clone())))
+}
+
 /// The disk of a bucket's local storage: the real one unless a test gives another.
 pub(crate) fn real() -> Arc<dyn Disk> {
     Arc::new(RealDisk)
+}
+
+/// The names of the directories directly under `uri`, data at an object-store URI
+/// (`s3://…`), reached with `storage_options` as a bucket's are: how a tool finds a
+/// topic's buckets there. A URI with nothing under it has none.
+pub async fn list_dirs(
+    uri: &str,
+    storage_options: &HashMap<String, String>,
+) -> Result<Vec<String>> {
+    let params = ObjectStoreParams {
+        storage_options_accessor: accessor(storage_options),
+        ..ObjectStoreParams::default()
+    };
+    let registry = Arc::new(lance_io::object_store::ObjectStoreRegistry::default());
+    let (store, base) =
+        lance_io::object_store::ObjectStore::from_uri_and_params(registry, uri, &params)
+            .await
+            .map_err(crate::error::Error::lance("reach", uri))?;
+    let listed = store
+        .inner
+        .list_with_delimiter(Some(&base))
+        .await
+        .map_err(|e| crate::error::Error::Io {
+            op: "list",
+            path: uri.into(),
+            source: io::Error::other(e.to_string()),
+        })?;
+    let mut names: Vec<String> = listed
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename().map(str::to_owned))
+        .collect();
+    names.sort();
+    Ok(names)
 }
