@@ -1282,4 +1282,48 @@ async fn s3_rows() {
         last.gets - after.gets,
         last.lists - after.lists
     );
+    // what the layer beneath gives: raw Lance's take, and one range GET of the server
+    let ours = random_reads_ours(&b, n).await;
+    let ds = Dataset::open(&data).await.unwrap();
+    let take = random_reads_take(&ds, n).await;
+    row(
+        "s3",
+        &format!(
+            "random read(offset, 100) at {n} rows on s3:// vs raw Dataset::take there (reads/s)"
+        ),
+        1.0 / ours,
+        1.0 / take,
+        "reads/s",
+        take / ours,
+        "-",
+    );
+    let get = range_get_secs(&ds).await;
+    row(
+        "s3",
+        &format!(
+            "random read(offset, 100) at {n} rows on s3:// vs one range GET of 8 KiB of a data file \
+             there (latency; a read makes ~6 GETs, issued together)"
+        ),
+        ours * 1e3,
+        get * 1e3,
+        "ms",
+        ours / get,
+        "-",
+    );
+}
+
+/// Mean seconds of one range GET of 8 KiB at a random place of the dataset's largest
+/// data file, through Lance's object store (its S3 client), one after another.
+async fn range_get_secs(ds: &Dataset) -> f64 {
+    use object_store::ObjectStoreExt;
+    let store = ds.object_store(None).await.unwrap();
+    let frag = &ds.manifest().fragments[0];
+    let path = ds.data_dir().join(frag.files[0].path.as_str());
+    let size = store.inner.head(&path).await.unwrap().size;
+    let offs = offsets(size.saturating_sub(8192).max(101), READS, 5);
+    let t = Instant::now();
+    for o in offs {
+        store.inner.get_range(&path, o..o + 8192).await.unwrap();
+    }
+    t.elapsed().as_secs_f64() / READS as f64
 }
