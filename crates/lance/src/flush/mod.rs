@@ -281,7 +281,7 @@ impl LanceBucket {
             Err(e) => return Err(Error::lance("reload", &self.uri)(e)),
         };
         let version = latest.manifest().version;
-        if self.storage.versions.foreign(version) {
+        if self.storage.versions.foreign(version) || !self.is_own_unsure(&latest, version).await? {
             return Err(Error::CommittedByAnotherWriter {
                 dataset: self.uri.clone(),
                 version,
@@ -312,6 +312,37 @@ impl LanceBucket {
         }
         self.commits.outcome_unknown = false;
         Ok(())
+    }
+
+    /// Whether the manifest at `version` of `latest` is the one this handle put there
+    /// without a clear answer, read back and compared (true when no such put is
+    /// pending there): the put may never have reached the store, and another writer
+    /// taken the version since (its lease lost track of, a clock far off). Accepting
+    /// that manifest as this handle's would take its rows for this handle's buffered
+    /// records and drop them.
+    async fn is_own_unsure(&self, latest: &Dataset, version: u64) -> Result<bool> {
+        use object_store::ObjectStoreExt;
+        let Some(sent) = self.storage.versions.sent_at(version) else {
+            return Ok(true);
+        };
+        let store = latest
+            .object_store(None)
+            .await
+            .map_err(Error::lance("reach", &self.uri))?;
+        let read = |e: object_store::Error| Error::Io {
+            op: "read back the manifest of",
+            path: self.uri.clone().into(),
+            source: std::io::Error::other(e.to_string()),
+        };
+        let bytes = store
+            .inner
+            .get(&sent.location)
+            .await
+            .map_err(read)?
+            .bytes()
+            .await
+            .map_err(read)?;
+        Ok(sent.matches(&bytes))
     }
 
     /// fsyncs the files of the dataset not fsynced yet, sealing the new data files

@@ -43,17 +43,51 @@ impl Default for Versions {
         Self(Mutex::new(VersionState {
             next: 1,
             unsure: None,
+            sent: None,
         }))
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct VersionState {
     /// The version the next manifest must have.
     next: u64,
     /// A manifest put at this version failed without a clear answer: it may have
     /// landed.
     unsure: Option<u64>,
+    /// What that put sent, when it was a put (not a rename): whether the manifest
+    /// found at that version is this handle's is a comparison of bytes.
+    sent: Option<SentManifest>,
+}
+
+/// A manifest this handle put without a clear answer: where, and a digest of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SentManifest {
+    version: u64,
+    /// The object the put named.
+    pub(crate) location: StorePath,
+    crc: u32,
+    len: u64,
+}
+
+impl SentManifest {
+    fn new(version: u64, location: &StorePath, payload: &PutPayload) -> Self {
+        let mut crc = crc32fast::Hasher::new();
+        for chunk in payload.iter() {
+            crc.update(chunk);
+        }
+        Self {
+            version,
+            location: location.clone(),
+            crc: crc.finalize(),
+            len: payload.content_length() as u64,
+        }
+    }
+
+    /// Whether `bytes`, read back from [`Self::location`], are what was sent.
+    pub(crate) fn matches(&self, bytes: &[u8]) -> bool {
+        bytes.len() as u64 == self.len && crc32fast::hash(bytes) == self.crc
+    }
 }
 
 impl Versions {
@@ -68,9 +102,11 @@ impl Versions {
         // a put of this handle past `version` whose outcome is unknown may land yet (a
         // cancelled local write runs on to its end): it stays possibly this handle's
         let unsure = st.unsure.filter(|&u| u > version);
+        let sent = st.sent.take().filter(|s| s.version > version);
         *st = VersionState {
             next: version + 1,
             unsure,
+            sent,
         };
     }
 
@@ -78,8 +114,18 @@ impl Versions {
     /// did not write: anything past the last version it wrote, except one whose put
     /// failed without an answer.
     pub(crate) fn foreign(&self, latest: u64) -> bool {
-        let st = *self.state();
+        let st = self.state();
         latest + 1 != st.next && st.unsure != Some(latest)
+    }
+
+    /// The manifest this handle put at `version` without a clear answer, if it was a
+    /// put: the caller compares it with the manifest found there (another writer may
+    /// have taken the version the put never reached).
+    pub(crate) fn sent_at(&self, version: u64) -> Option<SentManifest> {
+        let st = self.state();
+        st.sent
+            .clone()
+            .filter(|s| s.version == version && st.unsure == Some(version))
     }
 
     /// The version the next commit of this handle must have.
@@ -92,12 +138,18 @@ impl Versions {
     /// dropped may still land: a local write runs on to its end on a blocking thread).
     /// Returns whether an earlier put at this version was already unsure (it may have
     /// landed: a put that now finds the version taken may be finding that one).
-    fn check(&self, version: u64, location: &StorePath) -> object_store::Result<bool> {
+    fn check(
+        &self,
+        version: u64,
+        location: &StorePath,
+        sent: Option<SentManifest>,
+    ) -> object_store::Result<bool> {
         let mut st = self.state();
         let next = st.next;
         if version == next {
             let retried = st.unsure == Some(version);
             st.unsure = Some(version);
+            st.sent = sent;
             return Ok(retried);
         }
         Err(store_error(
@@ -118,10 +170,14 @@ impl Versions {
             Ok(_) => {
                 st.next = version + 1;
                 st.unsure = None;
+                st.sent = None;
             }
             // the version exists: another writer's, unless an earlier put of this
             // handle there may have landed (Lance reports the conflict either way)
-            Err(object_store::Error::AlreadyExists { .. }) if !retried => st.unsure = None,
+            Err(object_store::Error::AlreadyExists { .. }) if !retried => {
+                st.unsure = None;
+                st.sent = None;
+            }
             Err(_) => st.unsure = Some(version),
         }
     }
@@ -275,9 +331,10 @@ impl Shared {
         &self,
         location: &StorePath,
         version: u64,
+        sent: Option<SentManifest>,
         write: impl Future<Output = object_store::Result<T>>,
     ) -> object_store::Result<T> {
-        let retried = self.versions.check(version, location)?;
+        let retried = self.versions.check(version, location, sent)?;
         let local = self.local(location);
         let mut new_dirs = Vec::new();
         if let Some((path, local)) = &local {
@@ -374,10 +431,13 @@ impl ObjectStore for Durable {
     ) -> object_store::Result<PutResult> {
         self.shared.calls.puts.fetch_add(1, Ordering::Relaxed);
         let _op = self.shared.begin(location)?;
-        let put = self.inner.put_opts(location, payload, opts);
         match manifest_version(location) {
-            Some(version) => self.shared.commit(location, version, put).await,
-            None => put.await,
+            Some(version) => {
+                let sent = SentManifest::new(version, location, &payload);
+                let put = self.inner.put_opts(location, payload, opts);
+                self.shared.commit(location, version, Some(sent), put).await
+            }
+            None => self.inner.put_opts(location, payload, opts).await,
         }
     }
 
@@ -472,7 +532,7 @@ impl ObjectStore for Durable {
         let _op = self.shared.begin(to)?;
         let rename = self.inner.rename_opts(from, to, options);
         match manifest_version(to) {
-            Some(version) => self.shared.commit(to, version, rename).await,
+            Some(version) => self.shared.commit(to, version, None, rename).await,
             None => rename.await,
         }
     }

@@ -405,3 +405,40 @@ fn a_flush_comes_due_once_the_oldest_unflushed_record_has_waited_the_interval() 
         );
     });
 }
+
+#[test]
+fn a_version_another_writer_took_after_an_unanswered_put_is_not_taken_for_this_writers() {
+    rt().block_on(async {
+        let uri = Store::Memory.uri();
+        let faults = Arc::new(Faults::default());
+        let mut first = LanceBucket::open_on(&uri, options(), faults.clone())
+            .await
+            .unwrap();
+        first.put_batch(batch(0, 10)).unwrap();
+        first.flush().await.unwrap();
+        // the first writer's put of version 2 never reaches the store, and it cannot
+        // tell: the version stays possibly its own
+        faults
+            .0
+            .lock()
+            .unwrap()
+            .insert(2, ManifestFault::BeforeSent);
+        first.put_batch(batch(10, 10)).unwrap();
+        first.flush().await.unwrap_err();
+        // meanwhile a second writer (the first one's lease gone behind its back)
+        // commits version 2, with fewer rows than the first has buffered
+        remove_lease(&uri).await;
+        let mut second = LanceBucket::open(&uri, options()).await.unwrap();
+        second.put_batch(batch(1000, 4)).unwrap();
+        second.flush().await.unwrap();
+        // the first writer finds version 2 is not the manifest it sent: it refuses,
+        // rather than take those 4 rows for 4 of its own records and drop them
+        let err = first.flush().await.unwrap_err();
+        assert!(
+            matches!(err, Error::CommittedByAnotherWriter { version: 2, .. }),
+            "{err}"
+        );
+        assert_eq!(first.stats().buffered_count, 10, "nothing dropped");
+        assert_eq!(first.persisted_count(), 10);
+    });
+}
