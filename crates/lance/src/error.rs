@@ -230,6 +230,19 @@ impl Error {
         move |source| Error::Arrow { op, source }
     }
 
+    /// An error of Lance's object store during `op` on `uri` (data at a URI), kept as
+    /// an I/O error naming both.
+    pub(crate) fn store<'a>(
+        op: &'static str,
+        uri: &'a str,
+    ) -> impl Fn(object_store::Error) -> Error + 'a {
+        move |e| Error::Io {
+            op,
+            path: uri.into(),
+            source: std::io::Error::other(e.to_string()),
+        }
+    }
+
     pub(crate) fn io<'a>(
         op: &'static str,
         path: &'a std::path::Path,

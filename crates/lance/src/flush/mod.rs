@@ -329,19 +329,15 @@ impl LanceBucket {
             .object_store(None)
             .await
             .map_err(Error::lance("reach", &self.uri))?;
-        let read = |e: object_store::Error| Error::Io {
-            op: "read back the manifest of",
-            path: self.uri.clone().into(),
-            source: std::io::Error::other(e.to_string()),
-        };
+        let read = Error::store("read back the manifest of", &self.uri);
         let bytes = store
             .inner
             .get(&sent.location)
             .await
-            .map_err(read)?
+            .map_err(&read)?
             .bytes()
             .await
-            .map_err(read)?;
+            .map_err(&read)?;
         Ok(sent.matches(&bytes))
     }
 

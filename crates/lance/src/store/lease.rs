@@ -126,11 +126,7 @@ impl Lease {
     }
 
     fn failed(&self, op: &'static str) -> impl Fn(object_store::Error) -> Error + '_ {
-        move |e| Error::Io {
-            op,
-            path: self.uri.clone().into(),
-            source: std::io::Error::other(e.to_string()),
-        }
+        Error::store(op, &self.uri)
     }
 
     fn object(&self, number: u64) -> StorePath {
@@ -159,8 +155,7 @@ impl Lease {
         {
             Ok(_) => Ok(Held { number, expires }),
             Err(exists @ object_store::Error::AlreadyExists { .. }) => {
-                let bytes = self.store.get(&path).await?.bytes().await?;
-                match Content::decode(&bytes) {
+                match self.fetch(number).await? {
                     Some(found) if found.holder == self.holder => Ok(Held {
                         number,
                         expires: found.expires,
@@ -190,17 +185,19 @@ impl Lease {
         Ok(Some((number, self.read(number).await?)))
     }
 
+    /// What lease object `number` says (`None`: not a lease this crate wrote).
+    async fn fetch(&self, number: u64) -> object_store::Result<Option<Content>> {
+        let bytes = self.store.get(&self.object(number)).await?.bytes().await?;
+        Ok(Content::decode(&bytes))
+    }
+
     /// What lease object `number` says.
     async fn read(&self, number: u64) -> Result<Content> {
-        let bytes = self
-            .store
-            .get(&self.object(number))
-            .await
-            .map_err(self.failed("read the lease"))?
-            .bytes()
+        let content = self
+            .fetch(number)
             .await
             .map_err(self.failed("read the lease"))?;
-        Content::decode(&bytes).ok_or_else(|| Error::Io {
+        content.ok_or_else(|| Error::Io {
             op: "read the lease",
             path: self.uri.clone().into(),
             source: std::io::Error::other(format!("lease {number} is not one this crate wrote")),

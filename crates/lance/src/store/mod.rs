@@ -259,11 +259,7 @@ pub async fn list_dirs(
         .inner
         .list_with_delimiter(Some(&base))
         .await
-        .map_err(|e| crate::error::Error::Io {
-            op: "list",
-            path: uri.into(),
-            source: io::Error::other(e.to_string()),
-        })?;
+        .map_err(crate::error::Error::store("list", uri))?;
     let mut names: Vec<String> = listed
         .common_prefixes
         .iter()

@@ -15,7 +15,7 @@ use persisting_lance::{LanceBucket, LanceOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::remote::{Store, s3_root};
+use crate::remote::{Store, s3_configured};
 use crate::rt;
 
 /// What the proxy does to the requests it forwards.
@@ -194,8 +194,7 @@ fn batch(from: i64, n: i64) -> Vec<Record> {
 
 #[test]
 fn on_s3_server_errors_are_retried_and_nothing_is_lost_or_duplicated() {
-    if s3_root().is_none() {
-        eprintln!("skipped: PERSISTING_TEST_S3 is not set (scripts/s3-server.sh)");
+    if !s3_configured() {
         return;
     }
     rt().block_on(async {
@@ -227,8 +226,7 @@ fn on_s3_server_errors_are_retried_and_nothing_is_lost_or_duplicated() {
 
 #[test]
 fn on_s3_errors_that_outlast_the_retries_name_the_uri_and_the_operation() {
-    if s3_root().is_none() {
-        eprintln!("skipped: PERSISTING_TEST_S3 is not set (scripts/s3-server.sh)");
+    if !s3_configured() {
         return;
     }
     rt().block_on(async {
