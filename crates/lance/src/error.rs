@@ -185,6 +185,72 @@ pub enum Error {
         /// Who holds it now, if it could be read.
         holder: String,
     },
+    /// A consumer group name that is not one plain name (see
+    /// [`crate::validate_group`]).
+    #[error("invalid consumer group name {group:?}: {reason}")]
+    InvalidGroup {
+        /// The name given.
+        group: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A commit that would move a group back: commits only go forward (a seek moves
+    /// a group anywhere, explicitly). Nothing was written.
+    #[error(
+        "consumer group {group:?} of {bucket}: commit of offset {requested} refused: the group has committed offset {committed}, and a commit never moves it back (seek does)"
+    )]
+    GroupBackwards {
+        /// The group.
+        group: String,
+        /// The bucket.
+        bucket: String,
+        /// Its committed offset.
+        committed: u64,
+        /// The offset asked for.
+        requested: u64,
+    },
+    /// A commit or seek past the bucket's records. Nothing was written.
+    #[error(
+        "consumer group {group:?} of {bucket}: offset {requested} refused: the bucket holds offsets below {end} only (its end is {end})"
+    )]
+    GroupPastEnd {
+        /// The group.
+        group: String,
+        /// The bucket.
+        bucket: String,
+        /// The offset asked for.
+        requested: u64,
+        /// The bucket's end (its record count).
+        end: u64,
+    },
+    /// A commit made from a stale view of the group: another committer changed it
+    /// after this one read it. Nothing was written.
+    #[error(
+        "consumer group {group:?} of {bucket}: commit of offset {requested} refused: this committer read the group at {}, but another committer has since moved it to {}",
+        seen.map_or_else(|| "no committed offset".to_owned(), |o| format!("offset {o}")),
+        found.map_or_else(|| "no committed offset (deleted)".to_owned(), |o| format!("offset {o}"))
+    )]
+    GroupConflict {
+        /// The group.
+        group: String,
+        /// The bucket.
+        bucket: String,
+        /// The committed offset this committer had read (`None`: none).
+        seen: Option<u64>,
+        /// The committed offset found now (`None`: none).
+        found: Option<u64>,
+        /// The offset asked for.
+        requested: u64,
+    },
+    /// A consumer group's file or object that does not decode: it is damaged, and no
+    /// offset is guessed from it.
+    #[error("consumer group state {path} is damaged: {reason}")]
+    GroupDamaged {
+        /// The file or object.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A column type this crate cannot read back as record values.
     #[error("column {column:?} has Arrow type {data_type}, which cannot be read as record values")]
     UnsupportedColumn {

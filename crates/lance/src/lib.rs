@@ -41,6 +41,7 @@ mod convert;
 mod error;
 mod evolve;
 mod flush;
+mod groups;
 mod options;
 mod read;
 mod schema;
@@ -52,6 +53,9 @@ pub use bucket::{
 };
 pub use convert::{TEXT_BLOCK_BYTES, TEXT_BLOCK_ROWS, row_checksum};
 pub use error::{Error, Result};
+pub use groups::{
+    COMPACT_AT, GROUP_NAME_BYTES_MAX, GROUPS_DIR, GroupOffset, Groups, validate_group,
+};
 pub use options::{ColumnCompression, LanceOptions};
 pub use schema::{
     CHECKSUM_COLUMN, ColType, ENCODING_CODEC_V1, ENCODING_KEY, LAYOUT_COLUMN, REGISTRY_KEY, Scalar,

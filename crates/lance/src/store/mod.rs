@@ -229,7 +229,7 @@ impl Storage {
 }
 
 /// Lance's form of a bucket's storage options (none: the `AWS_*` variables alone).
-fn accessor(options: &HashMap<String, String>) -> Option<Arc<StorageOptionsAccessor>> {
+pub(crate) fn accessor(options: &HashMap<String, String>) -> Option<Arc<StorageOptionsAccessor>> {
     (!options.is_empty())
         .then(|| Arc::new(StorageOptionsAccessor::with_static_options(options.clone())))
 }

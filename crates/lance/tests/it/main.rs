@@ -5,6 +5,7 @@
 mod arrow_reads;
 mod cancellation;
 mod compaction;
+mod consumer_groups;
 mod damaged_files;
 mod foreign_datasets;
 mod power_loss;

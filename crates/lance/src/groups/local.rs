@@ -1,0 +1,293 @@
+//! Consumer groups of a bucket on local disk: `groups/{group}.offsets`, an
+//! append-only file of change records, changed under an exclusive `flock` of it.
+//!
+//! Invariants:
+//! - a change is decided on the file's last intact record, read under the lock of the
+//!   file the group's name points to (a lock taken on a file that was deleted or
+//!   replaced meanwhile is let go and taken again on the new one);
+//! - the change is appended after the last intact record (cutting a torn tail) and
+//!   fsynced before it returns; a new file's directory entry (and a new `groups/`
+//!   directory's) is fsynced before its first change returns;
+//! - a file grown to [`super::COMPACT_AT`] records is replaced with its last record
+//!   alone: written to `{file}.tmp`, fsynced, renamed over, directory fsynced;
+//! - every write, rename and fsync goes through the bucket's [`Disk`], so a simulated
+//!   power loss sees them.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::record::{Change, RECORD_BYTES, token};
+use super::{COMPACT_AT, GROUPS_DIR};
+use crate::error::{Error, Result};
+use crate::store::Disk;
+
+/// The suffix of a group's file.
+pub(crate) const SUFFIX: &str = ".offsets";
+
+#[derive(Debug, Clone)]
+pub(crate) struct Local {
+    root: PathBuf,
+    dir: PathBuf,
+    disk: Arc<dyn Disk>,
+}
+
+/// A group file's contents: its last intact change and the bytes up to the end of it.
+struct Parsed {
+    last: Option<Change>,
+    valid_len: u64,
+}
+
+/// Parses a group file: its records in order, each intact and of a later generation
+/// than the one before. A last record that is cut short or fails its checksum is an
+/// interrupted change (never acknowledged) and is left out; damage anywhere else is
+/// [`Error::GroupDamaged`].
+fn parse(bytes: &[u8], path: &Path) -> Result<Parsed> {
+    let mut last: Option<Change> = None;
+    let mut at = 0usize;
+    while at + RECORD_BYTES <= bytes.len() {
+        let is_last = at + RECORD_BYTES == bytes.len();
+        match Change::decode(&bytes[at..at + RECORD_BYTES]) {
+            Ok(c) => {
+                if let Some(prev) = last
+                    && c.generation <= prev.generation
+                {
+                    return Err(damaged(
+                        path,
+                        format!(
+                            "the record at byte {at} has generation {}, not after {}",
+                            c.generation, prev.generation
+                        ),
+                    ));
+                }
+                last = Some(c);
+                at += RECORD_BYTES;
+            }
+            Err(_) if is_last => break,
+            Err(reason) => {
+                return Err(damaged(
+                    path,
+                    format!("the record at byte {at} of {}: {reason}", bytes.len()),
+                ));
+            }
+        }
+    }
+    Ok(Parsed {
+        last,
+        valid_len: at as u64,
+    })
+}
+
+fn damaged(path: &Path, reason: String) -> Error {
+    Error::GroupDamaged {
+        path: path.display().to_string(),
+        reason,
+    }
+}
+
+impl Local {
+    pub(crate) fn new(root: &Path, disk: Arc<dyn Disk>) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            dir: root.join(GROUPS_DIR),
+            disk,
+        }
+    }
+
+    pub(crate) fn path(&self, group: &str) -> PathBuf {
+        self.dir.join(format!("{group}{SUFFIX}"))
+    }
+
+    fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
+        Error::io(op, path)
+    }
+
+    /// The group's last change, read without the lock (a change being written is
+    /// an interrupted one to this read).
+    pub(crate) fn read(&self, group: &str) -> Result<Option<Change>> {
+        let path = self.path(group);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(parse(&bytes, &path)?.last),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Self::io("read consumer group", &path)(e)),
+        }
+    }
+
+    /// The group's file, opened (created if absent) and locked; it is the one the
+    /// group's name points to while the lock is held.
+    fn lock(&self, group: &str) -> Result<(File, PathBuf)> {
+        let path = self.path(group);
+        if !self.dir.is_dir() {
+            std::fs::create_dir_all(&self.dir)
+                .map_err(Self::io("create the consumer groups directory", &self.dir))?;
+            self.disk
+                .sync_dir(&self.root)
+                .map_err(Self::io("fsync", &self.root))?;
+        }
+        loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(Self::io("open consumer group", &path))?;
+            file.lock()
+                .map_err(Self::io("lock consumer group", &path))?;
+            let held = file
+                .metadata()
+                .map_err(Self::io("stat consumer group", &path))?;
+            match std::fs::metadata(&path) {
+                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+                    return Ok((file, path));
+                }
+                // deleted or replaced while this waited for the lock: take the new one
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Self::io("stat consumer group", &path)(e)),
+            }
+        }
+    }
+
+    /// Applies one change: `decide` gets the group's last change and returns the new
+    /// offset (or refuses, and nothing is written). Returns the change, durable.
+    pub(crate) fn change(
+        &self,
+        group: &str,
+        decide: impl FnOnce(Option<&Change>) -> Result<u64>,
+    ) -> Result<Change> {
+        let _op = self.disk.begin().map_err(Self::io("change", &self.dir))?;
+        let (mut file, path) = self.lock(group)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(Self::io("read consumer group", &path))?;
+        let parsed = parse(&bytes, &path)?;
+        let offset = decide(parsed.last.as_ref())?;
+        let change = Change {
+            generation: parsed.last.map_or(1, |c| c.generation + 1),
+            offset,
+            token: token(),
+        };
+        let records = parsed.valid_len / RECORD_BYTES as u64;
+        if records + 1 >= COMPACT_AT as u64 {
+            // the file replaced with the new record alone
+            let tmp = self.dir.join(format!("{group}{SUFFIX}.tmp"));
+            self.disk
+                .write_from(&tmp, 0, &change.encode())
+                .map_err(Self::io("write consumer group", &tmp))?;
+            self.disk
+                .sync_file(&tmp)
+                .map_err(Self::io("fsync consumer group", &tmp))?;
+            self.disk
+                .rename(&tmp, &path)
+                .map_err(Self::io("replace consumer group", &path))?;
+            self.disk
+                .sync_dir(&self.dir)
+                .map_err(Self::io("fsync", &self.dir))?;
+        } else {
+            self.disk
+                .write_from(&path, parsed.valid_len, &change.encode())
+                .map_err(Self::io("write consumer group", &path))?;
+            self.disk
+                .sync_file(&path)
+                .map_err(Self::io("fsync consumer group", &path))?;
+            if parsed.valid_len == 0 {
+                // the file may be new: its name durable before the change returns
+                self.disk
+                    .sync_dir(&self.dir)
+                    .map_err(Self::io("fsync", &self.dir))?;
+            }
+        }
+        drop(file);
+        Ok(change)
+    }
+
+    /// Deletes the group's file; whether the group had a committed offset.
+    pub(crate) fn delete(&self, group: &str) -> Result<bool> {
+        if !self.path(group).exists() {
+            return Ok(false);
+        }
+        let _op = self.disk.begin().map_err(Self::io("change", &self.dir))?;
+        let (mut file, path) = self.lock(group)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(Self::io("read consumer group", &path))?;
+        // a damaged file is deleted too: deleting is how a user gets rid of it
+        let had = parse(&bytes, &path).map_or(true, |p| p.last.is_some());
+        std::fs::remove_file(&path).map_err(Self::io("delete consumer group", &path))?;
+        self.disk
+            .sync_dir(&self.dir)
+            .map_err(Self::io("fsync", &self.dir))?;
+        drop(file);
+        Ok(had)
+    }
+
+    /// Every group with a committed offset.
+    pub(crate) fn list(&self) -> Result<Vec<(String, Change)>> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Self::io("list consumer groups", &self.dir)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(Self::io("list consumer groups", &self.dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(group) = name.strip_suffix(SUFFIX) else {
+                continue;
+            };
+            if let Some(change) = self.read(group)? {
+                out.push((group.to_owned(), change));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(generation: u64, offset: u64) -> Change {
+        Change {
+            generation,
+            offset,
+            token: 7,
+        }
+    }
+
+    #[test]
+    fn a_torn_last_record_is_an_interrupted_change() {
+        let path = Path::new("g.offsets");
+        let mut bytes = [change(1, 10).encode(), change(2, 20).encode()].concat();
+        assert_eq!(parse(&bytes, path).unwrap().last, Some(change(2, 20)));
+        // cut short
+        let cut = &bytes[..bytes.len() - 3];
+        let p = parse(cut, path).unwrap();
+        assert_eq!((p.last, p.valid_len), (Some(change(1, 10)), 40));
+        // garbled
+        bytes[70] ^= 0xff;
+        let p = parse(&bytes, path).unwrap();
+        assert_eq!((p.last, p.valid_len), (Some(change(1, 10)), 40));
+    }
+
+    #[test]
+    fn damage_before_the_last_record_names_the_file() {
+        let path = Path::new("/b/groups/g.offsets");
+        let mut bytes = [
+            change(1, 10).encode(),
+            change(2, 20).encode(),
+            change(3, 30).encode(),
+        ]
+        .concat();
+        bytes[45] ^= 1;
+        let e = parse(&bytes, path).err().unwrap().to_string();
+        assert!(e.contains("/b/groups/g.offsets"), "{e}");
+        assert!(e.contains("byte 40"), "{e}");
+        let stale = [change(2, 10).encode(), change(2, 20).encode()].concat();
+        let e = parse(&stale, path).err().unwrap().to_string();
+        assert!(e.contains("generation 2, not after 2"), "{e}");
+    }
+}
