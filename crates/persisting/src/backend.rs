@@ -7,13 +7,15 @@
 
 use std::collections::VecDeque;
 
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{self, BoxStream, StreamExt};
 use persisting_codec::Record;
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::error::Result;
+use crate::groups::{BucketGroups, GroupLag};
+use persisting_lance::GroupOffset;
 
 /// Statistics of a backend, serializable to the seed's dictionary keys.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -93,6 +95,66 @@ pub trait StorageBackend: Send + Sync {
 
     /// Flushes and closes: blocked streams end, later calls fail.
     fn close(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// The bucket's consumer groups (see [`crate::groups`]). The default: not
+    /// supported (a `MemoryBackend`'s records do not outlive the process, so neither
+    /// would its offsets).
+    fn consumer_groups(&self) -> Result<BucketGroups> {
+        Err(crate::error::BucketError::Unsupported {
+            backend: std::any::type_name::<Self>(),
+            operation: "consumer groups",
+        }
+        .into())
+    }
+
+    /// Commits `group`'s offset, durably (see [`BucketGroups::commit`]).
+    fn commit_offset<'a>(
+        &'a self,
+        group: &'a str,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<GroupOffset>> {
+        let groups = self.consumer_groups();
+        async move { groups?.commit(group, offset).await }.boxed()
+    }
+
+    /// Commits `group`'s offset if no one changed it since it was read as `seen` (see
+    /// [`BucketGroups::commit_from`]).
+    fn commit_offset_from<'a>(
+        &'a self,
+        group: &'a str,
+        seen: Option<GroupOffset>,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<GroupOffset>> {
+        let groups = self.consumer_groups();
+        async move { groups?.commit_from(group, seen.as_ref(), offset).await }.boxed()
+    }
+
+    /// `group`'s committed offset (`None`: it never committed).
+    fn committed_offset<'a>(
+        &'a self,
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<Option<GroupOffset>>> {
+        let groups = self.consumer_groups();
+        async move { groups?.committed(group).await }.boxed()
+    }
+
+    /// Moves `group` to `offset`, back or forward, within the bucket.
+    fn seek_group<'a>(&'a self, group: &'a str, offset: u64) -> BoxFuture<'a, Result<GroupOffset>> {
+        let groups = self.consumer_groups();
+        async move { groups?.seek(group, offset).await }.boxed()
+    }
+
+    /// Deletes `group`; whether it had a committed offset.
+    fn delete_group<'a>(&'a self, group: &'a str) -> BoxFuture<'a, Result<bool>> {
+        let groups = self.consumer_groups();
+        async move { groups?.delete(group).await }.boxed()
+    }
+
+    /// Every group of the bucket with its committed offset, the end and the lag.
+    fn list_groups(&self) -> BoxFuture<'_, Result<Vec<GroupLag>>> {
+        let groups = self.consumer_groups();
+        async move { groups?.list().await }.boxed()
+    }
 
     /// Records fetched per read by [`StorageBackend::get_stream`].
     fn read_batch_size(&self) -> usize {

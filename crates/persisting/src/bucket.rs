@@ -27,6 +27,7 @@ use tokio::sync::{RwLock, watch};
 
 use crate::backend::{BackendStats, StorageBackend};
 use crate::error::{BucketError, Result, StorageError};
+use crate::groups::BucketGroups;
 use crate::metrics::BucketMetrics;
 use crate::options::PersistingOptions;
 
@@ -134,6 +135,8 @@ struct Inner {
     notify: SyncRwLock<Option<watch::Sender<u64>>>,
     closed: AtomicBool,
     metrics: Option<BucketMetrics>,
+    /// The bucket's consumer groups, beside its data.
+    groups: persisting_lance::Groups,
     /// Held for the life of the handle.
     _lock: std::fs::File,
 }
@@ -265,6 +268,12 @@ impl PersistingBackend {
         };
         // a flush commit left running by a dropped handle lands before this open counts
         // the rows (LanceBucket::open waits for it): the WAL is replayed after it
+        let groups = persisting_lance::Groups::open_on(
+            &storage_path,
+            &lance_opts.storage_options,
+            Arc::clone(&lance_disk),
+        )
+        .await?;
         let mut lance =
             Box::pin(LanceBucket::open_on(&storage_path, lance_opts, lance_disk)).await?;
         // data at a URI: the writer's lease, before anything is replayed or written
@@ -306,6 +315,7 @@ impl PersistingBackend {
                 notify: SyncRwLock::new(Some(notify)),
                 closed: AtomicBool::new(false),
                 metrics,
+                groups,
                 _lock: lock,
             }),
         };
@@ -547,6 +557,23 @@ impl PersistingBackend {
         self.flush_locked(&mut lance).await
     }
 
+    /// Makes the acknowledged records below `offset` durable: fsyncs the WAL up to
+    /// them, or without a WAL flushes them to Lance. What a consumer group commit
+    /// asks first, so that no crash leaves a group past the bucket's records.
+    async fn make_durable(&self, offset: u64) -> Result<()> {
+        if let Some(wal) = &self.inner.wal {
+            if offset > wal.durable_lsn() {
+                wal.durable(offset).await?;
+            }
+            return Ok(());
+        }
+        let persisted = self.inner.lance.read().await.persisted_count();
+        if offset > persisted {
+            self.flush_now().await?;
+        }
+        Ok(())
+    }
+
     /// Flushes the bucket (its lock held by the caller), then checkpoints the WAL to
     /// what Lance holds durably.
     async fn flush_locked(&self, lance: &mut LanceBucket) -> Result<()> {
@@ -713,6 +740,26 @@ impl StorageBackend for PersistingBackend {
     fn read_batch_size(&self) -> usize {
         self.inner.opts.batch_size
     }
+
+    fn consumer_groups(&self) -> Result<BucketGroups> {
+        let backend = self.clone();
+        let end: crate::groups::LiveEnd = Arc::new(move |offset| {
+            let b = backend.clone();
+            async move {
+                let end = b.total_count();
+                if offset <= end {
+                    b.make_durable(offset).await?;
+                }
+                Ok(end)
+            }
+            .boxed()
+        });
+        let groups = BucketGroups::live(self.inner.groups.clone(), end);
+        Ok(match self.inner.opts.enable_metrics {
+            true => groups.with_metrics(&self.inner.opts.metrics_topic, self.inner.bucket_id),
+            false => groups,
+        })
+    }
 }
 
 /// The seed's `LanceBackend`: a Lance bucket with a buffer, no WAL (records are durable
@@ -789,5 +836,8 @@ impl StorageBackend for LanceBackend {
     }
     fn read_batch_size(&self) -> usize {
         self.inner.read_batch_size()
+    }
+    fn consumer_groups(&self) -> Result<BucketGroups> {
+        self.inner.consumer_groups()
     }
 }

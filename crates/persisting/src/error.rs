@@ -131,6 +131,15 @@ pub enum BucketError {
         /// The bucket's storage path.
         path: PathBuf,
     },
+    /// An operation this kind of backend does not offer (consumer groups of a
+    /// `MemoryBackend`, whose records do not outlive the process).
+    #[error("the backend {backend} does not support {operation}")]
+    Unsupported {
+        /// The backend's type.
+        backend: &'static str,
+        /// What was asked.
+        operation: &'static str,
+    },
     /// The blocking task doing `op` ended without an outcome (it panicked or its
     /// runtime shut down): what it did is unknown, and the next open recovers it.
     #[error("the task that was to {op} ended without an outcome: {reason}")]
@@ -154,6 +163,9 @@ pub enum QueueError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A commit asked of a reader opened without a consumer group.
+    #[error("this reader has no consumer group to commit for: open it with read_queue_in_group")]
+    NoGroup,
     /// A record without the queue's bucket column.
     #[error("the record has no {column:?} field, which picks its bucket")]
     MissingBucketColumn {

@@ -38,6 +38,7 @@
 mod backend;
 mod bucket;
 mod error;
+pub mod groups;
 mod md5;
 mod memory;
 mod metrics;
@@ -47,11 +48,13 @@ mod queue;
 pub use backend::{BackendStats, StorageBackend, record_stream};
 pub use bucket::{LOCK_FILE, LanceBackend, PersistingBackend, WAL_DIR, WRITER_FILE};
 pub use error::{BucketError, OptionsError, QueueError, Result, StorageError, WALError};
+pub use groups::{BucketGroups, GroupLag};
 pub use memory::MemoryBackend;
 pub use metrics::{
     DURATION_BUCKETS, MetricsEndpoint, MetricsRecorder, install_metrics_recorder, serve_metrics,
 };
 pub use options::{KNOWN_OPTIONS, PersistingOptions};
+pub use persisting_lance::{GroupOffset, validate_group};
 pub use queue::{
     Assignment, BackendFactory, BucketSpec, QueueOptions, QueueReader, QueueSystem, QueueWriter,
     Registry, Topic, bucket_dir_name, bucket_path, python_str, validate_topic,

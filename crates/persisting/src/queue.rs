@@ -374,8 +374,45 @@ impl QueueSystem {
         Ok(QueueReader {
             offsets: ids.iter().map(|id| (*id, 0)).collect(),
             topic: t,
+            group: None,
         })
     }
+
+    /// A reader of `topic` in consumer group `group`: each assigned bucket starts at
+    /// the group's committed offset (0 where it has none), and
+    /// [`QueueReader::commit`] commits what the reader has read. Readers of one group
+    /// split the buckets between them by `assign` (e.g. [`Assignment::Rank`]).
+    pub async fn read_queue_in_group(
+        &self,
+        topic: &str,
+        opts: QueueOptions,
+        assign: Assignment,
+        group: &str,
+    ) -> Result<QueueReader> {
+        persisting_lance::validate_group(group)?;
+        let mut reader = self.read_queue(topic, opts, assign).await?;
+        let mut seen = BTreeMap::new();
+        for (b, offset) in reader.offsets.iter_mut() {
+            let committed = reader.topic.buckets[*b as usize]
+                .committed_offset(group)
+                .await?;
+            *offset = committed.as_ref().map_or(0, |c| c.offset);
+            seen.insert(*b, committed);
+        }
+        reader.group = Some(ReaderGroup {
+            name: group.to_owned(),
+            seen,
+        });
+        Ok(reader)
+    }
+}
+
+/// The consumer group of a [`QueueReader`]: its name and, per bucket, the committed
+/// state the reader last read or wrote.
+#[derive(Debug)]
+struct ReaderGroup {
+    name: String,
+    seen: BTreeMap<u32, Option<persisting_lance::GroupOffset>>,
 }
 
 /// Which buckets a reader reads.
@@ -458,12 +495,60 @@ impl QueueWriter {
 pub struct QueueReader {
     topic: Topic,
     offsets: BTreeMap<u32, u64>,
+    group: Option<ReaderGroup>,
 }
 
 impl QueueReader {
     /// The buckets this reader reads, with the next offset of each.
     pub fn offsets(&self) -> &BTreeMap<u32, u64> {
         &self.offsets
+    }
+
+    /// The consumer group this reader reads in, if any.
+    pub fn group(&self) -> Option<&str> {
+        self.group.as_ref().map(|g| g.name.as_str())
+    }
+
+    /// Commits, for the reader's group, the offsets it has read to in each bucket
+    /// (at-least-once: call it after the records are processed). Each bucket's commit
+    /// is made from the state this reader last saw: if another committer of the group
+    /// moved it meanwhile, that bucket's commit is refused
+    /// ([`persisting_lance::Error::GroupConflict`]) and nothing is lost silently.
+    /// Buckets whose offset did not move are not written.
+    pub async fn commit(&mut self) -> Result<()> {
+        let Some(group) = self.group.as_mut() else {
+            return Err(QueueError::NoGroup.into());
+        };
+        for (b, offset) in &self.offsets {
+            let seen = group.seen.get(b).cloned().flatten();
+            if seen.as_ref().map(|s| s.offset) == Some(*offset) || (seen.is_none() && *offset == 0)
+            {
+                continue;
+            }
+            let done = self.topic.buckets[*b as usize]
+                .commit_offset_from(&group.name, seen, *offset)
+                .await?;
+            group.seen.insert(*b, Some(done));
+        }
+        Ok(())
+    }
+
+    /// Sets the next offset of bucket `bucket` (one of the reader's).
+    pub fn set_offset(&mut self, bucket: u32, offset: u64) -> Result<()> {
+        match self.offsets.get_mut(&bucket) {
+            Some(o) => {
+                *o = offset;
+                Ok(())
+            }
+            None => Err(StorageError::invalid(
+                "bucket",
+                bucket,
+                format!(
+                    "this reader reads buckets {:?}",
+                    self.offsets.keys().collect::<Vec<_>>()
+                ),
+            )),
+        }
     }
 
     /// Up to `limit` records (`None`: all available) from the assigned buckets in

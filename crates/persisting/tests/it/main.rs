@@ -4,6 +4,7 @@
 
 mod arrow_reads;
 mod concurrency;
+mod consumer_groups;
 mod crash_recovery;
 mod metrics;
 mod object_store;

@@ -146,6 +146,22 @@ fn endpoint_serves_bucket_metrics_over_http() {
         );
         assert!(sample(&after, "persisting_wal_size_bytes", labels).unwrap() < wal_bytes);
         assert!(endpoint.render().contains("persisting_records_total"));
+
+        // consumer groups: lag and commits, labelled by group
+        b.commit_offset("etl", 2).await.unwrap();
+        b.commit_offset("etl", 4).await.unwrap();
+        b.list_groups().await.unwrap();
+        let after = scrape(endpoint.addr());
+        let group = format!(r#"{labels},group="etl""#);
+        assert_eq!(
+            sample(&after, "persisting_consumer_lag", &group),
+            Some(1.0),
+            "{after}"
+        );
+        assert_eq!(
+            sample(&after, "persisting_group_commits_total", &group),
+            Some(2.0)
+        );
         promtool_check(&after);
 
         // a bucket without enable_metrics records nothing
