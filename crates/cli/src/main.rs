@@ -67,6 +67,24 @@ enum Command {
         /// Records to print at most.
         #[arg(long)]
         limit: Option<usize>,
+        /// Read in this consumer group: each bucket from the group's committed offset
+        /// (instead of --offset), and commit what was printed once it is printed.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Consumer groups: list each group's committed offset, the bucket's end and the
+    /// lag; or seek, commit or delete a group. Works on a bucket another process writes.
+    #[command(
+        after_help = "Example:\n  persisting groups /tmp/bucket\n  persisting groups /tmp/queue --topic events --json\n  persisting groups /tmp/bucket seek trainer 0\n  persisting groups /tmp/bucket delete trainer"
+    )]
+    Groups {
+        #[command(flatten)]
+        target: BackendArgs,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<GroupAction>,
     },
     /// Print the last records, and with --follow wait for new ones (as the writer
     /// flushes them to Lance).
@@ -112,6 +130,29 @@ enum Command {
         after_help = "Example:\n  persisting serve-metrics --addr 127.0.0.1:9464 &\n  curl -s http://127.0.0.1:9464/metrics | grep persisting_"
     )]
     ServeMetrics(ServeArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupAction {
+    /// Move a group to OFFSET (back or forward) in every bucket PATH names.
+    Seek {
+        /// The group.
+        group: String,
+        /// Its new committed offset.
+        offset: u64,
+    },
+    /// Commit OFFSET for a group (forward only) in every bucket PATH names.
+    Commit {
+        /// The group.
+        group: String,
+        /// Its new committed offset.
+        offset: u64,
+    },
+    /// Delete a group from every bucket PATH names.
+    Delete {
+        /// The group.
+        group: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -183,7 +224,19 @@ async fn run(cli: Cli) -> CliResult {
             target,
             offset,
             limit,
+            group: None,
         } => get(target, offset, limit, metrics).await,
+        Command::Get {
+            target,
+            limit,
+            group: Some(group),
+            ..
+        } => get_in_group(target, &group, limit, metrics).await,
+        Command::Groups {
+            target,
+            json,
+            action,
+        } => groups(target, json, action).await,
         Command::Tail {
             target,
             offset,
@@ -280,6 +333,100 @@ async fn get(target: BackendArgs, offset: u64, limit: Option<usize>, metrics: bo
     let opened = target.open_for_read(metrics).await?;
     let records = opened.get(offset, limit).await?;
     print_records(&records)
+}
+
+/// `get --group`: each bucket from the group's committed offset, up to `limit`
+/// records in all; each bucket's offset committed once its records are printed.
+async fn get_in_group(
+    target: BackendArgs,
+    group: &str,
+    limit: Option<usize>,
+    metrics: bool,
+) -> CliResult {
+    persisting::validate_group(group).map_err(|e| e.to_string())?;
+    let opened = target.open_for_read(metrics).await?;
+    let groups = opened.groups(&target).await?;
+    let mut left = limit.unwrap_or(usize::MAX);
+    for (index, g) in groups.iter().enumerate() {
+        if left == 0 {
+            break;
+        }
+        let seen = g.committed(group).await.map_err(|e| e.to_string())?;
+        let from = seen.as_ref().map_or(0, |c| c.offset);
+        let records = opened.get_bucket(index, from, left).await?;
+        print_records(&records)?;
+        std::io::stdout().flush().map_err(|e| e.to_string())?;
+        left -= records.len();
+        if !records.is_empty() {
+            g.commit_from(group, seen.as_ref(), from + records.len() as u64)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// `groups`: the table (or JSON) of every group of every bucket PATH names, or one
+/// change of a group in each of them.
+async fn groups(target: BackendArgs, json: bool, action: Option<GroupAction>) -> CliResult {
+    let buckets = target.standalone_groups().await?;
+    let failed = |e: persisting::StorageError| e.to_string();
+    if let Some(action) = action {
+        for (bucket, g) in &buckets {
+            match &action {
+                GroupAction::Seek { group, offset } => {
+                    g.seek(group, *offset).await.map_err(failed)?;
+                    eprintln!("bucket {bucket}: group {group} at {offset}");
+                }
+                GroupAction::Commit { group, offset } => {
+                    g.commit(group, *offset).await.map_err(failed)?;
+                    eprintln!("bucket {bucket}: group {group} committed {offset}");
+                }
+                GroupAction::Delete { group } => {
+                    let had = g.delete(group).await.map_err(failed)?;
+                    eprintln!(
+                        "bucket {bucket}: group {group} {}",
+                        if had {
+                            "deleted"
+                        } else {
+                            "had no committed offset"
+                        }
+                    );
+                }
+            }
+        }
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    for (bucket, g) in &buckets {
+        for lag in g.list().await.map_err(failed)? {
+            rows.push((*bucket, lag));
+        }
+    }
+    if json {
+        let all: Vec<_> = rows
+            .iter()
+            .map(|(bucket, l)| {
+                serde_json::json!({"bucket": bucket, "group": l.group, "committed": l.committed, "end": l.end, "lag": l.lag})
+            })
+            .collect();
+        emit(serde_json::Value::Array(all));
+        return Ok(());
+    }
+    emit(format!(
+        "{:>6}  {:<24} {:>12} {:>12} {:>12}",
+        "bucket", "group", "committed", "end", "lag"
+    ));
+    for (bucket, l) in &rows {
+        emit(format!(
+            "{bucket:>6}  {:<24} {:>12} {:>12} {:>12}",
+            l.group, l.committed, l.end, l.lag
+        ));
+    }
+    if rows.is_empty() {
+        eprintln!("no consumer groups");
+    }
+    Ok(())
 }
 
 async fn tail(target: BackendArgs, offset: Option<u64>, follow: bool, metrics: bool) -> CliResult {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use clap::Args;
 use persisting::lance::{DATASET_DIR, LanceBucket, LanceOptions, is_remote, list_dirs};
 use persisting::{
-    BackendStats, BucketError, BucketSpec, PersistingBackend, PersistingOptions, QueueOptions,
-    QueueSystem, QueueWriter, Record, Registry, StorageBackend, StorageError, WAL_DIR,
-    bucket_dir_name,
+    BackendStats, BucketError, BucketGroups, BucketSpec, PersistingBackend, PersistingOptions,
+    QueueOptions, QueueSystem, QueueWriter, Record, Registry, StorageBackend, StorageError,
+    WAL_DIR, bucket_dir_name,
 };
 
 use crate::CliResult;
@@ -210,6 +210,32 @@ impl BackendArgs {
         Ok(remote.max(local))
     }
 
+    /// The consumer groups of each bucket PATH names, with its id, opened without the
+    /// writer's lock (a bucket another process writes works too).
+    pub async fn standalone_groups(&self) -> CliResult<Vec<(u64, BucketGroups)>> {
+        let storage_options = self.storage_options()?;
+        let wal_root = self.wal_dir()?;
+        let topic = self.topic_at()?;
+        let mut out = Vec::new();
+        for dir in self.bucket_dirs().await? {
+            // the bucket's local directory (its WAL), where its data is at a URI
+            let local = match (is_remote(&dir.to_string_lossy()), &topic, &wal_root) {
+                (false, _, _) => None,
+                (true, Some(t), _) => t
+                    .local
+                    .as_ref()
+                    .zip(dir.file_name())
+                    .map(|(l, name)| l.join(name)),
+                (true, None, w) => w.clone(),
+            };
+            let groups = BucketGroups::open(&dir, local.as_deref(), &storage_options)
+                .await
+                .map_err(|e| e.to_string())?;
+            out.push((bucket_id_of(&dir), groups));
+        }
+        Ok(out)
+    }
+
     /// The bucket directories PATH names (one, or every bucket of the topic).
     pub async fn bucket_dirs(&self) -> CliResult<Vec<PathBuf>> {
         let Some(topic) = self.topic_at()? else {
@@ -361,6 +387,46 @@ where
 }
 
 impl Opened {
+    /// The consumer groups of each opened bucket, in bucket order: those of the
+    /// backends this process holds, else opened beside the read-only data.
+    pub async fn groups(&self, args: &BackendArgs) -> CliResult<Vec<BucketGroups>> {
+        let held = |b: &Arc<dyn StorageBackend>| b.consumer_groups().map_err(|e| e.to_string());
+        match self {
+            Opened::Bucket(b) => Ok(vec![held(b)?]),
+            Opened::Topic(writer) => writer.buckets().iter().map(held).collect(),
+            Opened::ReadOnly(_) => Ok(args
+                .standalone_groups()
+                .await?
+                .into_iter()
+                .map(|(_, g)| g)
+                .collect()),
+        }
+    }
+
+    /// Records `[offset, offset + limit)` of the `index`-th opened bucket.
+    pub async fn get_bucket(
+        &self,
+        index: usize,
+        offset: u64,
+        limit: usize,
+    ) -> CliResult<Vec<Record>> {
+        let failed = |e: &dyn std::fmt::Display| e.to_string();
+        match self {
+            Opened::Bucket(b) if index == 0 => {
+                b.get(offset, Some(limit)).await.map_err(|e| failed(&e))
+            }
+            Opened::ReadOnly(buckets) if index < buckets.len() => buckets[index]
+                .read(offset, limit)
+                .await
+                .map_err(|e| failed(&e)),
+            Opened::Topic(writer) if index < writer.buckets().len() => writer.buckets()[index]
+                .get(offset, Some(limit))
+                .await
+                .map_err(|e| failed(&e)),
+            _ => Err(format!("no bucket {index} here")),
+        }
+    }
+
     pub async fn put_batch(&self, records: Vec<Record>) -> Result<(), StorageError> {
         match self {
             Opened::Bucket(b) => b.put_batch(records).await,

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod commands;
+mod consumer_groups;
 
 use std::io::Write;
 use std::path::Path;
