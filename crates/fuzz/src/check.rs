@@ -43,6 +43,8 @@ pub struct Totals {
     pub corrupted: u64,
     /// Damage reported as an error (the right answer to corruption).
     pub errors_detected: u64,
+    /// Consumer group commits acknowledged to the workload.
+    pub group_commits: u64,
 }
 
 impl Totals {
@@ -56,6 +58,7 @@ impl Totals {
         self.duplicated += o.duplicated;
         self.corrupted += o.corrupted;
         self.errors_detected += o.errors_detected;
+        self.group_commits += o.group_commits;
     }
 
     /// Adds a check's findings.
@@ -103,4 +106,33 @@ pub async fn verify(
         }
     }
     Ok(v)
+}
+
+/// Checks the workload's consumer groups after a crash: none went back from an
+/// acknowledged commit (`owed[g]`), none points past the bucket's records. Returns
+/// the violations found.
+pub async fn verify_groups(b: &dyn StorageBackend, owed: &[u64]) -> Result<Vec<String>, String> {
+    let end = b.total_count();
+    let mut bad = Vec::new();
+    for (g, group) in crate::workload::GROUPS.iter().enumerate() {
+        let now = b
+            .committed_offset(group)
+            .await
+            .map_err(|e| format!("committed offset of {group}: {e}"))?
+            .map(|c| c.offset);
+        let owed = owed.get(g).copied().unwrap_or(0);
+        match now {
+            None if owed > 0 => bad.push(format!(
+                "group {group} lost its committed offset (acknowledged commit {owed})"
+            )),
+            Some(o) if o < owed => bad.push(format!(
+                "group {group} went back to {o} from an acknowledged commit of {owed}"
+            )),
+            Some(o) if o > end => bad.push(format!(
+                "group {group} is at {o}, past the bucket's {end} records"
+            )),
+            _ => {}
+        }
+    }
+    Ok(bad)
 }

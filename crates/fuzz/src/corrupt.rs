@@ -47,7 +47,7 @@ fn build(dir: &Path, cfg: &RunConfig, rng: &mut SimRng) -> Result<u64, String> {
         for _ in 0..(30 + rng.below(120)) {
             match apply(&b, cfg, next_op(rng), next).await? {
                 Applied::Acked(n) => next = n,
-                Applied::Flushed | Applied::Read => {}
+                Applied::Flushed | Applied::Read | Applied::Committed(..) => {}
             }
         }
         Ok(next)

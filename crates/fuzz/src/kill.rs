@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use persisting::wal::SimRng;
 use persisting::{PersistingBackend, PersistingOptions, StorageBackend};
 
-use crate::check::{Totals, verify};
-use crate::workload::{Applied, RunConfig, apply, matches, next_op};
+use crate::check::{Totals, verify, verify_groups};
+use crate::workload::{Applied, GROUPS, RunConfig, apply, matches, next_op};
 use crate::{Args, runtime};
 
 /// Longest a worker may take to open its bucket.
@@ -121,6 +121,7 @@ pub fn worker(args: &Args) -> Result<(), String> {
                     println!("ACK {next}");
                 }
                 Applied::Flushed => println!("FLUSHED {next}"),
+                Applied::Committed(g, offset) => println!("COMMIT {g} {offset}"),
                 Applied::Read => {
                     let from = rng.below(next.max(1));
                     let got = b
@@ -145,6 +146,7 @@ pub fn worker(args: &Args) -> Result<(), String> {
 enum Line {
     Ready(u64),
     Ack(u64),
+    Commit(usize, u64),
     Other(String),
 }
 
@@ -179,6 +181,10 @@ fn spawn_worker(
             let parsed = match line.split_once(' ') {
                 Some(("READY", n)) => n.parse().map(Line::Ready).unwrap_or(Line::Other(line)),
                 Some(("ACK", n)) => n.parse().map(Line::Ack).unwrap_or(Line::Other(line)),
+                Some(("COMMIT", rest)) => rest
+                    .split_once(' ')
+                    .and_then(|(g, o)| Some(Line::Commit(g.parse().ok()?, o.parse().ok()?)))
+                    .unwrap_or(Line::Other(line)),
                 _ => Line::Other(line),
             };
             if tx.send(parsed).is_err() {
@@ -189,13 +195,33 @@ fn spawn_worker(
     Ok((child, rx))
 }
 
+/// What the worker acknowledged: records below `records`, and per consumer group
+/// the highest commit.
+#[derive(Debug, Default)]
+struct Acked {
+    records: u64,
+    commits: [u64; GROUPS.len()],
+    /// Commit lines read.
+    commit_lines: u64,
+}
+
 /// Reads the worker's lines until `deadline` (or the pipe closes), raising `acked`.
 /// Returns false when the pipe closed.
-fn pump(rx: &Receiver<Line>, deadline: Instant, acked: &mut u64, errors: &mut Vec<String>) -> bool {
+fn pump(
+    rx: &Receiver<Line>,
+    deadline: Instant,
+    acked: &mut Acked,
+    errors: &mut Vec<String>,
+) -> bool {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(Line::Ack(n)) => *acked = (*acked).max(n),
+            Ok(Line::Ack(n)) => acked.records = acked.records.max(n),
+            Ok(Line::Commit(g, o)) if g < GROUPS.len() => {
+                acked.commit_lines += 1;
+                acked.commits[g] = acked.commits[g].max(o);
+            }
+            Ok(Line::Commit(..)) => {}
             Ok(Line::Ready(_)) => {}
             Ok(Line::Other(l)) => {
                 if l.starts_with("ERROR") || l.starts_with("BAD") {
@@ -214,16 +240,22 @@ fn check(
     dir: &Path,
     cfg: &RunConfig,
     data: Data,
-    acked: u64,
+    acked: &Acked,
     t: &mut Totals,
 ) -> Result<bool, String> {
     let (path, opts) = location(dir, cfg, data)?;
-    let v = runtime()?.block_on(async {
+    let (v, bad) = runtime()?.block_on(async {
         let b = PersistingBackend::open(0, &path, opts)
             .await
             .map_err(|e| format!("reopening after the kill: {e}"))?;
-        verify(&b, cfg, acked).await
+        let v = verify(&b, cfg, acked.records).await?;
+        let bad = verify_groups(&b, &acked.commits).await?;
+        Ok::<_, String>((v, bad))
     })?;
+    let acked = acked.records;
+    for b in &bad {
+        println!("  {b}");
+    }
     t.judge(&v);
     if !v.clean() {
         println!(
@@ -231,7 +263,7 @@ fn check(
             v.present, v.lost, v.duplicated, v.corrupted
         );
     }
-    Ok(v.clean())
+    Ok(v.clean() && bad.is_empty())
 }
 
 /// One run: `kills` kills at random moments, a check after each, then a clean finish.
@@ -252,7 +284,7 @@ pub fn iteration(args: &Args, base: &Path, seed: u64, data: Data) -> Result<Tota
         iterations: 1,
         ..Totals::default()
     };
-    let mut acked = 0u64;
+    let mut acked = Acked::default();
     let mut ok = true;
     let mut errors = Vec::new();
     for round in 0..=args.kills {
@@ -272,8 +304,11 @@ pub fn iteration(args: &Args, base: &Path, seed: u64, data: Data) -> Result<Tota
                 return Err(format!("worker did not open {} in time", dir.display()));
             }
         };
-        if ready < acked {
-            println!("  reopened with {ready} records, {acked} acknowledged");
+        if ready < acked.records {
+            println!(
+                "  reopened with {ready} records, {} acknowledged",
+                acked.records
+            );
         }
         if last {
             pump(&rx, Instant::now() + OPEN_TIMEOUT, &mut acked, &mut errors);
@@ -297,7 +332,7 @@ pub fn iteration(args: &Args, base: &Path, seed: u64, data: Data) -> Result<Tota
                 &mut errors,
             );
         }
-        ok &= check(&dir, &cfg, data, acked, &mut t)?;
+        ok &= check(&dir, &cfg, data, &acked, &mut t)?;
         if !errors.is_empty() {
             ok = false;
             for e in errors.drain(..) {
@@ -308,7 +343,8 @@ pub fn iteration(args: &Args, base: &Path, seed: u64, data: Data) -> Result<Tota
             break;
         }
     }
-    t.acknowledged = acked;
+    t.acknowledged = acked.records;
+    t.group_commits = acked.commit_lines;
     if ok {
         let _ = std::fs::remove_dir_all(&dir);
     } else {

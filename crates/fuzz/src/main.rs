@@ -141,8 +141,15 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 fn summary(mode: &str, t: &Totals, secs: f64) {
     println!(
-        "crash-fuzz {mode}: iterations={} kills={} acknowledged={} lost={} duplicated={} corrupted-returned={} errors-detected={} ({secs:.1} s)",
-        t.iterations, t.kills, t.acknowledged, t.lost, t.duplicated, t.corrupted, t.errors_detected
+        "crash-fuzz {mode}: iterations={} kills={} acknowledged={} lost={} duplicated={} corrupted-returned={} errors-detected={} group-commits={} ({secs:.1} s)",
+        t.iterations,
+        t.kills,
+        t.acknowledged,
+        t.lost,
+        t.duplicated,
+        t.corrupted,
+        t.errors_detected,
+        t.group_commits
     );
 }
 

@@ -19,9 +19,9 @@ use persisting::lance::{DATASET_DIR, SimCrash, SimDisk, SkippedSync, sealed_file
 use persisting::wal::{CrashMode, SimFs, SimRng};
 use persisting::{PersistingBackend, StorageBackend};
 
-use crate::check::{Totals, verify};
+use crate::check::{Totals, verify, verify_groups};
 use crate::runtime;
-use crate::workload::{Applied, RunConfig, apply, next_op};
+use crate::workload::{Applied, GROUPS, RunConfig, apply, next_op};
 
 /// Crashes per run.
 const CRASHES: u64 = 3;
@@ -59,6 +59,8 @@ pub fn iteration(seed: u64, skipped: Option<SkippedSync>) -> Result<Totals, Stri
     // what must survive: acknowledged records (interval 0), or flushed ones
     let mut owed = 0u64;
     let mut owed_seals: Vec<String> = Vec::new();
+    // acknowledged consumer group commits: a crash never takes one back
+    let mut owed_commits = [0u64; GROUPS.len()];
     let mut ok = true;
     for round in 0..=CRASHES {
         // a runtime per power cycle: what the crashed process was running stops with it
@@ -81,6 +83,10 @@ pub fn iteration(seed: u64, skipped: Option<SkippedSync>) -> Result<Totals, Stri
                     v.present, v.lost, v.duplicated, v.corrupted
                 );
             }
+            let bad = verify_groups(&b, &owed_commits).await?;
+            if !bad.is_empty() {
+                return Err(format!("after crash {round}: {}", bad.join("; ")));
+            }
             let lost = seals_lost(&tmp, &owed_seals)?;
             if !lost.is_empty() {
                 return Err(format!(
@@ -101,6 +107,10 @@ pub fn iteration(seed: u64, skipped: Option<SkippedSync>) -> Result<Totals, Stri
                             owed_seals = sealed_files(&tmp).map_err(|e| e.to_string())?;
                         }
                         Applied::Read => {}
+                        Applied::Committed(g, offset) => {
+                            t.group_commits += 1;
+                            owed_commits[g] = owed_commits[g].max(offset);
+                        }
                     }
                 }
             }

@@ -163,7 +163,13 @@ pub enum Op {
     Flush,
     /// `get` of a random range, checked.
     Read,
+    /// A consumer group commit: group `GROUPS[.0]`, at an offset between its
+    /// committed one and the bucket's end picked by `.1`.
+    Commit(usize, u64),
 }
+
+/// The consumer groups the workload commits for.
+pub const GROUPS: [&str; 2] = ["g0", "g1"];
 
 /// The next operation.
 pub fn next_op(rng: &mut SimRng) -> Op {
@@ -174,6 +180,7 @@ pub fn next_op(rng: &mut SimRng) -> Op {
             Op::PutBatch(1 + rng.below(max))
         }
         85..=91 => Op::Flush,
+        92..=95 => Op::Commit(rng.below(GROUPS.len() as u64) as usize, rng.next_u64()),
         _ => Op::Read,
     }
 }
@@ -187,6 +194,8 @@ pub enum Applied {
     Flushed,
     /// A read: left to the caller (which checks what it returns, or skips it).
     Read,
+    /// A group commit returned: the group is at this offset or later.
+    Committed(usize, u64),
 }
 
 /// Runs one write step of the workload (`next`: the next offset to write).
@@ -215,5 +224,19 @@ pub async fn apply(
             Ok(Applied::Flushed)
         }
         Op::Read => Ok(Applied::Read),
+        Op::Commit(g, pick) => {
+            let group = GROUPS[g];
+            let from = b
+                .committed_offset(group)
+                .await
+                .map_err(|e| format!("committed offset of {group}: {e}"))?
+                .map_or(0, |c| c.offset);
+            let end = b.total_count();
+            let offset = from + pick % (end.saturating_sub(from) + 1);
+            b.commit_offset(group, offset)
+                .await
+                .map_err(|e| format!("commit {group} at {offset} (end {end}): {e}"))?;
+            Ok(Applied::Committed(g, offset))
+        }
     }
 }
