@@ -1180,6 +1180,11 @@ fn main() {
             }
             return;
         }
+        // `PERSISTING_BENCH_ONLY=groups`: only the consumer group rows
+        if std::env::var("PERSISTING_BENCH_ONLY").as_deref() == Ok("groups") {
+            groups_rows(tmp.path()).await;
+            return;
+        }
         // `PERSISTING_BENCH_ONLY=s3`: only the rows of a bucket on the S3 server
         if std::env::var("PERSISTING_BENCH_ONLY").as_deref() == Ok("s3") {
             s3_rows().await;
@@ -1191,9 +1196,122 @@ fn main() {
         lance_rows(tmp.path()).await;
         if std::env::var("PERSISTING_BENCH_ONLY").as_deref() != Ok("lance") {
             facade_rows(tmp.path()).await;
+            groups_rows(tmp.path()).await;
             s3_rows().await;
         }
     });
+}
+
+/// Commits/s of one consumer group, one committer after another, for `secs`: each a
+/// durable (fsynced) write of the group's file.
+async fn group_commits(dir: &Path, secs: f64) -> f64 {
+    let g = persisting::lance::Groups::open(dir, &Default::default())
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        n += 1;
+        g.commit("bench", n, u64::MAX).await.unwrap();
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Appends/s of one writer to the WAL alone, `Always` (fsync before each returns),
+/// for `secs`: a payload the size of a group record.
+fn wal_1(dir: &Path, secs: f64) -> f64 {
+    let (wal, _) = Wal::open(
+        dir,
+        WalOptions {
+            sync: SyncPolicy::Always,
+            ..WalOptions::default()
+        },
+    )
+    .unwrap();
+    let payload = [7u8; 40];
+    let start = std::time::Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        wal.append(&payload).unwrap();
+        n += 1;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Records/s of a consumer draining `b` in reads of `read` records, committing its
+/// group after each read when `commit`.
+async fn drain(b: &PersistingBackend, read: usize, commit: Option<&str>) -> f64 {
+    let start = std::time::Instant::now();
+    let mut offset = 0u64;
+    loop {
+        let got = b.get(offset, Some(read)).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        offset += got.len() as u64;
+        if let Some(group) = commit {
+            b.commit_offset(group, offset).await.unwrap();
+        }
+    }
+    offset as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The consumer group rows: commit cost against the WAL's own durable append, and a
+/// drain with a commit after each read against the same drain without.
+async fn groups_rows(root: &Path) {
+    let secs = 3.0;
+    let (mut commits, mut appends) = (0.0f64, 0.0f64);
+    for round in 0..2 {
+        settle();
+        commits = commits.max(group_commits(&root.join(format!("groups-{round}")), secs).await);
+        settle();
+        let d = root.join(format!("wal1-{round}"));
+        appends = appends.max(
+            tokio::task::spawn_blocking(move || wal_1(&d, secs))
+                .await
+                .unwrap(),
+        );
+    }
+    row(
+        "groups",
+        "commits of one group (fsynced) vs the WAL's 1-writer Always append, same disk",
+        commits,
+        appends,
+        "ops/s",
+        commits / appends,
+        ">=0.8",
+    );
+
+    let n = rows_big().min(1_000_000);
+    let dir = root.join("drain");
+    let opts = PersistingOptions {
+        flush_threshold: 100_000_000,
+        ..PersistingOptions::default()
+    };
+    let b = PersistingBackend::open(0, &dir, opts).await.unwrap();
+    for start in (0..n).step_by(10_000) {
+        let batch = (start..(start + 10_000).min(n)).map(record).collect();
+        b.put_batch(batch).await.unwrap();
+        if (start / 10_000) % 10 == 9 {
+            b.flush().await.unwrap();
+        }
+    }
+    b.flush().await.unwrap();
+    let (mut with, mut without) = (0.0f64, 0.0f64);
+    for round in 0..2 {
+        without = without.max(drain(&b, 10_000, None).await);
+        with = with.max(drain(&b, 10_000, Some(&format!("drain-{round}"))).await);
+    }
+    row(
+        "groups",
+        &format!("drain {n} records, reads of 10^4 + a commit each vs the same reads alone"),
+        with,
+        without,
+        "records/s",
+        with / without,
+        ">=0.9",
+    );
+    b.close().await.unwrap();
 }
 
 /// Records of the s3 rows.
