@@ -17,6 +17,7 @@ use pyo3::types::{PyDict, PyList};
 use crate::bridge::{Cancel, awaitable, runtime};
 use crate::convert::{self, Records};
 use crate::errors;
+use crate::groups;
 use crate::metrics;
 use crate::options;
 
@@ -287,6 +288,54 @@ impl Bucket {
     #[getter]
     fn metrics_topic(&self) -> &str {
         &self.topic
+    }
+
+    /// Commits `offset` for consumer group `group` (forward only, within the
+    /// acknowledged records); with `conditional`, only if the group is still as read
+    /// (`seen_offset`/`seen_generation`; both None: it had none). An awaitable of the
+    /// committed state (a dict).
+    #[pyo3(signature = (group, offset, seen_offset=None, seen_generation=None, conditional=false))]
+    fn commit_offset<'py>(
+        &self,
+        py: Python<'py>,
+        group: String,
+        offset: u64,
+        seen_offset: Option<u64>,
+        seen_generation: Option<u64>,
+        conditional: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let groups = self.open()?.consumer_groups().map_err(errors::storage)?;
+        let from = conditional.then(|| groups::seen(&group, seen_offset, seen_generation));
+        groups::commit(py, groups, group, offset, from)
+    }
+
+    /// The committed state of `group` (a dict) or None; an awaitable.
+    fn committed_offset<'py>(&self, py: Python<'py>, group: String) -> PyResult<Bound<'py, PyAny>> {
+        let groups = self.open()?.consumer_groups().map_err(errors::storage)?;
+        groups::committed(py, groups, group)
+    }
+
+    /// Moves `group` to `offset`, back or forward; an awaitable.
+    fn seek_group<'py>(
+        &self,
+        py: Python<'py>,
+        group: String,
+        offset: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let groups = self.open()?.consumer_groups().map_err(errors::storage)?;
+        groups::seek(py, groups, group, offset)
+    }
+
+    /// Deletes `group`; an awaitable of whether it had a committed offset.
+    fn delete_group<'py>(&self, py: Python<'py>, group: String) -> PyResult<Bound<'py, PyAny>> {
+        let groups = self.open()?.consumer_groups().map_err(errors::storage)?;
+        groups::delete(py, groups, group)
+    }
+
+    /// Every group with `committed`, `end` and `lag`; an awaitable of a list of dicts.
+    fn groups<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let groups = self.open()?.consumer_groups().map_err(errors::storage)?;
+        groups::list(py, groups)
     }
 
     /// The options in force, by name.

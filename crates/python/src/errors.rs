@@ -73,6 +73,7 @@ impl Kind {
 fn kind_of(e: &StorageError) -> Kind {
     match e {
         e if e.is_invalid_option() => Kind::InvalidOption,
+        StorageError::Lance(persisting::lance::Error::InvalidGroup { .. }) => Kind::InvalidOption,
         StorageError::Wal(_) | StorageError::Bucket(BucketError::WalGap { .. }) => Kind::Wal,
         StorageError::Lance(persisting::lance::Error::SchemaConflict { .. }) => Kind::Schema,
         StorageError::Bucket(BucketError::Locked { .. }) => Kind::Locked,

@@ -23,6 +23,7 @@ mod bridge;
 mod bucket;
 mod convert;
 mod errors;
+mod groups;
 mod metrics;
 mod options;
 
@@ -32,6 +33,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bucket::Bucket>()?;
+    m.add_class::<groups::Groups>()?;
     m.add("KNOWN_OPTIONS", persisting::KNOWN_OPTIONS.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(convert::round_trip, m)?)?;

@@ -19,12 +19,19 @@ from __future__ import annotations
 import asyncio
 import os
 import warnings
+import weakref
 from typing import Any, AsyncIterator, Protocol, runtime_checkable
 
 from . import _native
 from .errors import InvalidOptionError
 
-__all__ = ["LanceBackend", "PersistingBackend", "StorageBackend"]
+__all__ = [
+    "ConsumerGroup",
+    "LanceBackend",
+    "PersistingBackend",
+    "StorageBackend",
+    "resume",
+]
 
 Record = dict[str, Any]
 
@@ -55,6 +62,15 @@ class StorageBackend(Protocol):
     async def stats(self) -> dict[str, Any]: ...
 
     def total_count(self) -> int: ...
+
+
+#: the backends open in this process, by bucket path: a consumer group's commits go
+#: through the open backend of a bucket (checked against its acknowledged records)
+_OPEN: "weakref.WeakValueDictionary[str, LanceBackend]" = weakref.WeakValueDictionary()
+
+
+def _key(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
 
 
 #: options of a bucket whose ``storage_path`` is an object-store URI (``s3://…``):
@@ -125,6 +141,7 @@ class LanceBackend:
         self.storage_path = _path(storage_path)
         self.batch_size = options["batch_size"]
         self._bucket = _native.Bucket(self.bucket_id, self.storage_path, options, self._kind)
+        _OPEN[_key(self.storage_path)] = self
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(bucket_id={self.bucket_id}, storage_path={self.storage_path!r})"
@@ -210,7 +227,36 @@ class LanceBackend:
     async def close(self) -> None:
         """Flushes and releases the bucket; waiting streams end, later calls raise.
         Optional: with a WAL, acknowledged records survive without it."""
+        if _OPEN.get(_key(self.storage_path)) is self:
+            del _OPEN[_key(self.storage_path)]
         await self._bucket.close()
+
+    async def commit_offset(self, group: str, offset: int) -> int:
+        """Commits ``offset`` (the next offset the group reads) for consumer group
+        ``group``; returns once it is durable (fsynced, or acknowledged by the object
+        store). Refused (``StorageError`` naming the group and both offsets) if it
+        would move the group back or past the bucket's records."""
+        done = await self._bucket.commit_offset(group, _count("offset", offset, 0))
+        return done["offset"]
+
+    async def committed_offset(self, group: str) -> int | None:
+        """The committed offset of ``group`` (``None``: it never committed)."""
+        found = await self._bucket.committed_offset(group)
+        return None if found is None else found["offset"]
+
+    async def seek_group(self, group: str, offset: int) -> int:
+        """Moves ``group`` to ``offset``, back or forward, within the bucket."""
+        done = await self._bucket.seek_group(group, _count("offset", offset, 0))
+        return done["offset"]
+
+    async def delete_group(self, group: str) -> bool:
+        """Deletes ``group``; whether it had a committed offset."""
+        return await self._bucket.delete_group(group)
+
+    async def groups(self) -> list[dict[str, Any]]:
+        """Every consumer group of the bucket: ``group``, ``committed``, ``end``
+        (the bucket's records) and ``lag`` (``end - committed``)."""
+        return await self._bucket.groups()
 
     async def compact(self) -> None:
         """Flushes, then merges small Lance fragments (offsets unchanged)."""
@@ -281,3 +327,137 @@ class PersistingBackend(LanceBackend):
     def metrics_addr(self) -> str | None:
         """Where this process serves Prometheus metrics, if it does."""
         return _native.Bucket.metrics_addr()
+
+
+class ConsumerGroup:
+    """Durable offsets of a consumer group for a Pulsing reader, which keeps its
+    offsets in memory: :func:`resume` sets the reader to the group's committed offsets,
+    :meth:`commit` commits the reader's current ones (at-least-once: commit after
+    processing). A reader restarted after a crash re-reads at most what it read after
+    its last commit.
+
+    Each bucket's commit goes through the backend of that bucket open in this process
+    (Pulsing's bucket actors, when the actor system is local), else through the
+    bucket's storage directly (no writer lock needed). A commit is made from the state
+    this helper last read: if another committer of the group moved it meanwhile, the
+    commit raises ``StorageError`` naming the offset it lost to.
+    """
+
+    def __init__(
+        self,
+        reader: Any,
+        group: str,
+        storage_path: str,
+        wal_dir: str | None = None,
+        storage_options: dict[str, str] | None = None,
+    ) -> None:
+        for needed in ("set_offset", "_get_bucket_ids", "_offsets"):
+            if not hasattr(reader, needed):
+                raise TypeError(
+                    f"{type(reader).__name__} is not a Pulsing QueueReader "
+                    f"(it has no {needed}); Pulsing 0.1.2's read_queue returns one"
+                )
+        self.reader = reader
+        self.group = group
+        self.storage_path = _path(storage_path)
+        self._wal_dir = wal_dir
+        self._storage_options = storage_options
+        self._standalone: dict[int, Any] = {}
+        #: per bucket, the committed state last read or written: (offset, generation)
+        self._seen: dict[int, tuple[int, int] | None] = {}
+
+    def bucket_path(self, bucket_id: int) -> str:
+        """Where Pulsing keeps bucket ``bucket_id`` of the queue."""
+        if "://" in self.storage_path:
+            return f"{self.storage_path.rstrip('/')}/bucket_{bucket_id}"
+        return os.path.join(self.storage_path, f"bucket_{bucket_id}")
+
+    def _groups(self, bucket_id: int) -> Any:
+        """The native handle that commits for ``bucket_id``: its open backend's
+        bucket, else the bucket's groups opened by path."""
+        path = self.bucket_path(bucket_id)
+        backend = _OPEN.get(_key(path))
+        if backend is not None:
+            return backend._bucket, True
+        if bucket_id not in self._standalone:
+            # the bucket's local directory, as its backend is given it
+            self._standalone[bucket_id] = _native.Groups(
+                path, self._wal_dir, self._storage_options
+            )
+        return self._standalone[bucket_id], False
+
+    async def _committed(self, bucket_id: int) -> dict[str, Any] | None:
+        handle, is_bucket = self._groups(bucket_id)
+        if is_bucket:
+            return await handle.committed_offset(self.group)
+        return await handle.committed(self.group)
+
+    async def load(self) -> dict[int, int]:
+        """Sets the reader to the group's committed offsets (0 where a bucket has
+        none); returns them by bucket."""
+        offsets = {}
+        for bid in self.reader._get_bucket_ids():
+            found = await self._committed(bid)
+            self._seen[bid] = None if found is None else (found["offset"], found["generation"])
+            offsets[bid] = 0 if found is None else found["offset"]
+            self.reader.set_offset(offsets[bid], bid)
+        return offsets
+
+    async def commit(self) -> dict[int, int]:
+        """Commits the reader's offsets of every bucket that moved; returns the
+        committed offsets by bucket."""
+        committed = {}
+        for bid in self.reader._get_bucket_ids():
+            offset = self.reader._offsets.get(bid, 0)
+            seen = self._seen.get(bid)
+            if (seen is None and offset == 0) or (seen is not None and seen[0] == offset):
+                committed[bid] = offset
+                continue
+            handle, is_bucket = self._groups(bid)
+            call = handle.commit_offset if is_bucket else handle.commit
+            done = await call(
+                self.group,
+                offset,
+                None if seen is None else seen[0],
+                None if seen is None else seen[1],
+                True,
+            )
+            self._seen[bid] = (done["offset"], done["generation"])
+            committed[bid] = done["offset"]
+        return committed
+
+
+async def resume(
+    reader: Any,
+    group: str,
+    storage_path: str | os.PathLike[str] | None = None,
+    *,
+    wal_dir: str | None = None,
+    storage_options: dict[str, str] | None = None,
+) -> ConsumerGroup:
+    """Resumes a Pulsing reader in consumer group ``group``: sets it to the group's
+    committed offsets and returns the :class:`ConsumerGroup` whose ``commit()``
+    commits the reader's offsets later. ``storage_path`` is the queue's (default: the
+    reader's queue's); for a queue at a URI, ``wal_dir`` and ``storage_options`` as
+    given to the backends.
+
+    ::
+
+        reader = await pq.read_queue(system, "q", backend="persisting", storage_path=path)
+        group = await pst.queue.resume(reader, "trainer")   # added line 1
+        while batch := await reader.get(limit=100):
+            process(batch)
+            await group.commit()                            # added line 2
+    """
+    if storage_path is None:
+        storage_path = getattr(getattr(reader, "queue", None), "storage_path", None)
+        if storage_path is None:
+            raise TypeError("resume needs the queue's storage_path: the reader does not name it")
+    options = getattr(getattr(reader, "queue", None), "backend_options", None) or {}
+    if wal_dir is None:
+        wal_dir = options.get("wal_dir")
+    if storage_options is None:
+        storage_options = options.get("storage_options")
+    consumer = ConsumerGroup(reader, group, os.fspath(storage_path), wal_dir, storage_options)
+    await consumer.load()
+    return consumer
