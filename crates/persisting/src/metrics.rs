@@ -12,6 +12,8 @@
 //! | `persisting_wal_size_bytes` | gauge | bytes held in WAL segments |
 //! | `persisting_wal_fsyncs_total` | counter | fsyncs of WAL data |
 //! | `persisting_wal_fsync_duration_seconds` | histogram | time of each WAL write + fsync |
+//! | `persisting_consumer_lag` | gauge (also labelled `group`) | `end - committed` of a consumer group, set at its commits, seeks and listings ([`crate::groups`]) |
+//! | `persisting_group_commits_total` | counter (also labelled `group`) | commits and seeks of a consumer group |
 //!
 //! Invariants: nothing is recorded unless `enable_metrics` is set (the facade's calls
 //! are then skipped, not sent to a no-op recorder); values are recorded after the

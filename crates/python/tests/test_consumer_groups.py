@@ -126,7 +126,7 @@ def test_a_pulsing_reader_killed_resumes_from_its_commit(tmp_path):
     async def lags():
         out = []
         for b in range(2):
-            g = pst._native.Groups(f"{path}/bucket_{b}")
+            g = pst.queue.Groups(f"{path}/bucket_{b}")
             out.extend(await g.list())
         return out
 

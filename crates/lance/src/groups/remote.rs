@@ -6,11 +6,16 @@
 //!   on it and put as the next generation only if no one has put that one: of two
 //!   committers racing for a generation, one wins and the other decides again on the
 //!   winner's change (so a stale commit is refused, never lost silently);
+//! - only the newest [`KEPT`] generations are kept: a generation is removed once
+//!   `KEPT` newer ones exist. A committer that read the group that long ago may
+//!   re-create a removed generation (its put-if-absent succeeds); listed after the
+//!   put, a generation `KEPT` or more above its own says so, and it decides again (the
+//!   left-over object is below the newest: listed, never believed);
 //! - the store's client retries a put answered by a server error, and the first
 //!   attempt may have landed: a put refused as existing that finds its own token
 //!   there is its own change;
-//! - objects older than the one before the newest are removed after a change (best
-//!   effort: a left-over one is only listed, never believed, as newer ones exist).
+//! - objects older than the newest `KEPT` are removed after a change (best effort: a
+//!   left-over one is only listed, never believed, as newer ones exist).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +31,9 @@ use crate::error::{Error, Result};
 
 /// Tries of one change against committers racing for the same generation.
 const RACES_MAX: usize = 16;
+
+/// Generations kept of a group: older objects are removed after a change.
+const KEPT: u64 = 32;
 
 #[derive(Debug)]
 pub(crate) struct Remote {
@@ -152,20 +160,27 @@ impl Remote {
             };
             let path = self.object(group, change.generation);
             let bytes = bytes::Bytes::copy_from_slice(&change.encode());
-            match self.store.put_opts(&path, bytes.into(), opts).await {
-                Ok(_) => {
-                    self.forget_before(group, change.generation.saturating_sub(1))
-                        .await;
-                    return Ok(change);
-                }
+            let landed = match self.store.put_opts(&path, bytes.into(), opts).await {
+                Ok(_) => true,
+                // a retried put of this change, which landed
                 Err(object_store::Error::AlreadyExists { .. }) => {
-                    if self.fetch(group, change.generation).await? == Some(change) {
-                        return Ok(change); // a retried put of this change, which landed
-                    }
-                    // another committer took this generation: decide again on its change
+                    self.fetch(group, change.generation).await? == Some(change)
                 }
                 Err(e) => return Err(Error::store("commit consumer group", &self.uri(group))(e)),
+            };
+            // a generation is removed only once KEPT newer ones exist, so a put that
+            // re-created a removed one (its committer read the group that long ago)
+            // finds a generation KEPT or more above it: not a change, decide again.
+            // (Fewer above it are changes made on top of this one.)
+            let listed = self.generations(group).await?;
+            if landed && listed.last().is_some_and(|n| *n < change.generation + KEPT) {
+                let oldest_kept = (change.generation + 1).saturating_sub(KEPT);
+                self.forget(group, listed.into_iter().filter(|g| *g < oldest_kept))
+                    .await;
+                return Ok(change);
             }
+            // another committer took this generation, or a later one: decide again on
+            // the newest change
         }
         Err(Error::Io {
             op: "commit consumer group",
@@ -174,13 +189,10 @@ impl Remote {
         })
     }
 
-    /// Removes `group`'s objects before `generation` (best effort).
-    async fn forget_before(&self, group: &str, generation: u64) {
-        let Ok(all) = self.generations(group).await else {
-            return;
-        };
-        for old in all.into_iter().filter(|g| *g < generation) {
-            let _ = self.store.delete(&self.object(group, old)).await;
+    /// Removes these generations of `group` (best effort).
+    async fn forget(&self, group: &str, old: impl Iterator<Item = u64>) {
+        for g in old {
+            let _ = self.store.delete(&self.object(group, g)).await;
         }
     }
 

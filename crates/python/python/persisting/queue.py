@@ -27,6 +27,7 @@ from .errors import InvalidOptionError
 
 __all__ = [
     "ConsumerGroup",
+    "Groups",
     "LanceBackend",
     "PersistingBackend",
     "StorageBackend",
@@ -327,6 +328,13 @@ class PersistingBackend(LanceBackend):
     def metrics_addr(self) -> str | None:
         """Where this process serves Prometheus metrics, if it does."""
         return _native.Bucket.metrics_addr()
+
+
+#: the consumer groups of one bucket opened by path, without its writer:
+#: ``Groups(storage_path, wal_dir=None, storage_options=None)`` with awaitable
+#: ``commit(group, offset)``, ``committed(group)``, ``seek``, ``delete`` and ``list()``
+#: (each group's ``committed``, the bucket's ``end`` and the ``lag``)
+Groups = _native.Groups
 
 
 class ConsumerGroup:
