@@ -836,18 +836,19 @@ async fn facade_64(dir: &Path, secs: f64) -> f64 {
     count.load(Ordering::Relaxed) as f64 / secs
 }
 
+/// A WAL in `dir` that fsyncs before each append returns.
+fn wal_always(dir: &Path) -> Wal {
+    let opts = WalOptions {
+        sync: SyncPolicy::Always,
+        ..WalOptions::default()
+    };
+    Wal::open(dir, opts).unwrap().0
+}
+
 /// Entries/s of 64 threads appending the same payloads to the WAL alone.
 fn wal_64(dir: &Path, secs: f64) -> f64 {
     let payload = codec::encode_record(&durable_record(1));
-    let (wal, _) = Wal::open(
-        dir,
-        WalOptions {
-            sync: SyncPolicy::Always,
-            ..WalOptions::default()
-        },
-    )
-    .unwrap();
-    let wal = Arc::new(wal);
+    let wal = Arc::new(wal_always(dir));
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..64)
@@ -1220,14 +1221,7 @@ async fn group_commits(dir: &Path, secs: f64) -> f64 {
 /// Appends/s of one writer to the WAL alone, `Always` (fsync before each returns),
 /// for `secs`: a payload the size of a group record.
 fn wal_1(dir: &Path, secs: f64) -> f64 {
-    let (wal, _) = Wal::open(
-        dir,
-        WalOptions {
-            sync: SyncPolicy::Always,
-            ..WalOptions::default()
-        },
-    )
-    .unwrap();
+    let wal = wal_always(dir);
     let payload = [7u8; 40];
     let start = std::time::Instant::now();
     let mut n = 0u64;

@@ -237,19 +237,9 @@ fn a_bucket_at_an_object_store_uri_round_trips_with_its_wal_on_local_disk() {
 #[test]
 fn on_s3_a_writer_in_another_process_is_refused_naming_the_holder_and_reads_still_work() {
     // a real S3-compatible server, when one is configured (scripts/s3-server.sh; CI)
-    let Ok(root) = std::env::var("PERSISTING_TEST_S3") else {
-        eprintln!("skipped: PERSISTING_TEST_S3 is not set (scripts/s3-server.sh)");
+    let Some(uri) = crate::s3_bucket_uri("cli") else {
         return;
     };
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    let uri = format!(
-        "{}/cli-{}-{ms}/bucket_0",
-        root.trim_end_matches('/'),
-        std::process::id()
-    );
     let (here, there) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (here_opt, there_opt) = (
         format!("wal_dir={}", p(here.path())),

@@ -226,19 +226,9 @@ fn a_commit_killed_keeps_the_last_acknowledged_one() {
 
 #[test]
 fn on_s3_get_in_a_group_resumes_across_processes() {
-    let Ok(root) = std::env::var("PERSISTING_TEST_S3") else {
-        eprintln!("skipped: PERSISTING_TEST_S3 is not set (scripts/s3-server.sh)");
+    let Some(uri) = crate::s3_bucket_uri("cli-groups") else {
         return;
     };
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    let uri = format!(
-        "{}/cli-groups-{}-{ms}/bucket_0",
-        root.trim_end_matches('/'),
-        std::process::id()
-    );
     let wal = tempfile::tempdir().unwrap();
     let wal_opt = format!("wal_dir={}", p(wal.path()));
     put_lines(&[&uri, "-o", "enable_wal=true", "-o", &wal_opt], 0, 20);

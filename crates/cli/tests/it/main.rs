@@ -33,3 +33,21 @@ pub fn text(b: &[u8]) -> String {
 pub fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
+
+/// A bucket URI of its own on the S3 server of the tests (`PERSISTING_TEST_S3`,
+/// started by scripts/s3-server.sh), or `None`, saying the test skipped.
+pub fn s3_bucket_uri(name: &str) -> Option<String> {
+    let Ok(root) = std::env::var("PERSISTING_TEST_S3") else {
+        eprintln!("skipped: PERSISTING_TEST_S3 is not set (scripts/s3-server.sh)");
+        return None;
+    };
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    Some(format!(
+        "{}/{name}-{}-{ms}/bucket_0",
+        root.trim_end_matches('/'),
+        std::process::id()
+    ))
+}
