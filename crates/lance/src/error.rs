@@ -251,6 +251,20 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// This writer's lease expired while the store did not answer its renewal: the
+    /// handle commits and acknowledges nothing until a renewal goes through, which it
+    /// does once the store answers, unless another writer took the lease meanwhile.
+    #[error(
+        "the lease {lease} of this writer expired {expired_ago:?} ago and the store did not answer its renewal ({reason}); writes are suspended until the store answers (this writer takes its lease back then unless another writer took it)"
+    )]
+    LeaseSuspended {
+        /// The lease object.
+        lease: String,
+        /// How long ago the lease expired.
+        expired_ago: std::time::Duration,
+        /// The store's last failure.
+        reason: String,
+    },
     /// A column type this crate cannot read back as record values.
     #[error("column {column:?} has Arrow type {data_type}, which cannot be read as record values")]
     UnsupportedColumn {

@@ -11,6 +11,11 @@
 //!   it holds the newest lease by its own clock: [`Lease::ensure`] renews it once half
 //!   of its term has passed, and fails for good once another writer has created a
 //!   newer one;
+//! - a lease is lost only to another writer: a renewal the store does not answer
+//!   before the expiry suspends the handle ([`Error::LeaseSuspended`]: every call
+//!   fails, nothing is acknowledged) until a renewal goes through, which it does once
+//!   the store answers unless another writer has taken the lease meanwhile (its
+//!   object is then found, by the put-if-absent or the listing after it);
 //! - another writer takes the lease over only after its expiry, by its own clock (or
 //!   at once if the newest lease names it: the same writer, restarted);
 //! - the lease alone does not order commits: the version check of every commit
@@ -263,10 +268,21 @@ impl Lease {
         let next = held.number + 1;
         match self.create(next).await {
             Ok(renewed) => {
-                *held = renewed;
-                drop(held);
-                self.forget_before(next).await;
-                Ok(())
+                // a lease object removed as old can be created again: the renewal
+                // holds only if no newer lease exists (another writer's, taken over
+                // while this one could not reach the store)
+                match self.newest().await? {
+                    Some((newest, content)) if newest > next => {
+                        self.lost.store(true, Ordering::SeqCst);
+                        Err(self.lost_error(Some(content.holder)))
+                    }
+                    _ => {
+                        *held = renewed;
+                        drop(held);
+                        self.forget_before(next).await;
+                        Ok(())
+                    }
+                }
             }
             Err(object_store::Error::AlreadyExists { .. }) => {
                 self.lost.store(true, Ordering::SeqCst);
@@ -275,10 +291,16 @@ impl Lease {
             }
             // a transient failure: the lease may still be ours, not yet expired
             Err(e) if SystemTime::now() < held.expires => Err(self.failed("renew the lease")(e)),
-            Err(_) => {
-                self.lost.store(true, Ordering::SeqCst);
-                Err(self.lost_error(None))
-            }
+            // expired while the store did not answer: nothing is acknowledged until
+            // a renewal goes through, which it does unless another writer took the
+            // lease meanwhile (then the create above finds its object: lost for good)
+            Err(e) => Err(Error::LeaseSuspended {
+                lease: self.uri.clone(),
+                expired_ago: SystemTime::now()
+                    .duration_since(held.expires)
+                    .unwrap_or_default(),
+                reason: e.to_string(),
+            }),
         }
     }
 

@@ -253,3 +253,93 @@ fn on_s3_errors_that_outlast_the_retries_name_the_uri_and_the_operation() {
         assert_eq!(b.read(0, 100).await.unwrap(), batch(0, 20));
     });
 }
+
+/// `through`, with a lease of `term_ms`.
+fn leased(proxy: &Proxy, term_ms: u64) -> LanceOptions {
+    LanceOptions {
+        lease_term: std::time::Duration::from_millis(term_ms),
+        ..through(proxy, 1, 2)
+    }
+}
+
+/// A store that answers nothing for longer than the lease's term, and no other
+/// writer: the writer is suspended (it writes nothing), then takes its lease back and
+/// goes on, without a reopen.
+#[test]
+fn on_s3_a_lease_that_expired_in_an_outage_is_taken_back_when_no_one_took_it() {
+    if !s3_configured() {
+        return;
+    }
+    rt().block_on(async {
+        let proxy = Proxy::start(upstream()).await;
+        let uri = Store::S3.uri();
+        let mut b = LanceBucket::open(&uri, leased(&proxy, 1000)).await.unwrap();
+        b.put_batch(batch(0, 10)).unwrap();
+        b.flush().await.unwrap();
+        proxy.set(Faults::Always);
+        tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+        let err = b.ensure_writer().await.unwrap_err();
+        assert!(
+            matches!(err, persisting_lance::Error::LeaseSuspended { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("suspended"), "{err}");
+        assert!(err.to_string().contains("_lease"), "{err}");
+        proxy.set(Faults::None);
+        b.ensure_writer().await.unwrap();
+        b.put_batch(batch(10, 10)).unwrap();
+        b.flush().await.unwrap();
+        let fresh = LanceBucket::open(&uri, LanceOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(fresh.read(0, 100).await.unwrap(), batch(0, 20));
+    });
+}
+
+/// The same outage, and meanwhile another writer (not behind the proxy) takes the
+/// expired lease over and writes: the first writer stops for good, naming it.
+#[test]
+fn on_s3_a_lease_taken_over_during_an_outage_is_lost_for_good() {
+    if !s3_configured() {
+        return;
+    }
+    rt().block_on(async {
+        let proxy = Proxy::start(upstream()).await;
+        let uri = Store::S3.uri();
+        let mut first = LanceBucket::open(&uri, leased(&proxy, 1000)).await.unwrap();
+        first.put_batch(batch(0, 10)).unwrap();
+        first.flush().await.unwrap();
+        proxy.set(Faults::Always);
+        tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+        assert!(first.ensure_writer().await.is_err());
+        let second_opts = LanceOptions {
+            flush_threshold: 0,
+            lease_term: std::time::Duration::from_millis(1000),
+            writer_id: Some("the-second-writer".to_owned()),
+            ..LanceOptions::default()
+        };
+        let mut second = LanceBucket::open(&uri, second_opts).await.unwrap();
+        second.put_batch(batch(10, 10)).unwrap();
+        second.flush().await.unwrap();
+        // renewed by the second writer: the first's lease object is removed as old
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        second.put_batch(batch(20, 10)).unwrap();
+        second.flush().await.unwrap();
+        proxy.set(Faults::None);
+        let err = first.ensure_writer().await.unwrap_err();
+        assert!(
+            matches!(err, persisting_lance::Error::LeaseLost { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("the-second-writer"), "{err}");
+        let again = first.ensure_writer().await.unwrap_err();
+        assert!(
+            matches!(again, persisting_lance::Error::LeaseLost { .. }),
+            "{again}"
+        );
+        let fresh = LanceBucket::open(&uri, LanceOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(fresh.read(0, 100).await.unwrap(), batch(0, 30));
+    });
+}
