@@ -6,7 +6,9 @@
 //! Commands:
 //! - `setup`: install what a fresh Debian machine lacks (`scripts/setup.sh`);
 //! - `test`: setup, then every test of the workspace, then the Python package's
-//!   pytest suite against Pulsing (the package staged with the debug extension);
+//!   pytest suite against Pulsing (the package staged with the debug extension), with
+//!   a local S3 server started for the `on_s3` tests unless `PERSISTING_TEST_S3`
+//!   names one;
 //! - `ci`: `.ci/run` (setup, `cargo fmt --check`, clippy with `-D warnings`, the S3
 //!   server, `test`, short fixed `crash-fuzz` runs);
 //! - `demo [ARGS]`: build, then `persisting demo ARGS` (the README's main job);
@@ -116,6 +118,9 @@ fn setup() -> Result<(), String> {
 
 fn test() -> Result<(), String> {
     setup()?;
+    // the S3 tests run against a local server, started here unless one is configured
+    // (PERSISTING_TEST_S3) and stopped when the tests end
+    let _server = s3::start()?;
     cargo(&["test", "--workspace", "--all-targets"])?;
     cargo(&["test", "--workspace", "--doc"])?;
     python_tests()
@@ -230,6 +235,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   setup   install what a fresh Debian machine lacks (protoc, test tools)
   test    setup, then every test of the workspace and the Python package's suite
+          (a local S3 server started for them unless PERSISTING_TEST_S3 is set)
   ci      .ci/run: setup, format check, clippy -D warnings, test, short crash-fuzz runs
   demo [--dir D] [--records N]
           the end-to-end demo: write a topic (WAL, zstd), reopen, read back, verify

@@ -1,7 +1,7 @@
-//! The local S3-compatible server of the `s3` crash-fuzz mode and the s3 benchmark
-//! rows: `scripts/s3-server.sh` (SeaweedFS on 127.0.0.1, installed by the set-up
-//! script). When `PERSISTING_TEST_S3` is already set (`.ci/run` starts the server
-//! for the whole run), that server is used and none is started.
+//! The local S3-compatible server of the tests (`cargo xtask test`), the `s3`
+//! crash-fuzz mode and the s3 benchmark rows: `scripts/s3-server.sh` (SeaweedFS on
+//! 127.0.0.1, installed by the set-up script). When `PERSISTING_TEST_S3` is already
+//! set, that server is used and none is started.
 
 use std::env;
 use std::path::PathBuf;
