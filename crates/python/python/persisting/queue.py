@@ -17,13 +17,18 @@ event loop's thread and without the GIL.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import warnings
 import weakref
 from typing import Any, AsyncIterator, Protocol, runtime_checkable
 
 from . import _native
-from .errors import InvalidOptionError
+from .errors import BucketLockedError, InvalidOptionError
+
+#: where the package reports what a caller may not see raised (Pulsing swallows the
+#: exception of a backend's constructor: its user sees only "Actor dropped")
+_log = logging.getLogger("persisting")
 
 __all__ = [
     "ConsumerGroup",
@@ -141,7 +146,22 @@ class LanceBackend:
         self.bucket_id = _count("bucket_id", bucket_id, 0)
         self.storage_path = _path(storage_path)
         self.batch_size = options["batch_size"]
-        self._bucket = _native.Bucket(self.bucket_id, self.storage_path, options, self._kind)
+        try:
+            self._bucket = _native.Bucket(self.bucket_id, self.storage_path, options, self._kind)
+        except BucketLockedError as e:
+            holder = _OPEN.get(_key(self.storage_path))
+            if holder is None:
+                _log.error("cannot open %s: %s", self.storage_path, e)
+                raise
+            message = (
+                f"{self.storage_path} is already open by {holder!r} in this process: two "
+                "queues share this directory. Pulsing puts bucket i of every queue given "
+                "storage_path=S at S/bucket_i, whatever its topic, and two topics in one "
+                "bucket would mix their records; give each topic its own storage_path "
+                f"(or none: ./queue_storage/{{topic}}). {e}"
+            )
+            _log.error("%s", message)
+            raise BucketLockedError(message) from e
         _OPEN[_key(self.storage_path)] = self
 
     def __repr__(self) -> str:
