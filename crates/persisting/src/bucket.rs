@@ -137,8 +137,8 @@ struct Inner {
     metrics: Option<BucketMetrics>,
     /// The bucket's consumer groups, beside its data.
     groups: persisting_lance::Groups,
-    /// Held for the life of the handle.
-    _lock: std::fs::File,
+    /// The bucket's lock file, held until `close` (or the last clone's drop).
+    lock: Mutex<Option<std::fs::File>>,
 }
 
 /// The enhanced backend: WAL, compression, metrics over a Lance bucket.
@@ -316,7 +316,7 @@ impl PersistingBackend {
                 closed: AtomicBool::new(false),
                 metrics,
                 groups,
-                _lock: lock,
+                lock: Mutex::new(Some(lock)),
             }),
         };
         if let Some(interval) = interval {
@@ -730,6 +730,13 @@ impl StorageBackend for PersistingBackend {
             self.inner
                 .notify
                 .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            // every write is refused from here on: another handle may take the bucket
+            // now, while clones of this one live on
+            self.inner
+                .lock
+                .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
             result

@@ -156,3 +156,31 @@ fn a_bucket_has_one_writer_at_a_time() {
         assert_eq!(again.total_count(), 1);
     });
 }
+
+/// `close` releases the bucket's lock although clones of the handle live on (they
+/// refuse every write from then on).
+#[test]
+fn close_releases_the_lock_while_clones_live_on() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = PersistingOptions {
+            enable_wal: true,
+            ..PersistingOptions::default()
+        };
+        let first = PersistingBackend::open(0, dir.path(), opts.clone())
+            .await
+            .unwrap();
+        let clone = first.clone();
+        first.put(record! {"id" => "1"}).await.unwrap();
+        first.close().await.unwrap();
+        let again = PersistingBackend::open(0, dir.path(), opts).await.unwrap();
+        assert_eq!(again.total_count(), 1);
+        let err = clone.put(record! {"id" => "2"}).await.unwrap_err();
+        assert!(
+            matches!(err, StorageError::Bucket(BucketError::Closed { .. })),
+            "{err}"
+        );
+        again.put(record! {"id" => "2"}).await.unwrap();
+        assert_eq!(again.get(0, None).await.unwrap().len(), 2);
+    });
+}
