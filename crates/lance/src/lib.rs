@@ -64,7 +64,9 @@ pub use schema::{
 pub use store::lease::{LEASE_DIR, writer_name};
 pub use store::object::StoreCalls;
 pub use store::seals::{SUMS_FILE, sealed_files};
-pub use store::{Disk, ManifestFault, Op, RealDisk, SimCrash, SimDisk, SkippedSync, list_dirs};
+pub use store::{
+    Disk, ManifestFault, Op, RealDisk, STORE_TIMEOUTS, SimCrash, SimDisk, SkippedSync, list_dirs,
+};
 
 /// The cores this process may run on, asked of the system once (on Linux that reads
 /// the cgroup quota files): conversions and flushes split their work by it.

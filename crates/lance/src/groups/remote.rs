@@ -51,7 +51,9 @@ impl Remote {
     ) -> Result<Self> {
         let uri = format!("{}/{GROUPS_DIR}", root.trim_end_matches('/'));
         let params = ObjectStoreParams {
-            storage_options_accessor: crate::store::accessor(storage_options),
+            storage_options_accessor: crate::store::accessor(&crate::store::remote_options(
+                storage_options,
+            )),
             ..ObjectStoreParams::default()
         };
         let registry = Arc::new(ObjectStoreRegistry::default());

@@ -192,7 +192,7 @@ impl Storage {
                 local: None,
                 stores: CommitStores::remote(disk, Arc::clone(&versions)),
                 versions,
-                options,
+                options: remote_options(&options),
                 lease: Arc::default(),
             });
         }
@@ -228,6 +228,35 @@ impl Storage {
     }
 }
 
+/// The bounds every request to an object store gets unless the storage options say
+/// otherwise: `(key, value)` as the options name them. Without them a store that
+/// hangs holds a request for the client's defaults, 30 s a try and retries for up to
+/// 180 s; with them a hung store is an error within about `timeout` +
+/// `client_retry_timeout`.
+pub const STORE_TIMEOUTS: [(&str, &str); 3] = [
+    // one try of one request, its body included (Lance writes large files in parts)
+    ("timeout", "10s"),
+    ("connect_timeout", "5s"),
+    // no retry of a request starts later than this after its first try
+    ("client_retry_timeout", "30"),
+];
+
+/// The storage options of data at a URI: the caller's, with [`STORE_TIMEOUTS`] for
+/// the keys they leave out.
+pub(crate) fn remote_options(options: &HashMap<String, String>) -> HashMap<String, String> {
+    let mut all = options.clone();
+    for (key, value) in STORE_TIMEOUTS {
+        let given = all.keys().any(|k| {
+            let k = k.to_ascii_lowercase();
+            k == key || k == format!("aws_{key}")
+        });
+        if !given {
+            all.insert(key.to_owned(), value.to_owned());
+        }
+    }
+    all
+}
+
 /// Lance's form of a bucket's storage options (none: the `AWS_*` variables alone).
 pub(crate) fn accessor(options: &HashMap<String, String>) -> Option<Arc<StorageOptionsAccessor>> {
     (!options.is_empty())
@@ -247,7 +276,7 @@ pub async fn list_dirs(
     storage_options: &HashMap<String, String>,
 ) -> Result<Vec<String>> {
     let params = ObjectStoreParams {
-        storage_options_accessor: accessor(storage_options),
+        storage_options_accessor: accessor(&remote_options(storage_options)),
         ..ObjectStoreParams::default()
     };
     let registry = Arc::new(lance_io::object_store::ObjectStoreRegistry::default());
@@ -267,4 +296,28 @@ pub async fn list_dirs(
         .collect();
     names.sort();
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_to_a_store_are_bounded_unless_the_options_say_otherwise() {
+        let none = remote_options(&HashMap::new());
+        for (key, value) in STORE_TIMEOUTS {
+            assert_eq!(none.get(key).map(String::as_str), Some(value), "{key}");
+        }
+        let given: HashMap<String, String> = [("TIMEOUT", "2m"), ("aws_connect_timeout", "1s")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let kept = remote_options(&given);
+        assert_eq!(kept.get("TIMEOUT").map(String::as_str), Some("2m"));
+        assert!(!kept.contains_key("timeout") && !kept.contains_key("connect_timeout"));
+        assert_eq!(
+            kept.get("client_retry_timeout").map(String::as_str),
+            Some("30")
+        );
+    }
 }

@@ -30,6 +30,8 @@ enum Faults {
     EveryOtherAnswerLost = 2,
     /// Answers every request with a 503.
     Always = 3,
+    /// Reads every request and answers nothing (a server that hangs).
+    Hang = 4,
 }
 
 /// An HTTP proxy on 127.0.0.1 in front of the S3 server: one request per client
@@ -143,6 +145,12 @@ async fn forward(
     if fault == Some(false) {
         client.write_all(UNAVAILABLE).await?;
         return Ok(Some(line));
+    }
+    if mode == Faults::Hang as u8 {
+        // hold the connection, as a stopped server does, until the client gives up
+        let mut rest = [0u8; 1];
+        let _ = client.read(&mut rest).await;
+        return Ok(None);
     }
     let mut up = TcpStream::connect(upstream).await?;
     up.write_all(&request[..line_end]).await?;
@@ -341,5 +349,35 @@ fn on_s3_a_lease_taken_over_during_an_outage_is_lost_for_good() {
             .await
             .unwrap();
         assert_eq!(fresh.read(0, 100).await.unwrap(), batch(0, 30));
+    });
+}
+
+/// A server that hangs (reads requests, answers nothing): a flush fails within the
+/// request timeout and the retry bound instead of waiting for the server, names the
+/// URI, and keeps its records for the flush that goes through once it answers.
+#[test]
+fn on_s3_a_hung_server_is_an_error_within_the_timeouts_not_a_wait() {
+    if !s3_configured() {
+        return;
+    }
+    rt().block_on(async {
+        let proxy = Proxy::start(upstream()).await;
+        let uri = Store::S3.uri();
+        let mut opts = through(&proxy, 1, 2);
+        opts.storage_options
+            .insert("timeout".to_owned(), "1s".to_owned());
+        let mut b = LanceBucket::open(&uri, opts).await.unwrap();
+        b.put_batch(batch(0, 10)).unwrap();
+        b.flush().await.unwrap();
+        proxy.set(Faults::Hang);
+        b.put_batch(batch(10, 10)).unwrap();
+        let started = std::time::Instant::now();
+        let err = b.flush().await.unwrap_err().to_string();
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(30), "{took:?}: {err}");
+        assert!(err.contains(&uri), "{err}");
+        proxy.set(Faults::None);
+        b.flush().await.unwrap();
+        assert_eq!(b.read(0, 100).await.unwrap(), batch(0, 20));
     });
 }
