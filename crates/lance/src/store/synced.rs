@@ -74,12 +74,24 @@ impl SyncedFiles {
         let mut walked = Vec::new();
         let synced = self.known().synced.clone();
         let mut newly = Vec::new();
+        // a name can go between the listing and its fsync (another process's
+        // temporary file, renamed or removed): what is gone needs no fsync
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
         while let Some(dir) = dirs.pop() {
             let mut new_here = false;
-            for entry in std::fs::read_dir(&dir).map_err(Error::io("list", &dir))? {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if gone(&e) && dir != self.root => continue,
+                Err(e) => return Err(Error::io("list", &dir)(e)),
+            };
+            for entry in entries {
                 let entry = entry.map_err(Error::io("list", &dir))?;
                 let path = entry.path();
-                let kind = entry.file_type().map_err(Error::io("stat", &path))?;
+                let kind = match entry.file_type() {
+                    Ok(kind) => kind,
+                    Err(e) if gone(&e) => continue,
+                    Err(e) => return Err(Error::io("stat", &path)(e)),
+                };
                 if kind.is_dir() {
                     if !synced.contains(&path) {
                         new_here = true;
@@ -88,9 +100,11 @@ impl SyncedFiles {
                     dirs.push(path);
                 } else {
                     if !synced.contains(&path) {
-                        self.disk
-                            .sync_file(&path)
-                            .map_err(Error::io("fsync", &path))?;
+                        match self.disk.sync_file(&path) {
+                            Ok(()) => {}
+                            Err(e) if gone(&e) => continue,
+                            Err(e) => return Err(Error::io("fsync", &path)(e)),
+                        }
                         new_here = true;
                         walked.push(path.clone());
                     }
@@ -102,7 +116,11 @@ impl SyncedFiles {
             }
         }
         for dir in &dirty_dirs {
-            self.sync_dir(dir)?;
+            match self.disk.sync_dir(dir) {
+                Ok(()) => {}
+                Err(e) if gone(&e) && *dir != self.root => {}
+                Err(e) => return Err(Error::io("fsync directory", dir)(e)),
+            }
         }
         if dirty_dirs.contains(&self.root)
             && let Some(parent) = self.root.parent()
