@@ -53,6 +53,19 @@ pub struct BackendStats {
     /// Duration of the last flush, in seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_flush_duration_seconds: Option<f64>,
+    /// The error of the last flush, while flushes fail (cleared by one that goes
+    /// through).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_flush_error: Option<String>,
+    /// Seconds since flushes began to fail (the first failure since the last flush
+    /// that went through).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_failing_seconds: Option<f64>,
+    /// Whether the figures from the Lance layer (buffer, persisted, flushes) are those
+    /// of the last look before a flush that is still running took the bucket: stats
+    /// answer at once rather than wait for it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
 }
 
 /// A pluggable storage backend of one queue bucket (the seed's `StorageBackend`

@@ -37,6 +37,9 @@ pub const WAL_DIR: &str = "wal";
 /// Lock file inside a bucket's storage path, held by the one handle that writes it.
 pub const LOCK_FILE: &str = "LOCK";
 
+/// How long `stats` waits for a running flush before it answers from the last look.
+const STATS_WAIT: Duration = Duration::from_millis(100);
+
 /// Attempts, 20 ms apart, to take a bucket's lock before reporting it held.
 const LOCK_RETRIES: u32 = 25;
 
@@ -137,6 +140,11 @@ struct Inner {
     metrics: Option<BucketMetrics>,
     /// The bucket's consumer groups, beside its data.
     groups: persisting_lance::Groups,
+    /// While flushes fail: the last error, and when the failures began.
+    flush_error: Mutex<Option<(String, std::time::Instant)>>,
+    /// The Lance layer's figures at the last look, for stats that cannot wait for a
+    /// running flush.
+    last_stats: Mutex<Option<persisting_lance::LanceStats>>,
     /// The bucket's lock file, held until `close` (or the last clone's drop).
     lock: Mutex<Option<std::fs::File>>,
 }
@@ -316,6 +324,8 @@ impl PersistingBackend {
                 closed: AtomicBool::new(false),
                 metrics,
                 groups,
+                flush_error: Mutex::new(None),
+                last_stats: Mutex::new(None),
                 lock: Mutex::new(Some(lock)),
             }),
         };
@@ -351,15 +361,32 @@ impl PersistingBackend {
     /// One look of [`Self::pace_flushes`].
     async fn paced_flush(&self) -> Result<()> {
         let mut lance = self.inner.lance.write().await;
-        if let Some(report) = lance.finished_flush().await.transpose()? {
+        if let Some(report) = self.noted(lance.finished_flush().await.transpose())? {
             self.flushed(&lance, report).await?;
         }
         if lance.flush_due(self.log_size(self.wal_bytes()))
-            && let Some(report) = lance.start_flush().await?
+            && let Some(report) = self.noted(lance.start_flush().await)?
         {
             self.flushed(&lance, report).await?;
         }
         Ok(())
+    }
+
+    /// Passes a flush's outcome on, keeping a failure for stats (the first failure
+    /// of a run of them gives the time they began).
+    fn noted<T>(&self, outcome: persisting_lance::Result<T>) -> Result<T> {
+        if let Err(e) = &outcome {
+            let mut failing = self
+                .inner
+                .flush_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let since = failing
+                .as_ref()
+                .map_or_else(std::time::Instant::now, |(_, since)| *since);
+            *failing = Some((e.to_string(), since));
+        }
+        Ok(outcome?)
     }
 
     /// The options in force.
@@ -546,7 +573,7 @@ impl PersistingBackend {
     /// records durable: the WAL is checkpointed to it).
     async fn start_flush(&self) -> Result<()> {
         let mut lance = self.inner.lance.write().await;
-        if let Some(report) = lance.start_flush().await? {
+        if let Some(report) = self.noted(lance.start_flush().await)? {
             self.flushed(&lance, report).await?;
         }
         Ok(())
@@ -577,13 +604,18 @@ impl PersistingBackend {
     /// Flushes the bucket (its lock held by the caller), then checkpoints the WAL to
     /// what Lance holds durably.
     async fn flush_locked(&self, lance: &mut LanceBucket) -> Result<()> {
-        let report = lance.flush().await?;
+        let report = self.noted(lance.flush().await)?;
         self.flushed(lance, report).await
     }
 
     /// After a flush made `report.persisted_count` records durable in Lance:
     /// checkpoints the WAL to them, publishes them, records the flush's metrics.
     async fn flushed(&self, lance: &LanceBucket, report: FlushReport) -> Result<()> {
+        self.inner
+            .flush_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(wal) = self.inner.wal.clone() {
             let persisted = report.persisted_count;
             blocking("checkpoint the WAL", move || Ok(wal.checkpoint(persisted)?)).await?;
@@ -680,8 +712,29 @@ impl StorageBackend for PersistingBackend {
 
     fn stats(&self) -> BoxFuture<'_, Result<BackendStats>> {
         async move {
-            let lance = self.inner.lance.read().await;
-            let ls = lance.stats();
+            // a flush holds the bucket while it commits, and a store that does not
+            // answer holds the flush: stats answer from the last look rather than wait
+            let looked = tokio::time::timeout(STATS_WAIT, self.inner.lance.read()).await;
+            let mut last = self
+                .inner
+                .last_stats
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let (ls, stale) = match looked {
+                Ok(lance) => {
+                    let now = lance.stats();
+                    *last = Some(now.clone());
+                    (now, false)
+                }
+                Err(_) => (last.clone().unwrap_or_default(), true),
+            };
+            drop(last);
+            let failing = self
+                .inner
+                .flush_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
             let ws = self.inner.wal.as_ref().map(|w| w.stats());
             Ok(BackendStats {
                 bucket_id: self.inner.bucket_id,
@@ -698,6 +751,9 @@ impl StorageBackend for PersistingBackend {
                 column_compression: ls.column_compression,
                 flush_count: ls.flushes,
                 last_flush_duration_seconds: ls.last_flush.map(|d: Duration| d.as_secs_f64()),
+                flush_failing_seconds: failing.as_ref().map(|(_, t)| t.elapsed().as_secs_f64()),
+                last_flush_error: failing.map(|(e, _)| e),
+                stale,
             })
         }
         .boxed()

@@ -11,6 +11,7 @@ mod object_store;
 mod options_and_errors;
 mod queue;
 mod seed_examples;
+mod store_outage;
 
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
