@@ -1,15 +1,17 @@
-//! Consumer groups of a bucket on local disk: `groups/{group}.offsets`, an
-//! append-only file of change records, changed under an exclusive `flock` of it.
+//! Consumer groups of a bucket on local disk: `groups/{group}.offsets`, a log of
+//! change records in a file of [`super::COMPACT_AT`] record slots, preallocated with
+//! zeros, changed under an exclusive `flock` of it.
 //!
 //! Invariants:
 //! - a change is decided on the file's last intact record, read under the lock of the
 //!   file the group's name points to (a lock taken on a file that was deleted or
 //!   replaced meanwhile is let go and taken again on the new one);
-//! - the change is appended after the last intact record (cutting a torn tail) and
-//!   fsynced before it returns; a new file's directory entry (and a new `groups/`
-//!   directory's) is fsynced before its first change returns;
-//! - a file grown to [`super::COMPACT_AT`] records is replaced with its last record
-//!   alone: written to `{file}.tmp`, fsynced, renamed over, directory fsynced;
+//! - the change is written after the last intact record (over a torn one), into the
+//!   zeros, and made durable before it returns: an `fdatasync` (the size does not
+//!   change); a new file is written whole (the record and its zeros), fsynced, and its
+//!   directory entry (and a new `groups/` directory's) fsynced;
+//! - a full file is replaced with its last record and fresh zeros: written to
+//!   `{file}.tmp`, fsynced, renamed over, directory fsynced;
 //! - every write, rename and fsync goes through the bucket's [`Disk`], so a simulated
 //!   power loss sees them.
 
@@ -41,15 +43,19 @@ struct Parsed {
 }
 
 /// Parses a group file: its records in order, each intact and of a later generation
-/// than the one before. A last record that is cut short or fails its checksum is an
+/// than the one before, up to the first all-zero record (the preallocated tail). A
+/// last record that is cut short or fails its checksum (only zeros after it) is an
 /// interrupted change (never acknowledged) and is left out; damage anywhere else is
 /// [`Error::GroupDamaged`].
 fn parse(bytes: &[u8], path: &Path) -> Result<Parsed> {
     let mut last: Option<Change> = None;
     let mut at = 0usize;
     while at + RECORD_BYTES <= bytes.len() {
-        let is_last = at + RECORD_BYTES == bytes.len();
-        match Change::decode(&bytes[at..at + RECORD_BYTES]) {
+        let slot = &bytes[at..at + RECORD_BYTES];
+        if slot.iter().all(|b| *b == 0) {
+            break;
+        }
+        match Change::decode(slot) {
             Ok(c) => {
                 if let Some(prev) = last
                     && c.generation <= prev.generation
@@ -65,7 +71,7 @@ fn parse(bytes: &[u8], path: &Path) -> Result<Parsed> {
                 last = Some(c);
                 at += RECORD_BYTES;
             }
-            Err(_) if is_last => break,
+            Err(_) if bytes[at + RECORD_BYTES..].iter().all(|b| *b == 0) => break,
             Err(reason) => {
                 return Err(damaged(
                     path,
@@ -78,6 +84,13 @@ fn parse(bytes: &[u8], path: &Path) -> Result<Parsed> {
         last,
         valid_len: at as u64,
     })
+}
+
+/// `record` followed by zeros up to the file's capacity.
+fn preallocated(record: &[u8]) -> Vec<u8> {
+    let mut all = vec![0u8; COMPACT_AT * RECORD_BYTES];
+    all[..record.len()].copy_from_slice(record);
+    all
 }
 
 fn damaged(path: &Path, reason: String) -> Error {
@@ -170,12 +183,13 @@ impl Local {
             offset,
             token: token(),
         };
-        let records = parsed.valid_len / RECORD_BYTES as u64;
-        if records + 1 >= COMPACT_AT as u64 {
-            // the file replaced with the new record alone
+        let record = change.encode();
+        let capacity = (COMPACT_AT * RECORD_BYTES) as u64;
+        if parsed.valid_len + RECORD_BYTES as u64 > capacity {
+            // full: the file replaced with the new record alone, and room after it
             let tmp = self.dir.join(format!("{group}{SUFFIX}.tmp"));
             self.disk
-                .write_from(&tmp, 0, &change.encode())
+                .write_from(&tmp, 0, &preallocated(&record))
                 .map_err(Self::io("write consumer group", &tmp))?;
             self.disk
                 .sync_file(&tmp)
@@ -186,19 +200,29 @@ impl Local {
             self.disk
                 .sync_dir(&self.dir)
                 .map_err(Self::io("fsync", &self.dir))?;
-        } else {
+        } else if (bytes.len() as u64) < capacity {
+            // a new file (or one a crash cut short): the record and the room after
+            // it, size and name made durable
+            let mut tail = record.to_vec();
+            tail.resize((capacity - parsed.valid_len) as usize, 0);
             self.disk
-                .write_from(&path, parsed.valid_len, &change.encode())
+                .write_from(&path, parsed.valid_len, &tail)
                 .map_err(Self::io("write consumer group", &path))?;
             self.disk
                 .sync_file(&path)
                 .map_err(Self::io("fsync consumer group", &path))?;
-            if parsed.valid_len == 0 {
-                // the file may be new: its name durable before the change returns
-                self.disk
-                    .sync_dir(&self.dir)
-                    .map_err(Self::io("fsync", &self.dir))?;
-            }
+            self.disk
+                .sync_dir(&self.dir)
+                .map_err(Self::io("fsync", &self.dir))?;
+        } else {
+            // into the preallocated room: the size does not change, so an fdatasync
+            // makes it durable (no metadata journal commit)
+            self.disk
+                .write_at(&path, parsed.valid_len, &record)
+                .map_err(Self::io("write consumer group", &path))?;
+            self.disk
+                .sync_data(&path)
+                .map_err(Self::io("fsync consumer group", &path))?;
         }
         drop(file);
         Ok(change)

@@ -3,10 +3,11 @@
 //!
 //! A group's committed offset is the next offset it will read. Every change of it is
 //! one checksummed 40-byte record ([`record`], `docs/groups-format.md`):
-//! - on local disk, appended to `groups/{group}.offsets` under an exclusive `flock` of
-//!   that file and fsynced before the change returns (one fdatasync-sized write, as a
-//!   WAL append); a file grown past [`COMPACT_AT`] records is rewritten with its last
-//!   record alone (written, fsynced, renamed over, directory fsynced);
+//! - on local disk, written into `groups/{group}.offsets` (a file of [`COMPACT_AT`]
+//!   record slots, preallocated with zeros) after its last record, under an exclusive
+//!   `flock` of that file, and made durable by an `fdatasync` before the change
+//!   returns (as a WAL append into preallocated space); a full file is rewritten with
+//!   its last record alone (written, fsynced, renamed over, directory fsynced);
 //! - at a URI, one object per change, `groups/{group}/{generation:020}`, created with
 //!   a put-if-absent: of two committers of one generation, one wins.
 //!
@@ -42,7 +43,8 @@ pub const GROUPS_DIR: &str = "groups";
 /// Longest group name, in bytes.
 pub const GROUP_NAME_BYTES_MAX: usize = 200;
 
-/// Records a local group file holds before it is rewritten with its last one alone.
+/// Record slots of a local group file: a full one is rewritten with its last record
+/// alone.
 pub const COMPACT_AT: usize = 128;
 
 /// A group's committed offset in one bucket.
@@ -329,7 +331,15 @@ fn offset_of(group: &str, c: record::Change) -> GroupOffset {
 }
 
 /// Runs the local store's file work on a blocking thread.
+/// On a multi-thread runtime the work runs on this worker (`block_in_place`: the
+/// worker's other tasks move to another thread), which saves a commit the two thread
+/// hops of `spawn_blocking` (a third of its time, measured against one fdatasync).
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        return tokio::task::block_in_place(f);
+    }
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Io {

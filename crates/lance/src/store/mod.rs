@@ -67,6 +67,17 @@ pub trait Disk: Send + Sync + Debug {
     fn write_from(&self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()>;
     /// Renames `from` to `to`, replacing `to`. Not durable until `sync_dir`.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Writes `bytes` at `offset` of the existing file at `path` without cutting it
+    /// (into space written before, e.g. preallocated zeros). Not durable until
+    /// `sync_data` (or `sync_file`). A power loss keeps what was synced before
+    /// `offset`, and of the rest at most a prefix (so write only at the end of what
+    /// matters, as into a log's preallocated tail).
+    fn write_at(&self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()>;
+    /// Makes the bytes of the file at `path` durable when its size did not change
+    /// since it was last synced (an `fdatasync`: no metadata journal commit).
+    fn sync_data(&self, path: &Path) -> io::Result<()> {
+        self.sync_file(path)
+    }
     /// A fault to inject into the put of the dataset's manifest of `version` (local
     /// or remote): how tests make a commit fail with an unclear outcome. None on a
     /// real disk.
@@ -133,6 +144,18 @@ impl Disk for RealDisk {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
+    }
+
+    fn write_at(&self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .write_all_at(bytes, offset)
+    }
+
+    fn sync_data(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_data()
     }
 }
 

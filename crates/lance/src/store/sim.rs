@@ -345,6 +345,21 @@ impl Disk for SimDisk {
         RealDisk.write_from(path, offset, bytes)
     }
 
+    fn write_at(&self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let _op = self.begin()?;
+        {
+            // everything from `offset` on is unsynced now: a power loss keeps at most
+            // a prefix of it (the model of a log written into preallocated space)
+            let mut ledger = self.ledger();
+            let state = ledger.file(path);
+            if state.synced_len == u64::MAX {
+                state.synced_len = std::fs::metadata(path).map_or(0, |m| m.len());
+            }
+            state.synced_len = state.synced_len.min(offset);
+        }
+        RealDisk.write_at(path, offset, bytes)
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let _op = self.begin()?;
         let mut ledger = self.ledger();

@@ -276,15 +276,23 @@ fn a_torn_last_record_is_the_commit_that_was_not_acknowledged() {
         g.commit("g", 10, 100).await.unwrap();
         g.commit("g", 20, 100).await.unwrap();
         let file = dir.path().join(GROUPS_DIR).join("g.offsets");
-        // a third commit cut short by a crash
+        // a third commit cut short by a crash: part of a record where it goes
         let mut bytes = std::fs::read(&file).unwrap();
-        bytes.extend_from_within(40..65);
+        let size = bytes.len();
+        bytes.copy_within(40..65, 80);
         std::fs::write(&file, &bytes).unwrap();
         assert_eq!(g.committed("g").await.unwrap().unwrap().offset, 20);
-        // the next commit replaces the torn tail
+        // the next commit replaces the torn one, in place
         g.commit("g", 30, 100).await.unwrap();
-        assert_eq!(std::fs::metadata(&file).unwrap().len(), 120);
+        assert_eq!(std::fs::metadata(&file).unwrap().len() as usize, size);
         assert_eq!(g.committed("g").await.unwrap().unwrap().offset, 30);
+        // a crash that cut the file short (its zeros gone): the next commit restores them
+        let bytes = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &bytes[..130]).unwrap();
+        assert_eq!(g.committed("g").await.unwrap().unwrap().offset, 30);
+        g.commit("g", 40, 100).await.unwrap();
+        assert_eq!(std::fs::metadata(&file).unwrap().len() as usize, size);
+        assert_eq!(g.committed("g").await.unwrap().unwrap().offset, 40);
     });
 }
 

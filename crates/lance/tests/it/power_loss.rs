@@ -193,6 +193,10 @@ impl persisting_lance::Disk for RecordingDisk {
     fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
         persisting_lance::RealDisk.rename(from, to)
     }
+
+    fn write_at(&self, path: &std::path::Path, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        persisting_lance::RealDisk.write_at(path, offset, bytes)
+    }
 }
 
 #[test]

@@ -295,6 +295,10 @@ impl Disk for Faults {
         panic!("a remote dataset writes no local file ({})", path.display())
     }
 
+    fn write_at(&self, path: &Path, _offset: u64, _bytes: &[u8]) -> std::io::Result<()> {
+        panic!("a remote dataset writes no local file ({})", path.display())
+    }
+
     fn rename(&self, from: &Path, _to: &Path) -> std::io::Result<()> {
         panic!(
             "a remote dataset renames no local file ({})",

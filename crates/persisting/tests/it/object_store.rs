@@ -185,6 +185,10 @@ impl persisting::lance::Disk for FailBeforeSent {
         unreachable!("a remote dataset writes no local file")
     }
 
+    fn write_at(&self, _: &std::path::Path, _: u64, _: &[u8]) -> std::io::Result<()> {
+        unreachable!("a remote dataset writes no local file")
+    }
+
     fn rename(&self, _: &std::path::Path, _: &std::path::Path) -> std::io::Result<()> {
         unreachable!("a remote dataset renames no local file")
     }
