@@ -16,7 +16,7 @@
 //!   power loss sees them.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,6 +34,29 @@ pub(crate) struct Local {
     root: PathBuf,
     dir: PathBuf,
     disk: Arc<dyn Disk>,
+    /// Group files kept open between changes (a change locks, checks and writes
+    /// through the descriptor); at most [`OPEN_MAX`].
+    open: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<File>>>>,
+    /// Changes through this handle, one at a time: its tasks share a descriptor, and
+    /// a `flock` excludes other descriptors only.
+    serial: Arc<std::sync::Mutex<()>>,
+}
+
+/// Group files a handle keeps open.
+const OPEN_MAX: usize = 64;
+
+/// A group file locked by this handle; unlocked when dropped.
+struct Held {
+    file: Arc<File>,
+    path: PathBuf,
+    /// The file's size when locked.
+    len: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
 }
 
 /// A group file's contents: its last intact change and the bytes up to the end of it.
@@ -106,6 +129,8 @@ impl Local {
             root: root.to_path_buf(),
             dir: root.join(GROUPS_DIR),
             disk,
+            open: Arc::default(),
+            serial: Arc::default(),
         }
     }
 
@@ -128,9 +153,15 @@ impl Local {
         }
     }
 
-    /// The group's file, opened (created if absent) and locked; it is the one the
-    /// group's name points to while the lock is held.
-    fn lock(&self, group: &str) -> Result<(File, PathBuf)> {
+    fn cached(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<File>>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The group's file, opened (created if absent, kept open) and locked; it is the
+    /// one the group's name points to while the lock is held.
+    fn lock(&self, group: &str) -> Result<Held> {
         let path = self.path(group);
         if !self.dir.is_dir() {
             std::fs::create_dir_all(&self.dir)
@@ -140,28 +171,72 @@ impl Local {
                 .map_err(Self::io("fsync", &self.root))?;
         }
         loop {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(Self::io("open consumer group", &path))?;
+            let kept = self.cached().get(group).cloned();
+            let file = match kept {
+                Some(file) => file,
+                None => {
+                    let file = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(&path)
+                        .map_err(Self::io("open consumer group", &path))?;
+                    let file = Arc::new(file);
+                    let mut open = self.cached();
+                    if open.len() >= OPEN_MAX {
+                        open.clear();
+                    }
+                    open.insert(group.to_owned(), Arc::clone(&file));
+                    file
+                }
+            };
             file.lock()
                 .map_err(Self::io("lock consumer group", &path))?;
-            let held = file
+            let mut held = Held {
+                file,
+                path: path.clone(),
+                len: 0,
+            };
+            let locked = held
+                .file
                 .metadata()
                 .map_err(Self::io("stat consumer group", &path))?;
             match std::fs::metadata(&path) {
-                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
-                    return Ok((file, path));
+                Ok(now) if now.ino() == locked.ino() && now.dev() == locked.dev() => {
+                    held.len = locked.len();
+                    return Ok(held);
                 }
-                // deleted or replaced while this waited for the lock: take the new one
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                // deleted or replaced (by this or another handle) since it was opened,
+                // or while this waited for the lock: open the new one
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Self::io("stat consumer group", &path)(e)),
             }
+            self.forget(group);
         }
+    }
+
+    /// Closes the group's kept file (it was deleted or replaced).
+    fn forget(&self, group: &str) {
+        self.cached().remove(group);
+    }
+
+    /// The locked file's bytes.
+    fn contents(held: &Held) -> Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = vec![0u8; usize::try_from(held.len).unwrap_or(usize::MAX).min(1 << 20)];
+        let mut at = 0;
+        while at < bytes.len() {
+            match held.file.read_at(&mut bytes[at..], at as u64) {
+                Ok(0) => break,
+                Ok(n) => at += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Self::io("read consumer group", &held.path)(e)),
+            }
+        }
+        bytes.truncate(at);
+        Ok(bytes)
     }
 
     /// Applies one change: `decide` gets the group's last change and returns the new
@@ -172,10 +247,13 @@ impl Local {
         decide: impl FnOnce(Option<&Change>) -> Result<u64>,
     ) -> Result<Change> {
         let _op = self.disk.begin().map_err(Self::io("change", &self.dir))?;
-        let (mut file, path) = self.lock(group)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(Self::io("read consumer group", &path))?;
+        let _serial = self
+            .serial
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let held = self.lock(group)?;
+        let path = held.path.clone();
+        let bytes = Self::contents(&held)?;
         let parsed = parse(&bytes, &path)?;
         let offset = decide(parsed.last.as_ref())?;
         let change = Change {
@@ -197,6 +275,7 @@ impl Local {
             self.disk
                 .rename(&tmp, &path)
                 .map_err(Self::io("replace consumer group", &path))?;
+            self.forget(group);
             self.disk
                 .sync_dir(&self.dir)
                 .map_err(Self::io("fsync", &self.dir))?;
@@ -218,13 +297,13 @@ impl Local {
             // into the preallocated room: the size does not change, so an fdatasync
             // makes it durable (no metadata journal commit)
             self.disk
-                .write_at(&path, parsed.valid_len, &record)
+                .write_at_file(&held.file, &path, parsed.valid_len, &record)
                 .map_err(Self::io("write consumer group", &path))?;
             self.disk
-                .sync_data(&path)
+                .sync_data_file(&held.file, &path)
                 .map_err(Self::io("fsync consumer group", &path))?;
         }
-        drop(file);
+        drop(held);
         Ok(change)
     }
 
@@ -234,17 +313,21 @@ impl Local {
             return Ok(false);
         }
         let _op = self.disk.begin().map_err(Self::io("change", &self.dir))?;
-        let (mut file, path) = self.lock(group)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(Self::io("read consumer group", &path))?;
+        let _serial = self
+            .serial
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let held = self.lock(group)?;
+        let path = held.path.clone();
+        let bytes = Self::contents(&held)?;
         // a damaged file is deleted too: deleting is how a user gets rid of it
         let had = parse(&bytes, &path).map_or(true, |p| p.last.is_some());
         std::fs::remove_file(&path).map_err(Self::io("delete consumer group", &path))?;
+        self.forget(group);
         self.disk
             .sync_dir(&self.dir)
             .map_err(Self::io("fsync", &self.dir))?;
-        drop(file);
+        drop(held);
         Ok(had)
     }
 

@@ -78,6 +78,17 @@ pub trait Disk: Send + Sync + Debug {
     fn sync_data(&self, path: &Path) -> io::Result<()> {
         self.sync_file(path)
     }
+    /// [`Disk::write_at`] through `file`, an open descriptor of `path` (a disk that
+    /// keeps a ledger by path, as [`SimDisk`] does, may ignore it).
+    fn write_at_file(&self, file: &File, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let _ = file;
+        self.write_at(path, offset, bytes)
+    }
+    /// [`Disk::sync_data`] through `file`, an open descriptor of `path`.
+    fn sync_data_file(&self, file: &File, path: &Path) -> io::Result<()> {
+        let _ = file;
+        self.sync_data(path)
+    }
     /// A fault to inject into the put of the dataset's manifest of `version` (local
     /// or remote): how tests make a commit fail with an unclear outcome. None on a
     /// real disk.
@@ -156,6 +167,15 @@ impl Disk for RealDisk {
 
     fn sync_data(&self, path: &Path) -> io::Result<()> {
         File::open(path)?.sync_data()
+    }
+
+    fn write_at_file(&self, file: &File, _: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(bytes, offset)
+    }
+
+    fn sync_data_file(&self, file: &File, _: &Path) -> io::Result<()> {
+        file.sync_data()
     }
 }
 

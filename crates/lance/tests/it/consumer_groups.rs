@@ -177,8 +177,14 @@ fn two_committers_racing_lose_no_commit(at: At) {
     rt().block_on(async {
         let uri_groups = handle(&at).await;
         let mut tasks = Vec::new();
-        for _ in 0..2 {
-            let g = handle(&at).await;
+        // two handles (two open files, two store clients), and a third task sharing
+        // the first's handle
+        let shared = handle(&at).await;
+        for k in 0..3 {
+            let g = match k {
+                0 | 2 => shared.clone(),
+                _ => handle(&at).await,
+            };
             tasks.push(tokio::spawn(async move {
                 let mut refused = 0;
                 for _ in 0..per_committer {
@@ -199,8 +205,8 @@ fn two_committers_racing_lose_no_commit(at: At) {
             t.await.unwrap();
         }
         let last = uri_groups.committed("g").await.unwrap().unwrap();
-        assert_eq!(last.offset, 2 * per_committer);
-        assert_eq!(last.generation, 2 * per_committer);
+        assert_eq!(last.offset, 3 * per_committer);
+        assert_eq!(last.generation, 3 * per_committer);
     });
 }
 
