@@ -1232,6 +1232,41 @@ fn wal_1(dir: &Path, secs: f64) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Ops/s of the system calls a cross-process group commit cannot do without, on one
+/// descriptor kept open, for `secs`: `flock`, `fstat` and `stat` (is the file still the
+/// group's), `pread` of the 5 KB file, `pwrite` of 40 bytes into it, `fdatasync`,
+/// unlock. With `bare`, only the `pwrite` and `fdatasync` (a WAL append's bound).
+fn raw_commits(dir: &Path, secs: f64, bare: bool) -> f64 {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let path = dir.join(if bare { "bare" } else { "locked" });
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&path, vec![0u8; 5120]).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    file.sync_all().unwrap();
+    let mut buf = vec![0u8; 5120];
+    let start = std::time::Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        if !bare {
+            file.lock().unwrap();
+            let same = file.metadata().unwrap().ino() == std::fs::metadata(&path).unwrap().ino();
+            assert!(same);
+            file.read_at(&mut buf, 0).unwrap();
+        }
+        file.write_all_at(&[7u8; 40], (n % 128) * 40).unwrap();
+        file.sync_data().unwrap();
+        if !bare {
+            file.unlock().unwrap();
+        }
+        n += 1;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
 /// Records/s of a consumer draining `b` in reads of `read` records, committing its
 /// group after each read when `commit`.
 async fn drain(b: &PersistingBackend, read: usize, commit: Option<&str>) -> f64 {
@@ -1268,12 +1303,40 @@ async fn groups_rows(root: &Path) {
     }
     row(
         "groups",
-        "commits of one group (fsynced) vs the WAL's 1-writer Always append, same disk",
+        "commits of one group (fdatasynced) vs the WAL's 1-writer Always append, same disk",
         commits,
         appends,
         "ops/s",
         commits / appends,
         ">=0.8",
+    );
+    // the bound of a cross-process commit here: its system calls alone, against a
+    // bare pwrite + fdatasync (alternated, best of two each)
+    let (mut locked, mut bare) = (0.0f64, 0.0f64);
+    for round in 0..2 {
+        let d = root.join(format!("raw-{round}"));
+        settle();
+        locked = locked.max(raw_commits(&d, secs, false));
+        settle();
+        bare = bare.max(raw_commits(&d, secs, true));
+    }
+    row(
+        "groups",
+        "bound: flock + stat + pread + pwrite + fdatasync vs pwrite + fdatasync (raw system calls, one descriptor)",
+        locked,
+        bare,
+        "ops/s",
+        locked / bare,
+        "-",
+    );
+    row(
+        "groups",
+        "commits of one group vs that bound (the raw system calls of a commit)",
+        commits,
+        locked,
+        "ops/s",
+        commits / locked,
+        "-",
     );
 
     let n = rows_big().min(1_000_000);
