@@ -10,7 +10,10 @@
 //!   `KEPT` newer ones exist. A committer that read the group that long ago may
 //!   re-create a removed generation (its put-if-absent succeeds); listed after the
 //!   put, a generation `KEPT` or more above its own says so, and it decides again (the
-//!   left-over object is below the newest: listed, never believed);
+//!   left-over object is below the newest: listed, never believed). A committer held
+//!   up after a put that did land, while others made `KEPT` changes, cannot tell the
+//!   two apart: it decides again too, so its commit may be refused as stale although
+//!   it landed (a re-read shows it) — never the other way round;
 //! - the store's client retries a put answered by a server error, and the first
 //!   attempt may have landed: a put refused as existing that finds its own token
 //!   there is its own change;
@@ -33,7 +36,7 @@ use crate::error::{Error, Result};
 const RACES_MAX: usize = 16;
 
 /// Generations kept of a group: older objects are removed after a change.
-const KEPT: u64 = 32;
+const KEPT: u64 = 64;
 
 #[derive(Debug)]
 pub(crate) struct Remote {
