@@ -298,14 +298,8 @@ impl BucketGroups {
     /// Deletes `group`; whether it had a committed offset.
     pub async fn delete(&self, group: &str) -> Result<bool> {
         let had = self.groups.delete(group).await?;
-        if let Some(l) = &self.metrics {
-            let labels = [
-                ("topic", l.topic.clone()),
-                ("bucket", l.bucket.clone()),
-                ("group", group.to_owned()),
-            ];
-            gauge!("persisting_consumer_lag", &labels).set(0.0);
-        }
+        // a deleted group lags nothing (its gauge cannot be removed)
+        self.observe(group, 0, 0, false);
         Ok(had)
     }
 

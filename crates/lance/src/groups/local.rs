@@ -45,6 +45,16 @@ pub(crate) struct Local {
 /// Group files a handle keeps open.
 const OPEN_MAX: usize = 64;
 
+/// A change in progress through this handle: the group's file locked (and this
+/// handle's other changes held off) with its bytes read. Dropped in field order: the
+/// file unlocked, then the handle's serialisation, then the disk operation.
+struct Locked<'a> {
+    held: Held,
+    bytes: Vec<u8>,
+    _serial: std::sync::MutexGuard<'a, ()>,
+    _op: crate::store::Op,
+}
+
 /// A group file locked by this handle; unlocked when dropped.
 struct Held {
     file: Arc<File>,
@@ -109,10 +119,10 @@ fn parse(bytes: &[u8], path: &Path) -> Result<Parsed> {
     })
 }
 
-/// `record` followed by zeros up to the file's capacity.
-fn preallocated(record: &[u8]) -> Vec<u8> {
-    let mut all = vec![0u8; COMPACT_AT * RECORD_BYTES];
-    all[..record.len()].copy_from_slice(record);
+/// `record` followed by zeros, `len` bytes in all.
+fn preallocated(record: &[u8], len: u64) -> Vec<u8> {
+    let mut all = record.to_vec();
+    all.resize(usize::try_from(len).unwrap_or(usize::MAX), 0);
     all
 }
 
@@ -217,6 +227,24 @@ impl Local {
         }
     }
 
+    /// Starts a change of `group`: the disk operation, this handle's turn, the file's
+    /// lock, its bytes.
+    fn lock_and_read(&self, group: &str) -> Result<Locked<'_>> {
+        let op = self.disk.begin().map_err(Self::io("change", &self.dir))?;
+        let serial = self
+            .serial
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let held = self.lock(group)?;
+        let bytes = Self::contents(&held)?;
+        Ok(Locked {
+            held,
+            bytes,
+            _serial: serial,
+            _op: op,
+        })
+    }
+
     /// Closes the group's kept file (it was deleted or replaced).
     fn forget(&self, group: &str) {
         self.cached().remove(group);
@@ -246,15 +274,10 @@ impl Local {
         group: &str,
         decide: impl FnOnce(Option<&Change>) -> Result<u64>,
     ) -> Result<Change> {
-        let _op = self.disk.begin().map_err(Self::io("change", &self.dir))?;
-        let _serial = self
-            .serial
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let held = self.lock(group)?;
+        let locked = self.lock_and_read(group)?;
+        let (held, bytes) = (&locked.held, &locked.bytes);
         let path = held.path.clone();
-        let bytes = Self::contents(&held)?;
-        let parsed = parse(&bytes, &path)?;
+        let parsed = parse(bytes, &path)?;
         let offset = decide(parsed.last.as_ref())?;
         let change = Change {
             generation: parsed.last.map_or(1, |c| c.generation + 1),
@@ -267,7 +290,7 @@ impl Local {
             // full: the file replaced with the new record alone, and room after it
             let tmp = self.dir.join(format!("{group}{SUFFIX}.tmp"));
             self.disk
-                .write_from(&tmp, 0, &preallocated(&record))
+                .write_from(&tmp, 0, &preallocated(&record, capacity))
                 .map_err(Self::io("write consumer group", &tmp))?;
             self.disk
                 .sync_file(&tmp)
@@ -282,8 +305,7 @@ impl Local {
         } else if (bytes.len() as u64) < capacity {
             // a new file (or one a crash cut short): the record and the room after
             // it, size and name made durable
-            let mut tail = record.to_vec();
-            tail.resize((capacity - parsed.valid_len) as usize, 0);
+            let tail = preallocated(&record, capacity - parsed.valid_len);
             self.disk
                 .write_from(&path, parsed.valid_len, &tail)
                 .map_err(Self::io("write consumer group", &path))?;
@@ -303,7 +325,7 @@ impl Local {
                 .sync_data_file(&held.file, &path)
                 .map_err(Self::io("fsync consumer group", &path))?;
         }
-        drop(held);
+        drop(locked);
         Ok(change)
     }
 
@@ -312,22 +334,16 @@ impl Local {
         if !self.path(group).exists() {
             return Ok(false);
         }
-        let _op = self.disk.begin().map_err(Self::io("change", &self.dir))?;
-        let _serial = self
-            .serial
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let held = self.lock(group)?;
-        let path = held.path.clone();
-        let bytes = Self::contents(&held)?;
+        let locked = self.lock_and_read(group)?;
+        let path = locked.held.path.clone();
         // a damaged file is deleted too: deleting is how a user gets rid of it
-        let had = parse(&bytes, &path).map_or(true, |p| p.last.is_some());
+        let had = parse(&locked.bytes, &path).map_or(true, |p| p.last.is_some());
         std::fs::remove_file(&path).map_err(Self::io("delete consumer group", &path))?;
         self.forget(group);
         self.disk
             .sync_dir(&self.dir)
             .map_err(Self::io("fsync", &self.dir))?;
-        drop(held);
+        drop(locked);
         Ok(had)
     }
 

@@ -104,21 +104,21 @@ pub(crate) enum Ask {
 
 /// The state a change leads to, decided on the group's `current` state (what this
 /// module's stores call under their lock or before their conditional put).
-pub(crate) struct Decide<'a> {
-    pub(crate) group: &'a str,
-    pub(crate) bucket: &'a str,
+pub(crate) struct Decide {
+    pub(crate) group: String,
+    pub(crate) bucket: String,
     pub(crate) ask: Ask,
     pub(crate) offset: u64,
     pub(crate) end: u64,
 }
 
-impl Decide<'_> {
+impl Decide {
     /// The offset to store, or why not.
     pub(crate) fn decide(&self, current: Option<&record::Change>) -> Result<u64> {
         if self.offset > self.end {
             return Err(Error::GroupPastEnd {
-                group: self.group.to_owned(),
-                bucket: self.bucket.to_owned(),
+                group: self.group.clone(),
+                bucket: self.bucket.clone(),
                 requested: self.offset,
                 end: self.end,
             });
@@ -127,8 +127,8 @@ impl Decide<'_> {
             let now = current.map(|c| (c.generation, c.offset));
             if now != seen {
                 return Err(Error::GroupConflict {
-                    group: self.group.to_owned(),
-                    bucket: self.bucket.to_owned(),
+                    group: self.group.clone(),
+                    bucket: self.bucket.clone(),
                     seen: seen.map(|(_, o)| o),
                     found: now.map(|(_, o)| o),
                     requested: self.offset,
@@ -139,8 +139,8 @@ impl Decide<'_> {
             && self.offset < c.offset
         {
             return Err(Error::GroupBackwards {
-                group: self.group.to_owned(),
-                bucket: self.bucket.to_owned(),
+                group: self.group.clone(),
+                bucket: self.bucket.clone(),
                 committed: c.offset,
                 requested: self.offset,
             });
@@ -262,35 +262,19 @@ impl Groups {
 
     async fn change(&self, group: &str, ask: Ask, offset: u64, end: u64) -> Result<GroupOffset> {
         validate_group(group)?;
-        let decide = |current: Option<&record::Change>| {
-            Decide {
-                group,
-                bucket: &self.bucket,
-                ask,
-                offset,
-                end,
-            }
-            .decide(current)
+        let decide = Decide {
+            group: group.to_owned(),
+            bucket: self.bucket.clone(),
+            ask,
+            offset,
+            end,
         };
         let changed = match &*self.place {
             Place::Local(l) => {
                 let l = l.clone();
-                let (g, bucket) = (group.to_owned(), self.bucket.clone());
-                blocking(move || {
-                    l.change(&g, |current| {
-                        Decide {
-                            group: &g,
-                            bucket: &bucket,
-                            ask,
-                            offset,
-                            end,
-                        }
-                        .decide(current)
-                    })
-                })
-                .await?
+                blocking(move || l.change(&decide.group, |current| decide.decide(current))).await?
             }
-            Place::Remote(r) => r.change(group, decide).await?,
+            Place::Remote(r) => r.change(group, |current| decide.decide(current)).await?,
         };
         Ok(offset_of(group, changed))
     }

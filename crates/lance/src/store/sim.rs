@@ -282,6 +282,20 @@ impl Ledger {
     }
 }
 
+impl SimDisk {
+    /// Records that the bytes of `path` from `offset` on are about to change: none of
+    /// them is durable any more, and a power loss keeps at most a prefix of them (the
+    /// model of a file written at its end, or into its preallocated tail).
+    fn unsynced_from(&self, path: &Path, offset: u64) {
+        let mut ledger = self.ledger();
+        let state = ledger.file(path);
+        if state.synced_len == u64::MAX {
+            state.synced_len = std::fs::metadata(path).map_or(0, |m| m.len());
+        }
+        state.synced_len = state.synced_len.min(offset);
+    }
+}
+
 impl Disk for SimDisk {
     fn begin(&self) -> io::Result<Op> {
         let op = Op::counted(&self.0.running);
@@ -334,29 +348,13 @@ impl Disk for SimDisk {
 
     fn write_from(&self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> {
         let _op = self.begin()?;
-        {
-            let mut ledger = self.ledger();
-            let state = ledger.file(path);
-            if state.synced_len == u64::MAX {
-                state.synced_len = std::fs::metadata(path).map_or(0, |m| m.len());
-            }
-            state.synced_len = state.synced_len.min(offset);
-        }
+        self.unsynced_from(path, offset);
         RealDisk.write_from(path, offset, bytes)
     }
 
     fn write_at(&self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> {
         let _op = self.begin()?;
-        {
-            // everything from `offset` on is unsynced now: a power loss keeps at most
-            // a prefix of it (the model of a log written into preallocated space)
-            let mut ledger = self.ledger();
-            let state = ledger.file(path);
-            if state.synced_len == u64::MAX {
-                state.synced_len = std::fs::metadata(path).map_or(0, |m| m.len());
-            }
-            state.synced_len = state.synced_len.min(offset);
-        }
+        self.unsynced_from(path, offset);
         RealDisk.write_at(path, offset, bytes)
     }
 
