@@ -35,7 +35,7 @@ pub use decode::{
 };
 pub use encode::{
     BATCH_FORMAT_V1, RECORD_FORMAT_V1, VALUE_FORMAT_V1, encode_batch, encode_batch_into,
-    encode_record, encode_record_into, encode_value,
+    encode_record, encode_record_into, encode_value, encoded_len,
 };
 pub use error::{Error, Result};
 pub use text::Str;

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
+use persisting::outage::{Outage, Relay};
 use persisting::wal::SimRng;
 use persisting::{PersistingBackend, PersistingOptions, StorageBackend};
 
@@ -76,6 +77,19 @@ fn location(
         }
     };
     opts.wal_dir = Some(dir.join("local"));
+    if data == Data::S3 {
+        // outages of a few seconds: requests give up within them, and the lease
+        // lapses (suspending acknowledgements) and is taken back
+        for (k, v) in [
+            ("timeout", "1s"),
+            ("connect_timeout", "1s"),
+            ("client_max_retries", "1"),
+            ("client_retry_timeout", "2"),
+        ] {
+            opts.storage_options.insert(k.to_owned(), v.to_owned());
+        }
+        opts.lease_term = Duration::from_secs(3);
+    }
     Ok((uri, opts))
 }
 
@@ -104,7 +118,11 @@ pub fn worker(args: &Args) -> Result<(), String> {
     let dir = args.dir.clone().ok_or("the worker needs --dir")?;
     let seed = args.seed.ok_or("the worker needs --seed")?;
     let cfg = RunConfig::from_seed(seed);
-    let (path, opts) = location(&dir, &cfg, args.data)?;
+    let (path, mut opts) = location(&dir, &cfg, args.data)?;
+    if args.outages {
+        // puts at the bound give up within an outage, and are retried
+        opts.put_timeout = Duration::from_secs(1);
+    }
     runtime()?.block_on(async move {
         let b = PersistingBackend::open(0, &path, opts)
             .await
@@ -115,7 +133,17 @@ pub fn worker(args: &Args) -> Result<(), String> {
         let mut done = 0;
         while args.ops.is_none_or(|n| done < n) {
             done += 1;
-            match apply(&b, &cfg, next_op(&mut rng), next).await? {
+            let applied = match apply(&b, &cfg, next_op(&mut rng), next).await {
+                Err(e) if args.outages => {
+                    // the store may be away: nothing of a refused operation was
+                    // acknowledged, and the workload goes on from where it was
+                    println!("OUTAGE {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                other => other?,
+            };
+            match applied {
                 Applied::Acked(n) => {
                     next = n;
                     println!("ACK {next}");
@@ -124,10 +152,13 @@ pub fn worker(args: &Args) -> Result<(), String> {
                 Applied::Committed(g, offset) => println!("COMMIT {g} {offset}"),
                 Applied::Read => {
                     let from = rng.below(next.max(1));
-                    let got = b
-                        .get(from, Some(1 + rng.below(300) as usize))
-                        .await
-                        .map_err(|e| format!("get {from}: {e}"))?;
+                    let got = match b.get(from, Some(1 + rng.below(300) as usize)).await {
+                        Err(e) if args.outages => {
+                            println!("OUTAGE get {from}: {e}");
+                            continue;
+                        }
+                        got => got.map_err(|e| format!("get {from}: {e}"))?,
+                    };
                     for (k, r) in got.iter().enumerate() {
                         let at = from + k as u64;
                         if !matches(&cfg, at, r) {
@@ -147,7 +178,16 @@ enum Line {
     Ready(u64),
     Ack(u64),
     Commit(usize, u64),
+    /// An operation the worker saw fail while its store may be away.
+    Outage,
     Other(String),
+}
+
+/// How a worker reaches its store: the relay of the `s3` mode (its endpoint), and
+/// whether an outage may come (the worker then rides errors out).
+struct Route<'a> {
+    relay: Option<&'a Relay>,
+    outages: bool,
 }
 
 fn spawn_worker(
@@ -155,6 +195,7 @@ fn spawn_worker(
     seed: u64,
     ops: Option<u64>,
     data: Data,
+    route: &Route<'_>,
 ) -> Result<(Child, Receiver<Line>), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let mut cmd = Command::new(exe);
@@ -170,6 +211,12 @@ fn spawn_worker(
         cmd.arg("--ops").arg(n.to_string());
     }
     cmd.arg("--data").arg(data.mode());
+    if let Some(relay) = route.relay {
+        cmd.env("AWS_ENDPOINT", relay.endpoint());
+    }
+    if route.outages {
+        cmd.arg("--outages");
+    }
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start the worker: {e}"))?;
@@ -181,6 +228,7 @@ fn spawn_worker(
             let parsed = match line.split_once(' ') {
                 Some(("READY", n)) => n.parse().map(Line::Ready).unwrap_or(Line::Other(line)),
                 Some(("ACK", n)) => n.parse().map(Line::Ack).unwrap_or(Line::Other(line)),
+                Some(("OUTAGE", _)) => Line::Outage,
                 Some(("COMMIT", rest)) => rest
                     .split_once(' ')
                     .and_then(|(g, o)| Some(Line::Commit(g.parse().ok()?, o.parse().ok()?)))
@@ -203,6 +251,8 @@ struct Acked {
     commits: [u64; GROUPS.len()],
     /// Commit lines read.
     commit_lines: u64,
+    /// Operations the worker saw fail during outages.
+    outage_errors: u64,
 }
 
 /// Reads the worker's lines until `deadline` (or the pipe closes), raising `acked`.
@@ -222,6 +272,7 @@ fn pump(
                 acked.commits[g] = acked.commits[g].max(o);
             }
             Ok(Line::Commit(..)) => {}
+            Ok(Line::Outage) => acked.outage_errors += 1,
             Ok(Line::Ready(_)) => {}
             Ok(Line::Other(l)) => {
                 if l.starts_with("ERROR") || l.starts_with("BAD") {
@@ -287,9 +338,24 @@ pub fn iteration(args: &Args, base: &Path, seed: u64, data: Data) -> Result<Tota
     let mut acked = Acked::default();
     let mut ok = true;
     let mut errors = Vec::new();
+    // the s3 mode's relay and its outages (a generator of their own: the kill times
+    // of a seed stay what they were)
+    let relay = match data {
+        Data::S3 => Some(Relay::start(s3_server()?).map_err(|e| format!("relay: {e}"))?),
+        _ => None,
+    };
+    let mut outages = SimRng::new(seed ^ 0x0a7a);
     for round in 0..=args.kills {
         let last = round == args.kills;
-        let (mut child, rx) = spawn_worker(&dir, seed, last.then_some(50), data)?;
+        let outage = relay
+            .as_ref()
+            .filter(|_| !last)
+            .and_then(|_| plan(&mut outages));
+        let route = Route {
+            relay: relay.as_ref(),
+            outages: outage.is_some(),
+        };
+        let (mut child, rx) = spawn_worker(&dir, seed, last.then_some(50), data, &route)?;
         // wait for READY
         let ready = match rx.recv_timeout(OPEN_TIMEOUT) {
             Ok(Line::Ready(n)) => n,
@@ -318,7 +384,25 @@ pub fn iteration(args: &Args, base: &Path, seed: u64, data: Data) -> Result<Tota
             }
         } else {
             let delay = Duration::from_millis(rng.below(1500));
-            let alive = pump(&rx, Instant::now() + delay, &mut acked, &mut errors);
+            let mut alive = pump(&rx, Instant::now() + delay, &mut acked, &mut errors);
+            if let (Some(plan), Some(relay)) = (outage, &relay) {
+                let before = acked.outage_errors;
+                relay.set(plan.kind);
+                let during = plan.length.min(plan.kill_after);
+                alive = alive && pump(&rx, Instant::now() + during, &mut acked, &mut errors);
+                relay.set(Outage::None);
+                if plan.kill_after > plan.length {
+                    let after = plan.kill_after - plan.length;
+                    alive = alive && pump(&rx, Instant::now() + after, &mut acked, &mut errors);
+                }
+                println!(
+                    "  outage: {:?} for {} ms, killed {} ms into it; {} operations failed meanwhile",
+                    plan.kind,
+                    plan.length.as_millis(),
+                    plan.kill_after.as_millis(),
+                    acked.outage_errors - before
+                );
+            }
             if alive {
                 let _ = child.kill(); // SIGKILL
                 t.kills += 1;
@@ -355,4 +439,41 @@ pub fn iteration(args: &Args, base: &Path, seed: u64, data: Data) -> Result<Tota
         );
     }
     Ok(t)
+}
+
+/// An outage of a round of the `s3` mode: what the relay does, for how long, and when
+/// (from its start) the worker is killed.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    kind: Outage,
+    length: Duration,
+    kill_after: Duration,
+}
+
+/// Two rounds in three have an outage of 0.5 to 4 s (a hang or a refusal); the kill
+/// comes within it or up to 2 s after it ended (the worker then recovers first).
+fn plan(rng: &mut SimRng) -> Option<Plan> {
+    let kind = match rng.below(3) {
+        0 => return None,
+        1 => Outage::Hang,
+        _ => Outage::Refuse,
+    };
+    let length = Duration::from_millis(500 + rng.below(3500));
+    let kill_after = Duration::from_millis(rng.below(length.as_millis() as u64 + 2000));
+    Some(Plan {
+        kind,
+        length,
+        kill_after,
+    })
+}
+
+/// The S3 server's address, from `AWS_ENDPOINT` (`http://host:port`).
+fn s3_server() -> Result<std::net::SocketAddr, String> {
+    let endpoint = std::env::var("AWS_ENDPOINT")
+        .map_err(|_| "the s3 mode needs AWS_ENDPOINT (scripts/s3-server.sh start)".to_owned())?;
+    let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    std::net::ToSocketAddrs::to_socket_addrs(hostport)
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("AWS_ENDPOINT {endpoint:?} is not http://host:port"))
 }

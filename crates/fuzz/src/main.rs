@@ -16,7 +16,11 @@
 //!   local `wal_dir`;
 //! - `s3`: the same with the data on a real S3-compatible server (the bucket URI in
 //!   `PERSISTING_TEST_S3`, endpoint and credentials in `AWS_*`: what
-//!   `scripts/s3-server.sh start` prints); not part of `all`, which needs no server;
+//!   `scripts/s3-server.sh start` prints); not part of `all`, which needs no server.
+//!   Workers reach the server through a relay that, in two rounds of three, has an
+//!   outage (it hangs, or refuses connections) for a while before the kill, sometimes
+//!   ending before it: the worker rides it out (its refused puts and failed flushes
+//!   are expected then, and retried), and the check finds every acknowledged record;
 //! - `corrupt`: damage WAL segments or Lance files of a closed bucket, then open it: it
 //!   must recover a prefix of intact records or fail with an error, never panic, hang
 //!   or return a damaged record.
@@ -38,7 +42,7 @@ use std::process::ExitCode;
 use check::Totals;
 
 const USAGE: &str = "usage: persisting-fuzz [kill|object-store|s3|power|corrupt|all] [--iterations N] [--seed S | --from S] [--kills K] [--dir D] [--minutes M] [--without-fsync data-files|manifest-dir|seals]
-       persisting-fuzz worker --dir D --seed S [--ops N] [--data kill|object-store|s3]   (started by the kill modes)";
+       persisting-fuzz worker --dir D --seed S [--ops N] [--data kill|object-store|s3] [--outages]   (started by the kill modes)";
 
 /// Parsed arguments.
 #[derive(Debug, Clone)]
@@ -54,6 +58,9 @@ pub struct Args {
     without_fsync: Option<persisting::lance::SkippedSync>,
     /// Where the worker's data is (the kill mode it runs for).
     data: kill::Data,
+    /// The worker's store may be away: an error of an operation is reported
+    /// (`OUTAGE …`) and the operation retried, instead of ending the worker.
+    outages: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
@@ -68,6 +75,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         ops: None,
         without_fsync: None,
         data: kill::Data::Local,
+        outages: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -95,6 +103,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
             }
             "--dir" => a.dir = Some(PathBuf::from(value(arg)?)),
             "--without-fsync" => a.without_fsync = Some(value(arg)?.parse()?),
+            "--outages" => a.outages = true,
             "--data" => {
                 let v = value(arg)?;
                 a.data = kill::Data::of_mode(&v)

@@ -53,6 +53,9 @@ pub struct BackendStats {
     /// Duration of the last flush, in seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_flush_duration_seconds: Option<f64>,
+    /// Encoded bytes of the records not committed to Lance yet (bounded by
+    /// `max_unflushed_bytes`).
+    pub unflushed_bytes: u64,
     /// The error of the last flush, while flushes fail (cleared by one that goes
     /// through).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -140,6 +140,11 @@ pub enum BucketError {
         /// What was asked.
         operation: &'static str,
     },
+    /// A put found no room within `put_timeout`: what is not committed yet is at its
+    /// bound because the store has not taken the commits that would free it (see
+    /// [`NoRoom`]). Nothing of the batch is stored; it may be retried.
+    #[error(transparent)]
+    StoreUnavailable(Box<NoRoom>),
     /// The blocking task doing `op` ended without an outcome (it panicked or its
     /// runtime shut down): what it did is unknown, and the next open recovers it.
     #[error("the task that was to {op} ended without an outcome: {reason}")]
@@ -149,6 +154,45 @@ pub enum BucketError {
         /// How it ended.
         reason: String,
     },
+}
+
+/// Why a put found no room ([`BucketError::StoreUnavailable`]): the bound reached
+/// (`max_unflushed_bytes`, or the WAL at `max_wal_size`), how long the put waited,
+/// and the state of the store.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "bucket {bucket_id}: no room for a batch of {batch_bytes} bytes after waiting {waited:.1?}: {held_bytes} bytes wait to be committed to {uri} ({bound} = {bound_bytes}); {}",
+    store_state(.last_error.as_deref(), *.failing_for)
+)]
+#[non_exhaustive]
+pub struct NoRoom {
+    /// The bucket.
+    pub bucket_id: u64,
+    /// Where its data lives (a path, or a URI such as `s3://…`).
+    pub uri: String,
+    /// Encoded bytes of the refused batch.
+    pub batch_bytes: u64,
+    /// Bytes held against the bound.
+    pub held_bytes: u64,
+    /// The bound reached: `max_unflushed_bytes` or `max_wal_size`.
+    pub bound: &'static str,
+    /// Its value.
+    pub bound_bytes: u64,
+    /// How long the put waited (`put_timeout`).
+    pub waited: std::time::Duration,
+    /// The last flush error, while flushes fail.
+    pub last_error: Option<String>,
+    /// How long flushes have failed.
+    pub failing_for: Option<std::time::Duration>,
+}
+
+/// The state of a bucket's store, for [`NoRoom`].
+fn store_state(last_error: Option<&str>, failing_for: Option<std::time::Duration>) -> String {
+    match (last_error, failing_for) {
+        (Some(e), Some(d)) => format!("flushes have failed for {:.1} s: {e}", d.as_secs_f64()),
+        (Some(e), None) => format!("the last flush failed: {e}"),
+        _ => "no flush has failed: the store is slower than the puts".to_owned(),
+    }
 }
 
 /// What a queue refused.

@@ -43,11 +43,12 @@ mod md5;
 mod memory;
 mod metrics;
 mod options;
+pub mod outage;
 mod queue;
 
 pub use backend::{BackendStats, StorageBackend, record_stream};
 pub use bucket::{LOCK_FILE, LanceBackend, PersistingBackend, WAL_DIR, WRITER_FILE};
-pub use error::{BucketError, OptionsError, QueueError, Result, StorageError, WALError};
+pub use error::{BucketError, NoRoom, OptionsError, QueueError, Result, StorageError, WALError};
 pub use groups::{BucketGroups, GroupLag};
 pub use memory::MemoryBackend;
 pub use metrics::{

@@ -53,6 +53,13 @@ pub struct PersistingOptions {
     /// (default none; in the string map, seconds, 0 for none), checked after each put
     /// and by a timer while records wait: the pacing of a bucket at a URI.
     pub flush_interval: Option<Duration>,
+    /// Encoded bytes of records not committed to Lance yet at which puts wait for room
+    /// (default 256 MiB; at least 4096): what a bucket holds in memory, and in its WAL,
+    /// while its store is slow or away. A flush is due once half of it waits.
+    pub max_unflushed_bytes: u64,
+    /// How long a put waits for room at `max_unflushed_bytes` (or `max_wal_size`)
+    /// before it fails, storing nothing (default 60 s; in the string map, seconds).
+    pub put_timeout: Duration,
 }
 
 impl Default for PersistingOptions {
@@ -71,12 +78,14 @@ impl Default for PersistingOptions {
             storage_options: BTreeMap::new(),
             lease_term: Duration::from_secs(30),
             flush_interval: None,
+            max_unflushed_bytes: 256 * 1024 * 1024,
+            put_timeout: Duration::from_secs(60),
         }
     }
 }
 
 /// The option keys this crate knows.
-pub const KNOWN_OPTIONS: [&str; 12] = [
+pub const KNOWN_OPTIONS: [&str; 14] = [
     "batch_size",
     "flush_threshold",
     "enable_wal",
@@ -89,6 +98,8 @@ pub const KNOWN_OPTIONS: [&str; 12] = [
     "storage_options",
     "lease_term",
     "flush_interval",
+    "max_unflushed_bytes",
+    "put_timeout",
 ];
 
 fn as_text(v: &Json) -> String {
@@ -196,6 +207,10 @@ impl PersistingOptions {
                 "enable_wal" => opts.enable_wal = flag(key, v)?,
                 "enable_metrics" => opts.enable_metrics = flag(key, v)?,
                 "max_wal_size" => opts.max_wal_size = count(key, v, 4096)?,
+                "max_unflushed_bytes" => opts.max_unflushed_bytes = count(key, v, 4096)?,
+                "put_timeout" => {
+                    opts.put_timeout = seconds(key, v, 0.0, "a number of seconds from 0 to 86400")?;
+                }
                 "target_rows_per_fragment" => {
                     opts.target_rows_per_fragment = count(key, v, 32)? as usize;
                 }

@@ -351,6 +351,8 @@ impl Bucket {
         dict.set_item("wal_sync_interval", o.wal_sync_interval.as_secs_f64())?;
         dict.set_item("max_wal_size", o.max_wal_size)?;
         dict.set_item("target_rows_per_fragment", o.target_rows_per_fragment)?;
+        dict.set_item("max_unflushed_bytes", o.max_unflushed_bytes)?;
+        dict.set_item("put_timeout", o.put_timeout.as_secs_f64())?;
         Ok(dict)
     }
 }

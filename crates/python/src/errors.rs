@@ -24,6 +24,9 @@ pub(crate) enum Kind {
     Schema,
     /// `BucketLockedError(StorageError)`: another handle or process writes the bucket.
     Locked,
+    /// `StoreUnavailableError(StorageError, TimeoutError)`: no room for a put within
+    /// `put_timeout` while the store does not take commits.
+    Unavailable,
 }
 
 impl Kind {
@@ -34,12 +37,14 @@ impl Kind {
             Kind::InvalidOption => "InvalidOptionError",
             Kind::Schema => "SchemaError",
             Kind::Locked => "BucketLockedError",
+            Kind::Unavailable => "StoreUnavailableError",
         }
     }
 
     /// The exception class, looked up in `persisting.errors` once per process.
     fn class(self, py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
-        static CLASSES: [PyOnceLock<Py<PyType>>; 5] = [
+        static CLASSES: [PyOnceLock<Py<PyType>>; 6] = [
+            PyOnceLock::new(),
             PyOnceLock::new(),
             PyOnceLock::new(),
             PyOnceLock::new(),
@@ -77,6 +82,7 @@ fn kind_of(e: &StorageError) -> Kind {
         StorageError::Wal(_) | StorageError::Bucket(BucketError::WalGap { .. }) => Kind::Wal,
         StorageError::Lance(persisting::lance::Error::SchemaConflict { .. }) => Kind::Schema,
         StorageError::Bucket(BucketError::Locked { .. }) => Kind::Locked,
+        StorageError::Bucket(BucketError::StoreUnavailable(_)) => Kind::Unavailable,
         _ => Kind::Storage,
     }
 }

@@ -2,7 +2,7 @@
 
 use persisting_codec::{
     Limits, Record, Value, decode_batch, decode_record, decode_record_with, encode_batch,
-    encode_record, record,
+    encode_record, encoded_len, record,
 };
 use proptest::prelude::*;
 
@@ -16,7 +16,9 @@ proptest! {
         let bytes = encode_record(&r);
         prop_assert_eq!(decode_record(&bytes).unwrap(), r.clone());
         // deterministic: encoding again gives the same bytes
-        prop_assert_eq!(encode_record(&r), bytes);
+        prop_assert_eq!(encode_record(&r), bytes.clone());
+        // the size bounds are measured in: exact without encoding
+        prop_assert_eq!(encoded_len(&r), bytes.len());
     }
 
     #[test]

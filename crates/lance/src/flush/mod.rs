@@ -71,6 +71,20 @@ impl LanceBucket {
         )
     }
 
+    /// Whether a background flush's commit runs (or has ended and waits to be applied
+    /// by [`Self::finished_flush`]).
+    pub fn flush_running(&self) -> bool {
+        self.commits.running()
+    }
+
+    /// A receiver told each time a background flush's commit ends, however it ends:
+    /// an owner waits on it without holding the bucket, then applies the outcome with
+    /// [`Self::finished_flush`]. Subscribe before checking [`Self::flush_running`], so
+    /// that an end in between is not missed.
+    pub fn flush_ends(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.ends()
+    }
+
     pub(crate) fn report(&self, settled: Settled, compacted: bool) -> FlushReport {
         FlushReport {
             records: settled.records,
@@ -169,7 +183,10 @@ impl LanceBucket {
         let params = self.write_params(mode);
         let local = self.storage.local.clone();
         let parts = self.write_parts(records);
+        let ended = self.commits.end_signal();
         let handle = tokio::spawn(async move {
+            // dropped last (locals drop in reverse order), whatever ends the task
+            let _ended = ended;
             let _running = running;
             let committed = match base {
                 Some(ds) => append_in_parts(ds, batch, params, parts)
@@ -412,6 +429,11 @@ pub(crate) struct Commits {
     released: Vec<Record>,
     /// This dataset's entry in the process's running commits.
     running: Arc<tokio::sync::RwLock<()>>,
+    /// Counts the commit tasks that have ended (each sends as its last act, also when
+    /// it panics or is aborted): an owner waits on it without holding the bucket.
+    ended: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Commit tasks started by this handle.
+    starts: u64,
     /// A flush stopped part way or failed after Lance may have committed (schema
     /// changes, or records): the next flush reloads the dataset and counts what landed.
     pub(crate) outcome_unknown: bool,
@@ -430,6 +452,8 @@ impl Commits {
             pending: None,
             released: Vec::new(),
             running: running_commits(uri),
+            ended: Arc::new(tokio::sync::watch::Sender::new(0)),
+            starts: 0,
             outcome_unknown: false,
             flushes: 0,
             compactions: 0,
@@ -449,16 +473,28 @@ impl Commits {
         Arc::clone(&self.running).read_owned().await
     }
 
+    /// A receiver told each time a commit task ends (the count of ended tasks).
+    pub(crate) fn ends(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ended.subscribe()
+    }
+
+    /// What a commit task keeps to say that it ended.
+    pub(crate) fn end_signal(&self) -> EndSignal {
+        EndSignal(Arc::clone(&self.ended))
+    }
+
     /// Whether a commit runs (or has ended and is not applied yet).
     pub(crate) fn running(&self) -> bool {
         self.pending.is_some()
     }
 
-    /// Whether a commit has ended and waits to be applied.
+    /// Whether a commit has ended and waits to be applied: its task is finished, or
+    /// has sent its end (the send comes a moment before the task is marked finished;
+    /// joining it then waits no longer than that moment).
     pub(crate) fn finished(&self) -> bool {
         self.pending
             .as_ref()
-            .is_some_and(|c| c.handle.is_finished())
+            .is_some_and(|c| c.handle.is_finished() || *self.ended.borrow() >= c.seq)
     }
 
     /// Buffered records the running commit, if any, holds (the front of the buffer).
@@ -469,7 +505,9 @@ impl Commits {
     /// Records a commit of the first `records` buffered records started on `handle`.
     pub(crate) fn started(&mut self, records: usize, handle: JoinHandle<CommitOutcome>) {
         debug_assert!(self.pending.is_none(), "one commit at a time");
+        self.starts += 1;
         self.pending = Some(PendingCommit {
+            seq: self.starts,
             records,
             handle,
             started: Instant::now(),
@@ -524,6 +562,16 @@ impl Commits {
     }
 }
 
+/// Held by a commit's task: its drop (the task's end, however it ends) tells the
+/// receivers of [`Commits::ends`].
+pub(crate) struct EndSignal(Arc<tokio::sync::watch::Sender<u64>>);
+
+impl Drop for EndSignal {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n += 1);
+    }
+}
+
 /// A commit taken by [`Commits::join`]: the records it held, how long it ran, and
 /// its task's outcome.
 pub(crate) struct Joined {
@@ -537,6 +585,9 @@ pub(crate) struct Joined {
 /// of files it fsynced).
 #[derive(Debug)]
 struct PendingCommit {
+    /// Its place among the commits this handle started (1 for the first): it has
+    /// ended once `Commits::ended` counts that many.
+    seq: u64,
     records: usize,
     /// When the commit's task was started.
     started: Instant,

@@ -21,6 +21,11 @@ fn bad_option_values_name_the_option() {
         (serde_json::json!({"enable_wal": "maybe"}), "enable_wal"),
         (serde_json::json!({"max_wal_size": 10}), "max_wal_size"),
         (
+            serde_json::json!({"max_unflushed_bytes": 100}),
+            "max_unflushed_bytes",
+        ),
+        (serde_json::json!({"put_timeout": -1}), "put_timeout"),
+        (
             serde_json::json!({"target_rows_per_fragment": 8}),
             "target_rows_per_fragment",
         ),
@@ -82,51 +87,6 @@ fn a_schema_conflict_refuses_the_batch_and_leaves_wal_and_buffer_unchanged() {
             b.get(0, None).await.unwrap(),
             vec![record! {"id" => "1", "v" => 1}]
         );
-    });
-}
-
-/// A put that finds a flush due makes it first: if the flush fails, the put is refused
-/// whole (not logged, not buffered), so retrying it cannot duplicate the records. (A
-/// put that starts a flush does not wait for it: it commits in the background.)
-#[test]
-fn a_put_whose_flush_fails_is_refused_whole_and_a_retry_duplicates_nothing() {
-    rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = PersistingOptions {
-            enable_wal: true,
-            wal_sync_interval: Duration::ZERO,
-            flush_threshold: 3,
-            ..PersistingOptions::default()
-        };
-        let b = PersistingBackend::open(0, dir.path(), opts.clone())
-            .await
-            .unwrap();
-        b.put_batch(vec![record! {"i" => 0}, record! {"i" => 1}])
-            .await
-            .unwrap();
-        // the dataset's place is taken by a file: every flush fails
-        let blocker = dir.path().join("data.lance");
-        std::fs::write(&blocker, b"not a dataset").unwrap();
-        // acknowledged, then its flush fails: the put still succeeds (it is durable)
-        b.put(record! {"i" => 2}).await.unwrap();
-        // that flush commits in the background: flush waits for it, reports its failure
-        let err = b.flush().await.unwrap_err();
-        assert!(err.to_string().contains("data.lance"), "{err}");
-        let before = b.stats().await.unwrap();
-        assert_eq!((before.total_count, before.persisted_count), (3, 0));
-        // the next put makes the due flush first: its failure refuses the put whole
-        let err = b.put(record! {"i" => 3}).await.unwrap_err();
-        assert!(err.to_string().contains("data.lance"), "{err}");
-        let after = b.stats().await.unwrap();
-        assert_eq!(after.total_count, 3, "the refused put is not buffered");
-        assert_eq!(after.wal_size_bytes, before.wal_size_bytes, "nor logged");
-        std::fs::remove_file(&blocker).unwrap();
-        b.put(record! {"i" => 3}).await.unwrap();
-        let all: Vec<_> = (0..4).map(|i| record! {"i" => i}).collect();
-        assert_eq!(b.get(0, None).await.unwrap(), all);
-        drop(b);
-        let b = PersistingBackend::open(0, dir.path(), opts).await.unwrap();
-        assert_eq!(b.get(0, None).await.unwrap(), all);
     });
 }
 

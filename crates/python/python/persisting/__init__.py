@@ -23,6 +23,7 @@ from .errors import (
     InvalidOptionError,
     SchemaError,
     StorageError,
+    StoreUnavailableError,
     WALError,
 )
 from .queue import LanceBackend, PersistingBackend, StorageBackend
@@ -37,5 +38,6 @@ __all__ = [
     "InvalidOptionError",
     "SchemaError",
     "BucketLockedError",
+    "StoreUnavailableError",
     "__version__",
 ]

@@ -12,6 +12,7 @@ __all__ = [
     "InvalidOptionError",
     "SchemaError",
     "BucketLockedError",
+    "StoreUnavailableError",
 ]
 
 
@@ -34,3 +35,10 @@ class SchemaError(StorageError, TypeError):
 
 class BucketLockedError(StorageError):
     """Another backend, in this process or another, has the bucket open for writing."""
+
+
+class StoreUnavailableError(StorageError, TimeoutError):
+    """A put found no room within ``put_timeout``: the records not committed yet are at
+    ``max_unflushed_bytes`` (or the WAL at ``max_wal_size``) because the store has not
+    taken them; the message names the store, its last error and for how long it has
+    failed. Nothing of the batch is stored: it may be retried."""

@@ -79,11 +79,21 @@ def _key(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
-#: options of a bucket whose ``storage_path`` is an object-store URI (``s3://…``):
-#: ``wal_dir`` (local directory of the WAL and lock, required then),
-#: ``storage_options`` (dict, pylance's keys), ``lease_term`` and ``flush_interval``
-#: (seconds)
-_URI_OPTIONS = ("wal_dir", "storage_options", "lease_term", "flush_interval")
+#: options of every bucket beyond the named parameters. For a ``storage_path`` that
+#: is an object-store URI (``s3://…``): ``wal_dir`` (local directory of the WAL and
+#: lock, required then), ``storage_options`` (dict, pylance's keys), ``lease_term``
+#: and ``flush_interval`` (seconds). While the store is slow or away:
+#: ``max_unflushed_bytes`` (bytes not committed yet at which puts wait, default
+#: 256 MiB) and ``put_timeout`` (seconds a put waits for room before it raises
+#: ``StoreUnavailableError``, default 60)
+_MORE_OPTIONS = (
+    "wal_dir",
+    "storage_options",
+    "lease_term",
+    "flush_interval",
+    "max_unflushed_bytes",
+    "put_timeout",
+)
 
 
 def _count(name: str, value: Any, minimum: int) -> int:
@@ -133,7 +143,7 @@ class LanceBackend:
         flush_threshold: int = 1000,
         **kwargs: Any,
     ) -> None:
-        extra = {k: kwargs.pop(k) for k in _URI_OPTIONS if k in kwargs}
+        extra = {k: kwargs.pop(k) for k in _MORE_OPTIONS if k in kwargs}
         _warn_ignored(type(self), kwargs)
         options = {
             "batch_size": _count("batch_size", batch_size, 1),
@@ -310,7 +320,7 @@ class PersistingBackend(LanceBackend):
         "flush_threshold",
         "target_rows_per_fragment",
         "metrics_addr",
-        *_URI_OPTIONS,
+        *_MORE_OPTIONS,
     )
 
     def __init__(
