@@ -23,6 +23,7 @@ use futures::{StreamExt, TryStreamExt};
 use lance::Dataset;
 use lance::dataset::{WriteMode, WriteParams};
 use persisting::lance::{LanceBucket, LanceOptions};
+use persisting::outage::{Outage, Relay};
 use persisting::wal::{SyncPolicy, Wal, WalOptions};
 use persisting::{
     LanceBackend, PersistingBackend, PersistingOptions, Record, StorageBackend, Value, codec,
@@ -203,17 +204,30 @@ async fn append_chunk(b: &mut LanceBucket, batches: Vec<Vec<Record>>) -> Duratio
 }
 
 /// Ours as [`ingest_ready`] measures it and the raw path as [`ingest_raw`] does, of
-/// the same rows, alternated chunk by chunk ([`READY_CHUNK`] records ours, then the
-/// same rows raw; both datasets grow to `n`): this VM's speed drifts by up to 20%
-/// within a minute, and two chunks run back to back see the same drift, where two
-/// runs a minute apart do not. Returns (ours, raw) records/s over all chunks, and
-/// prints each chunk's ratio.
+/// the same rows (see [`paired_with_raw`]).
 async fn ingest_paired(ours_dir: &Path, raw_dir: &Path, n: u64) -> (f64, f64) {
     let mut b = ingest_bucket(ours_dir).await;
-    let (mut ours, mut raw) = (Duration::ZERO, Duration::ZERO);
+    paired_with_raw(raw_dir, n, async |batches| {
+        append_chunk(&mut b, batches).await
+    })
+    .await
+}
+
+/// `ours` (the time to store a chunk of batches, made durable) and the raw path as
+/// [`ingest_raw`] measures it, of the same rows, alternated chunk by chunk
+/// ([`READY_CHUNK`] records ours, then the same rows raw; both datasets grow to `n`):
+/// this VM's speed drifts by up to 20% within a minute, and two chunks run back to
+/// back see the same drift, where two runs a minute apart do not. Returns (ours, raw)
+/// records/s over all chunks, and prints each chunk's ratio.
+async fn paired_with_raw(
+    raw_dir: &Path,
+    n: u64,
+    mut ours: impl AsyncFnMut(Vec<Vec<Record>>) -> Duration,
+) -> (f64, f64) {
+    let (mut mine, mut raw) = (Duration::ZERO, Duration::ZERO);
     let mut ratios = Vec::new();
     for (i, batches) in ready_chunks(n).enumerate() {
-        let o = append_chunk(&mut b, batches).await;
+        let o = ours(batches).await;
         // our flush hands its last records to a blocking thread to free: let that
         // finish (and write-back settle) before the raw side's clock starts
         pause();
@@ -221,14 +235,25 @@ async fn ingest_paired(ours_dir: &Path, raw_dir: &Path, n: u64) -> (f64, f64) {
         let r = ingest_raw(raw_dir, start..(start + READY_CHUNK).min(n)).await;
         ratios.push(format!("{:.2}", r.as_secs_f64() / o.as_secs_f64()));
         pause();
-        ours += o;
+        mine += o;
         raw += r;
     }
     println!(
         "ingest vs raw by chunk of {READY_CHUNK}: {}",
         ratios.join(" ")
     );
-    (n as f64 / ours.as_secs_f64(), n as f64 / raw.as_secs_f64())
+    (n as f64 / mine.as_secs_f64(), n as f64 / raw.as_secs_f64())
+}
+
+/// The time to put `batches` through a backend and flush them (a chunk of a paired
+/// ingest).
+async fn put_chunk(b: &dyn StorageBackend, batches: Vec<Vec<Record>>) -> Duration {
+    let t = Instant::now();
+    for batch in batches {
+        b.put_batch(batch).await.unwrap();
+    }
+    b.flush().await.unwrap();
+    t.elapsed()
 }
 
 /// `n` records ingested into `dir`, then the bucket reopened with its files checked
@@ -1022,6 +1047,33 @@ async fn facade_rows(root: &Path) {
         backend / layer,
         ">=0.9",
     );
+
+    // the facade's flush owner: puts never wait for a commit, and the next commit
+    // takes everything buffered meanwhile (commits grow under load)
+    let n = rows_big();
+    let b = LanceBackend::open(0, root.join("grouped"), 100, INGEST_FLUSH as usize)
+        .await
+        .unwrap();
+    settle();
+    let (ours, raw) = paired_with_raw(&root.join("grouped-raw"), n, async |batches| {
+        put_chunk(&b, batches).await
+    })
+    .await;
+    let flushes = b.stats().await.unwrap().flush_count;
+    println!("facade ingest of {n} records: {flushes} commits");
+    row(
+        "facade",
+        &format!(
+            "ingest {n} records through LanceBackend, put_batch 10^4, flush_threshold 10^5 \
+             (commits grow under load; {flushes} commits), vs raw Dataset::append of Arrow \
+             batches of 10^5"
+        ),
+        ours,
+        raw,
+        "records/s",
+        ours / raw,
+        ">=0.8",
+    );
 }
 
 fn main() {
@@ -1191,6 +1243,11 @@ fn main() {
             s3_rows().await;
             return;
         }
+        // `PERSISTING_BENCH_ONLY=outage`: only the ingest through a store that hangs
+        if std::env::var("PERSISTING_BENCH_ONLY").as_deref() == Ok("outage") {
+            outage_rows(tmp.path()).await;
+            return;
+        }
         // The Lance layer's rows come first: their first ingest measures the peak RSS,
         // which memory the process kept from earlier work (glibc keeps freed memory)
         // would inflate. `PERSISTING_BENCH_ONLY=lance`: only those (for profiling).
@@ -1199,8 +1256,130 @@ fn main() {
             facade_rows(tmp.path()).await;
             groups_rows(tmp.path()).await;
             s3_rows().await;
+            outage_rows(tmp.path()).await;
         }
     });
+}
+
+/// How long the store hangs in the middle of [`outage_rows`]' ingest.
+const HANG: Duration = Duration::from_secs(20);
+
+/// One ingest of `n` records to `uri` through `relay` (WAL on, flushes of 10^5),
+/// with the store hanging for [`HANG`] from the middle when `hang`. Returns the
+/// wall time (to a flush of everything), the records acknowledged while the store
+/// hung, and the peak RSS (MiB).
+async fn ingest_through(
+    relay: &Relay,
+    uri: &str,
+    wal: &Path,
+    n: u64,
+    hang: bool,
+) -> (f64, u64, f64) {
+    let opts = PersistingOptions {
+        enable_wal: true,
+        flush_threshold: INGEST_FLUSH as usize,
+        wal_dir: Some(wal.to_path_buf()),
+        storage_options: [("aws_endpoint".to_owned(), relay.endpoint())].into(),
+        ..PersistingOptions::default()
+    };
+    let b = PersistingBackend::open(0, uri, opts).await.unwrap();
+    let pool = Pool::new(n);
+    settle();
+    reset_peak_rss();
+    let t = Instant::now();
+    let mut hung: Option<(Instant, u64)> = None;
+    let mut during = 0;
+    for start in (0..n).step_by(BATCH as usize) {
+        if hang && hung.is_none() && start >= n / 2 {
+            relay.set(Outage::Hang);
+            hung = Some((Instant::now(), start));
+        }
+        if let Some((since, from)) = hung
+            && during == 0
+            && since.elapsed() >= HANG
+        {
+            relay.set(Outage::None);
+            during = start - from;
+        }
+        b.put_batch(pool.batch(start, n)).await.unwrap();
+    }
+    if let Some((since, from)) = hung
+        && during == 0
+    {
+        // every record was acknowledged within the hang: it ends as it would have
+        during = n - from;
+        tokio::time::sleep(HANG.saturating_sub(since.elapsed())).await;
+        relay.set(Outage::None);
+    }
+    b.flush().await.unwrap();
+    let wall = t.elapsed().as_secs_f64();
+    let peak = peak_rss_mib();
+    b.close().await.unwrap();
+    (wall, during, peak)
+}
+
+/// An ingest to the S3 server with a store hang of [`HANG`] in the middle vs the same
+/// without (both through the same relay): what was acknowledged meanwhile, the time,
+/// and the memory.
+async fn outage_rows(root: &Path) {
+    let (Ok(bucket), Ok(endpoint)) = (
+        std::env::var("PERSISTING_TEST_S3"),
+        std::env::var("AWS_ENDPOINT"),
+    ) else {
+        println!("outage rows skipped: PERSISTING_TEST_S3 is not set (scripts/s3-server.sh)");
+        return;
+    };
+    let upstream = endpoint.trim_start_matches("http://").parse().unwrap();
+    let relay = Relay::start(upstream).unwrap();
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let n = S3_ROWS.min(rows_big());
+    let mut runs = Vec::new();
+    for hang in [false, true] {
+        let uri = format!(
+            "{}/bench-outage-{ms}-{hang}/bucket_0",
+            bucket.trim_end_matches('/')
+        );
+        let wal = root.join(format!("outage-wal-{hang}"));
+        runs.push(ingest_through(&relay, &uri, &wal, n, hang).await);
+    }
+    let ((calm, _, calm_rss), (stormy, during, stormy_rss)) = (runs[0], runs[1]);
+    println!(
+        "ingest of {n} records to s3://: {calm:.1} s; with a {} s hang from the middle {stormy:.1} s, {during} records acknowledged during the hang; peak RSS {calm_rss:.0} / {stormy_rss:.0} MiB",
+        HANG.as_secs()
+    );
+    row(
+        "s3",
+        &format!(
+            "records acknowledged during a {} s store hang in the middle of a {n}-record ingest (WAL on, default bounds) vs the records put after its start",
+            HANG.as_secs()
+        ),
+        during as f64,
+        (n - n / 2) as f64,
+        "records",
+        during as f64 / (n - n / 2) as f64,
+        "-",
+    );
+    row(
+        "s3",
+        "wall time of that ingest (to a flush of all) vs the same without the hang",
+        stormy,
+        calm,
+        "s",
+        stormy / calm,
+        "-",
+    );
+    row(
+        "s3",
+        "peak RSS of the ingest with the hang vs without",
+        stormy_rss,
+        calm_rss,
+        "MiB",
+        stormy_rss / calm_rss,
+        "-",
+    );
 }
 
 /// Commits/s of one consumer group, one committer after another, for `secs`: each a

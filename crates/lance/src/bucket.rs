@@ -427,8 +427,10 @@ impl LanceBucket {
 
     /// Makes sure this handle may write a remote dataset: takes the bucket's writer
     /// lease the first time ([`Error::LeaseHeld`] if another writer holds it), and
-    /// renews it once half of its term has passed ([`Error::LeaseLost`], for good,
-    /// once another writer took it over). Every commit asks first; an owner that
+    /// renews it once half of its term has passed, on a task of its own while it
+    /// holds, before answering once it expired ([`Error::LeaseSuspended`] while the
+    /// store does not answer; [`Error::LeaseLost`], for good, once another writer
+    /// took it over). Every commit asks first; an owner that
     /// acknowledges writes (the facade) asks before each. Nothing to do for a local
     /// dataset, whose owner holds a file lock.
     pub async fn ensure_writer(&self) -> Result<()> {
@@ -444,7 +446,7 @@ impl LanceBucket {
             .lease
             .get_or_try_init(|| crate::store::lease::Lease::acquire(&root, &params, term, holder))
             .await?;
-        lease.ensure().await
+        lease.ensure(&self.storage.lease).await
     }
 
     /// Sees commits made since open by another process (for a reader; a bucket has a

@@ -61,7 +61,7 @@ pub use schema::{
     CHECKSUM_COLUMN, ColType, ENCODING_CODEC_V1, ENCODING_KEY, LAYOUT_COLUMN, REGISTRY_KEY, Scalar,
     is_internal_column,
 };
-pub use store::lease::{LEASE_DIR, writer_name};
+pub use store::lease::{LEASE_DIR, RENEW_GAP, writer_name};
 pub use store::object::StoreCalls;
 pub use store::seals::{SUMS_FILE, sealed_files};
 pub use store::{

@@ -8,9 +8,11 @@
 //!
 //! Invariants:
 //! - a handle writes (commits, and through the facade acknowledges puts) only while
-//!   it holds the newest lease by its own clock: [`Lease::ensure`] renews it once half
-//!   of its term has passed, and fails for good once another writer has created a
-//!   newer one;
+//!   it holds the newest lease by its own clock: once half of its term has passed,
+//!   [`Lease::ensure`] renews it on a task of its own (no writer waits for the store
+//!   while the lease holds; a failing store is tried again at most every
+//!   [`RENEW_GAP`]), after its expiry it renews it before answering, and it fails for
+//!   good once another writer has created a newer one;
 //! - a lease is lost only to another writer: a renewal the store does not answer
 //!   before the expiry suspends the handle ([`Error::LeaseSuspended`]: every call
 //!   fails, nothing is acknowledged) until a renewal goes through, which it does once
@@ -25,8 +27,8 @@
 //! disagree by more than the margin between renewal (half the term) and expiry can
 //! see a lease as expired early. Keep the term well above the clock skew.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::TryStreamExt;
@@ -39,6 +41,10 @@ use crate::error::{Error, Result};
 /// The directory of the lease objects beside the dataset.
 pub const LEASE_DIR: &str = "_lease";
 
+/// The least time between two renewals tried while the lease still holds (a store
+/// that fails at once is not asked again at every write).
+pub const RENEW_GAP: Duration = Duration::from_millis(500);
+
 /// A lease held by this handle.
 #[derive(Debug)]
 pub(crate) struct Lease {
@@ -49,7 +55,14 @@ pub(crate) struct Lease {
     uri: String,
     holder: String,
     term: Duration,
+    /// Serialises the changes of the lease (taking, renewing: store requests).
     held: tokio::sync::Mutex<Held>,
+    /// What `held` said after its last change: read without waiting for a renewal.
+    known: std::sync::Mutex<Held>,
+    /// A renewal runs on a task of its own.
+    renewing: AtomicBool,
+    /// When the last renewal in the background was started.
+    last_try: std::sync::Mutex<Option<std::time::Instant>>,
     lost: AtomicBool,
 }
 
@@ -124,6 +137,12 @@ impl Lease {
                 number: 0,
                 expires: UNIX_EPOCH,
             }),
+            known: std::sync::Mutex::new(Held {
+                number: 0,
+                expires: UNIX_EPOCH,
+            }),
+            renewing: AtomicBool::new(false),
+            last_try: std::sync::Mutex::new(None),
             lost: AtomicBool::new(false),
         };
         lease.take().await?;
@@ -160,12 +179,15 @@ impl Lease {
         {
             Ok(_) => Ok(Held { number, expires }),
             Err(exists @ object_store::Error::AlreadyExists { .. }) => {
-                match self.fetch(number).await? {
-                    Some(found) if found.holder == self.holder => Ok(Held {
+                match self.fetch(number).await {
+                    Ok(Some(found)) if found.holder == self.holder => Ok(Held {
                         number,
                         expires: found.expires,
                     }),
-                    _ => Err(exists),
+                    // gone since: removed as old by the writer that created it, whose
+                    // newer lease superseded it (never this writer's own)
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => Err(exists),
+                    Err(e) => Err(e),
                 }
             }
             Err(e) => Err(e),
@@ -229,7 +251,7 @@ impl Lease {
             };
             match self.create(next).await {
                 Ok(held) => {
-                    *self.held.lock().await = held;
+                    self.set_held(&mut *self.held.lock().await, held);
                     self.forget_before(next).await;
                     return Ok(());
                 }
@@ -253,16 +275,65 @@ impl Lease {
         }
     }
 
-    /// Returns `Ok` while this handle holds the lease, renewing it once half of its
-    /// term has passed. Once another writer has taken it, every call fails with
-    /// [`Error::LeaseLost`].
-    pub(crate) async fn ensure(&self) -> Result<()> {
+    /// Records a change of the lease (its guard held).
+    fn set_held(&self, guard: &mut Held, held: Held) {
+        *guard = held;
+        *self.known.lock().unwrap_or_else(PoisonError::into_inner) = held;
+    }
+
+    /// Returns `Ok` while this handle holds the lease. Once half of its term has
+    /// passed, a renewal starts on a task of its own (`shared` is where this lease
+    /// lives), so no caller waits for the store while the lease holds; after the
+    /// expiry the renewal is made before answering ([`Error::LeaseSuspended`] while
+    /// the store does not take it). Once another writer has taken the lease, every
+    /// call fails with [`Error::LeaseLost`].
+    pub(crate) async fn ensure(&self, shared: &Arc<tokio::sync::OnceCell<Lease>>) -> Result<()> {
         if self.lost.load(Ordering::SeqCst) {
             return Err(self.lost_error(None));
         }
+        let known = *self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = SystemTime::now();
+        if now < known.expires - self.term / 2 {
+            return Ok(());
+        }
+        if now < known.expires {
+            self.renew_behind(shared);
+            return Ok(());
+        }
+        self.renew().await
+    }
+
+    /// Starts a renewal on a task of its own, unless one runs or one started less than
+    /// [`RENEW_GAP`] ago.
+    fn renew_behind(&self, shared: &Arc<tokio::sync::OnceCell<Lease>>) {
+        if self.renewing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        {
+            let mut last = self.last_try.lock().unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < RENEW_GAP) {
+                self.renewing.store(false, Ordering::SeqCst);
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let shared = Arc::clone(shared);
+        tokio::spawn(async move {
+            if let Some(lease) = shared.get() {
+                // a failure is seen by the next `ensure`: for good (`lost`), or the
+                // lease expiring unrenewed
+                let _seen_by_the_next_ensure = lease.renew().await;
+                lease.renewing.store(false, Ordering::SeqCst);
+            }
+        });
+    }
+
+    /// Renews the lease (unless a renewal that went through meanwhile makes it
+    /// unnecessary): creates the next lease object, and fails for good if another
+    /// writer created one first.
+    async fn renew(&self) -> Result<()> {
         let mut held = self.held.lock().await;
-        let renew_at = held.expires - self.term / 2;
-        if SystemTime::now() < renew_at {
+        if SystemTime::now() < held.expires - self.term / 2 {
             return Ok(());
         }
         let next = held.number + 1;
@@ -277,7 +348,7 @@ impl Lease {
                         Err(self.lost_error(Some(content.holder)))
                     }
                     _ => {
-                        *held = renewed;
+                        self.set_held(&mut held, renewed);
                         drop(held);
                         self.forget_before(next).await;
                         Ok(())

@@ -304,6 +304,46 @@ fn on_s3_a_lease_that_expired_in_an_outage_is_taken_back_when_no_one_took_it() {
     });
 }
 
+/// A store that fails once half of the lease's term has passed, before its expiry:
+/// the writer does not wait for the renewal (it runs behind it) and goes on; once the
+/// store answers again a renewal goes through, and the lease holds past its first
+/// expiry.
+#[test]
+fn on_s3_a_renewal_that_fails_before_the_expiry_neither_stops_nor_holds_up_the_writer() {
+    if !s3_configured() {
+        return;
+    }
+    rt().block_on(async {
+        let proxy = Proxy::start(upstream()).await;
+        let uri = Store::S3.uri();
+        let mut b = LanceBucket::open(&uri, leased(&proxy, 2000)).await.unwrap();
+        b.put_batch(batch(0, 10)).unwrap();
+        b.flush().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        proxy.set(Faults::Always);
+        let asked = std::time::Instant::now();
+        b.ensure_writer().await.unwrap();
+        assert!(
+            asked.elapsed() < std::time::Duration::from_millis(200),
+            "the writer waited {:?} for a renewal",
+            asked.elapsed()
+        );
+        b.put_batch(batch(10, 10)).unwrap();
+        proxy.set(Faults::None);
+        // past the renewal gap, the next look starts a renewal that goes through
+        tokio::time::sleep(persisting_lance::RENEW_GAP).await;
+        b.ensure_writer().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        // past the first lease's expiry: renewed, so the writer goes on
+        b.ensure_writer().await.unwrap();
+        b.flush().await.unwrap();
+        let fresh = LanceBucket::open(&uri, LanceOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(fresh.read(0, 100).await.unwrap(), batch(0, 20));
+    });
+}
+
 /// The same outage, and meanwhile another writer (not behind the proxy) takes the
 /// expired lease over and writes: the first writer stops for good, naming it.
 #[test]
