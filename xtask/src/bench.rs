@@ -12,17 +12,9 @@ use std::process::{Command, Stdio};
 
 use crate::{command, target_dir, workspace_root};
 
-/// The benchmark targets run, in order, each with its package. Each runs through
-/// `cargo bench -p <package>`, the command its crate's README gives, so the release
-/// build is the one those commands share: a single `cargo bench --workspace` resolves
-/// the features of every member at once and builds Lance and Arrow again (over an
-/// hour on 2 cores) for nothing the benchmarks use.
-const BENCHES: [(&str, &str); 4] = [
-    ("persisting-codec", "codec"),
-    ("persisting-compress", "compress"),
-    ("persisting-wal", "compare"),
-    ("persisting-bench", "stack"),
-];
+/// The benchmark targets run, in order (each a binary of the one release build,
+/// `crate::release`, run as `cargo bench` would run it).
+const BENCHES: [&str; 4] = ["codec", "compress", "compare", "stack"];
 
 struct Row {
     group: String,
@@ -193,42 +185,14 @@ fn json(rows: &[Row], machine: &[(String, String)]) -> String {
     s
 }
 
-/// `cargo xtask bench [--rows N]`.
-/// The Python package's comparisons (`crates/python/benches/compare.py`) against a
-/// release wheel built by maturin and installed into the venv. Returns their rows.
-fn python_rows() -> Result<Vec<Row>, String> {
-    let venv = crate::venv();
-    let wheels = target_dir().join("wheels");
-    let maturin = venv.join("bin/maturin").to_string_lossy().into_owned();
-    eprintln!("xtask: building the Python package's release wheel (maturin)");
-    let status = command(&maturin)
-        .current_dir(workspace_root().join("crates/python"))
-        .args(["build", "--release", "--out"])
-        .arg(&wheels)
-        .status()
-        .map_err(|e| format!("could not start {maturin}: {e}"))?;
-    if !status.success() {
-        return Err(format!("maturin build --release failed with {status}"));
-    }
-    let wheel = std::fs::read_dir(&wheels)
-        .map_err(|e| format!("cannot list {}: {e}", wheels.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "whl"))
-        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
-        .ok_or_else(|| format!("maturin wrote no wheel to {}", wheels.display()))?;
-    let python = venv.join("bin/python").to_string_lossy().into_owned();
-    let status = command(&python)
-        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
-        .args(["--force-reinstall", "--no-deps"])
-        .arg(&wheel)
-        .status()
-        .map_err(|e| format!("could not start {python}: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "pip install {} failed with {status}",
-            wheel.display()
-        ));
-    }
+/// The Python package's comparisons (`crates/python/benches/compare.py`) against the
+/// wheel of the release build, installed into the venv. Returns their rows.
+fn python_rows(release: &crate::release::Release) -> Result<Vec<Row>, String> {
+    crate::release::wheel(release)?;
+    let python = crate::venv()
+        .join("bin/python")
+        .to_string_lossy()
+        .into_owned();
     let mut cmd = command(&python);
     cmd.arg(workspace_root().join("crates/python/benches/compare.py"))
         .env_remove("PYTHONPATH");
@@ -279,23 +243,27 @@ pub fn run(args: &[String]) -> Result<(), String> {
     } else {
         crate::s3::start()?
     };
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let release = crate::release::build()?;
     let mut rows = Vec::new();
-    for (package, bench) in BENCHES {
+    for name in BENCHES {
         if python_only {
             break;
         }
-        // cargo passes `--bench` to each benchmark binary itself
-        let cargo_args = ["bench", "-p", package, "--bench", bench];
-        eprintln!("xtask: running cargo {}", cargo_args.join(" "));
-        let mut cmd = command(&cargo);
-        cmd.args(cargo_args);
+        let (_, dir, exe) = release
+            .benches
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .ok_or_else(|| format!("the release build made no benchmark {name}"))?;
+        // as `cargo bench` runs it: in its package's directory, with `--bench`
+        eprintln!("xtask: running {} --bench", exe.display());
+        let mut cmd = command(&exe.to_string_lossy());
+        cmd.current_dir(dir).arg("--bench");
         if let Some(n) = &rows_env {
             cmd.env("PERSISTING_BENCH_ROWS", n);
         }
-        rows.extend(rows_of(cmd, &format!("cargo bench -p {package}"))?);
+        rows.extend(rows_of(cmd, &format!("benchmark {name}"))?);
     }
-    rows.extend(python_rows()?);
+    rows.extend(python_rows(&release)?);
     let machine = machine();
     let shown = match (&rows_env, python_only) {
         (_, true) => "cargo xtask bench --python-only".to_owned(),

@@ -18,7 +18,11 @@
 //! - `bench [--rows N] [--python-only]`: every comparison benchmark in release (the
 //!   Python package's through a release wheel), one table of ratios, written to
 //!   `docs/benchmarks.md` and `docs/benchmarks.json` (`--python-only`: the Python
-//!   rows alone, to `docs/benchmarks-python.md` and `.json`).
+//!   rows alone, to `docs/benchmarks-python.md` and `.json`);
+//! - `wheel`: the Python package's release wheel, installed into the venv.
+//!
+//! Release builds are one cargo invocation for the benchmarks and the wheel
+//! (`release.rs`), so they share one build of Lance.
 //!
 //! Debug builds are made with `--workspace --all-targets`, the set the tests build, so
 //! the demo, the fuzzer and the tests share one build of Lance.
@@ -32,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 mod bench;
+mod release;
 mod s3;
 
 /// The workspace this xtask runs for. Cargo sets `CARGO_MANIFEST_DIR` when it runs
@@ -244,7 +249,10 @@ commands:
           iterations; s3 starts a local S3 server unless PERSISTING_TEST_S3 is set)
   bench [--rows N] [--python-only]
           release benchmarks vs their baselines; writes docs/benchmarks.md and .json
-          (--python-only: the Python package's, to docs/benchmarks-python.md)";
+          (--python-only: the Python package's, to docs/benchmarks-python.md)
+  wheel   the Python package's release wheel, from the release build the benchmarks
+          use (one build of Lance for both; ~50 min cold on 2 cores), into
+          {target}/wheels and installed into the venv";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -259,6 +267,9 @@ fn main() -> ExitCode {
         }
         Some("crash-fuzz") => crash_fuzz(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("wheel") => setup()
+            .and_then(|()| release::build())
+            .and_then(|r| release::wheel(&r).map(drop)),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
