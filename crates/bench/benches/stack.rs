@@ -1289,6 +1289,7 @@ async fn ingest_through(
     let t = Instant::now();
     let mut hung: Option<(Instant, u64)> = None;
     let mut during = 0;
+    let mut refused = 0;
     for start in (0..n).step_by(BATCH as usize) {
         if hang && hung.is_none() && start >= n / 2 {
             relay.set(Outage::Hang);
@@ -1301,7 +1302,12 @@ async fn ingest_through(
             relay.set(Outage::None);
             during = start - from;
         }
-        b.put_batch(pool.batch(start, n)).await.unwrap();
+        // a put refused at the bound (`put_timeout` passed before the store took a
+        // commit) stored nothing: a producer retries it
+        while let Err(e) = b.put_batch(pool.batch(start, n)).await {
+            refused += 1;
+            println!("put at {start} refused, retried: {e}");
+        }
     }
     if let Some((since, from)) = hung
         && during == 0
@@ -1315,6 +1321,7 @@ async fn ingest_through(
     let wall = t.elapsed().as_secs_f64();
     let peak = peak_rss_mib();
     b.close().await.unwrap();
+    println!("ingest through the relay (hang: {hang}): {refused} puts refused and retried");
     (wall, during, peak)
 }
 
