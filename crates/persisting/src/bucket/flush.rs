@@ -270,7 +270,7 @@ impl PersistingBackend {
         }
         let wanted = match start {
             Start::All => lance.unflushed_count() > 0,
-            Start::Due => self.flush_due(lance),
+            Start::Due => self.flush_due(lance, self.wal_bytes()),
         };
         if wanted && !lance.flush_running() {
             // (no commit runs: this starts one without waiting)
@@ -283,9 +283,10 @@ impl PersistingBackend {
 
     /// Whether the policy makes a flush due: Lance's (threshold, interval, WAL size),
     /// or half of `max_unflushed_bytes` waiting.
-    pub(super) fn flush_due(&self, lance: &LanceBucket) -> bool {
+    /// `wal_bytes`: the WAL's size now ([`Self::wal_bytes`]).
+    pub(super) fn flush_due(&self, lance: &LanceBucket, wal_bytes: Option<u64>) -> bool {
         let bytes = self.unflushed_bytes();
-        lance.flush_due(self.log_size(self.wal_bytes()))
+        lance.flush_due(self.log_size(wal_bytes))
             || (bytes >= self.inner.opts.max_unflushed_bytes / BYTES_DUE_SHARE
                 && lance.unflushed_count() > 0)
     }

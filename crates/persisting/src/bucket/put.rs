@@ -97,7 +97,8 @@ impl PersistingBackend {
             .unwrap_or_else(PoisonError::into_inner)
             .add(offsets.end, encoded.bytes);
         let buffered = lance.buffered_count();
-        let flush_due = self.flush_due(&lance);
+        let wal_bytes = self.wal_bytes();
+        let flush_due = self.flush_due(&lance, wal_bytes);
         drop(lance);
         if let (Some(end), Some(wal)) = (logged, &self.inner.wal) {
             // concurrent puts share one fsync: the WAL's sync thread syncs for every
@@ -106,7 +107,7 @@ impl PersistingBackend {
         }
         self.publish(offsets.end);
         if let Some(m) = &self.inner.metrics {
-            m.put(count, buffered, self.wal_bytes());
+            m.put(count, buffered, wal_bytes);
         }
         if flush_due {
             // the batch is acknowledged, whatever the flush does: the owner commits
