@@ -471,6 +471,7 @@ impl Opened {
                         total_count: ls.persisted_count,
                         buffer_count: 0,
                         persisted_count: ls.persisted_count,
+                        log_start_offset: ls.log_start,
                         storage_path: r.storage_path().display().to_string(),
                         column_compression: ls.column_compression,
                         ..BackendStats::default()

@@ -2,9 +2,11 @@
 //! dataset at `{storage_path}/data.lance`.
 //!
 //! Invariants:
-//! - offsets are dense: the dataset holds offsets `0..persisted_count`, the buffer the
-//!   next ones; a record's offset is its row position and never changes (appends and
-//!   compaction keep row order);
+//! - offsets are dense: the dataset holds offsets `log_start..persisted_count`, the
+//!   buffer the next ones; a record's offset is the log start plus its row position
+//!   and never changes (appends and compaction keep row order; a trim removes whole
+//!   fragments from the front and moves the log start by their rows, see
+//!   `retention`);
 //! - a batch is admitted whole or not at all: its schema is checked before any of it is
 //!   buffered;
 //! - a flush is one append commit (plus the schema commits it needs first); the buffer
@@ -71,8 +73,10 @@ pub struct FlushReport {
 /// Sizes and counters of a bucket.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LanceStats {
-    /// Records in the dataset.
+    /// One past the dataset's last offset (records ever committed).
     pub persisted_count: u64,
+    /// The first offset the bucket holds (records below it were trimmed).
+    pub log_start: u64,
     /// Records in the buffer.
     pub buffered_count: u64,
     /// Buffered records a flush started by [`LanceBucket::append`] is committing
@@ -122,7 +126,10 @@ pub struct LanceBucket {
     pub(crate) dataset: Option<Arc<Dataset>>,
     /// The field registry: every field seen, in order, with its column type.
     pub(crate) schema: SchemaState,
-    /// Records in the dataset: offsets `0..persisted`.
+    /// The dataset's first offset (see `retention`): its rows are offsets
+    /// `log_start..persisted`.
+    pub(crate) log_start: u64,
+    /// One past the dataset's last offset.
     pub(crate) persisted: u64,
     /// Offsets `persisted..`, not in the dataset yet.
     pub(crate) buffer: Buffer,
@@ -188,12 +195,31 @@ impl LanceBucket {
         Box::pin(Self::open_on(storage_path, opts, store::real())).await
     }
 
+    /// Opens the bucket at its latest version, or at the snapshot `snapshot` (a
+    /// handle that must write nothing).
+    pub(crate) async fn open_at(
+        storage_path: impl AsRef<Path>,
+        opts: LanceOptions,
+        snapshot: Option<&str>,
+    ) -> Result<Self> {
+        Box::pin(Self::open_with(storage_path, opts, store::real(), snapshot)).await
+    }
+
     /// [`LanceBucket::open`] with every file operation on `disk` (a [`crate::SimDisk`]
     /// in tests of power losses).
     pub async fn open_on(
         storage_path: impl AsRef<Path>,
         opts: LanceOptions,
         disk: Arc<dyn Disk>,
+    ) -> Result<Self> {
+        Box::pin(Self::open_with(storage_path, opts, disk, None)).await
+    }
+
+    async fn open_with(
+        storage_path: impl AsRef<Path>,
+        opts: LanceOptions,
+        disk: Arc<dyn Disk>,
+        snapshot: Option<&str>,
     ) -> Result<Self> {
         opts.validate()?;
         let root = storage_path.as_ref().to_path_buf();
@@ -211,6 +237,7 @@ impl LanceBucket {
             opts,
             dataset: None,
             schema: SchemaState::default(),
+            log_start: 0,
             persisted: 0,
             buffer: Buffer::default(),
             commits: Commits::new(&uri),
@@ -230,6 +257,26 @@ impl LanceBucket {
         } else {
             true
         };
+        if let Some(name) = snapshot {
+            let missing = || Error::SnapshotNotFound {
+                dataset: bucket.uri.clone(),
+                name: name.to_owned(),
+            };
+            let latest = match bucket.open_dataset().await {
+                Ok(ds) => ds,
+                Err(lance::Error::DatasetNotFound { .. }) => return Err(missing()),
+                Err(e) => return Err(Error::lance("open", &bucket.uri)(e)),
+            };
+            let ds = match latest.checkout_version(name).await {
+                Ok(ds) => ds,
+                Err(lance::Error::RefNotFound { .. } | lance::Error::NotFound { .. }) => {
+                    return Err(missing());
+                }
+                Err(e) => return Err(Error::lance("open a snapshot of", &bucket.uri)(e)),
+            };
+            bucket.take_state(ds).await?;
+            return Ok(bucket);
+        }
         if exists {
             match bucket.open_dataset().await {
                 Ok(ds) => {
@@ -252,6 +299,12 @@ impl LanceBucket {
         // the repair below may commit: from the version found
         self.storage.versions.seen(ds.manifest().version);
         self.finish_interrupted_widening(&mut ds).await?;
+        self.take_state(ds).await
+    }
+
+    /// Takes a dataset as the current state, changing nothing in it: schema
+    /// registry, log start and row count.
+    pub(crate) async fn take_state(&mut self, ds: Dataset) -> Result<()> {
         let arrow = ArrowSchema::from(ds.schema());
         let registry: Vec<String> = arrow
             .metadata()
@@ -273,10 +326,12 @@ impl LanceBucket {
                 name,
             });
         }
-        self.persisted = ds
-            .count_rows(None)
-            .await
-            .map_err(Error::lance("count the rows of", &self.uri))? as u64;
+        let (start, _) = crate::retention::log_start_of(&ds)?;
+        self.log_start = start;
+        self.persisted = start
+            + ds.count_rows(None)
+                .await
+                .map_err(Error::lance("count the rows of", &self.uri))? as u64;
         self.schema = state;
         // and as the repair left it (a repair commit Lance settled itself after a
         // lost reply is known from here only)
@@ -492,6 +547,7 @@ impl LanceBucket {
     pub fn stats(&self) -> LanceStats {
         LanceStats {
             persisted_count: self.persisted,
+            log_start: self.log_start,
             buffered_count: self.buffered_count(),
             flushing_count: self.flushing() as u64,
             fragments: self.fragments(),

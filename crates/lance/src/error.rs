@@ -265,6 +265,66 @@ pub enum Error {
         /// The store's last failure.
         reason: String,
     },
+    /// A read from below the bucket's log start: retention removed the records
+    /// there. Offsets never shift; the first record kept is at `log_start`.
+    #[error(
+        "offset {offset} of {dataset} is below its log start {log_start}: retention removed the records before it (offsets do not move: read from offset {log_start})"
+    )]
+    BelowLogStart {
+        /// The dataset.
+        dataset: String,
+        /// The offset asked for.
+        offset: u64,
+        /// The first offset the bucket still holds.
+        log_start: u64,
+    },
+    /// A trim past the records the dataset holds. Nothing was removed.
+    #[error(
+        "trim of {dataset} before offset {requested} refused: the dataset holds offsets below {end} only (records still buffered are trimmed once flushed)"
+    )]
+    TrimPastEnd {
+        /// The dataset.
+        dataset: String,
+        /// The offset asked for.
+        requested: u64,
+        /// One past the dataset's last offset.
+        end: u64,
+    },
+    /// A snapshot name that is not one plain name (see [`crate::validate_snapshot`]).
+    #[error("invalid snapshot name {name:?}: {reason}")]
+    InvalidSnapshot {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No snapshot of that name.
+    #[error("{dataset} has no snapshot named {name:?}")]
+    SnapshotNotFound {
+        /// The dataset.
+        dataset: String,
+        /// The name asked for.
+        name: String,
+    },
+    /// A snapshot of that name exists already (a name pins one version for good).
+    #[error("{dataset} has a snapshot named {name:?} already (of version {version})")]
+    SnapshotExists {
+        /// The dataset.
+        dataset: String,
+        /// The name.
+        name: String,
+        /// The version it pins.
+        version: u64,
+    },
+    /// The dataset's log start record does not decode, or does not match its
+    /// fragments: no offset is guessed from it.
+    #[error("the log start of {dataset} is damaged: {reason}")]
+    LogStartDamaged {
+        /// The dataset.
+        dataset: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A column type this crate cannot read back as record values.
     #[error("column {column:?} has Arrow type {data_type}, which cannot be read as record values")]
     UnsupportedColumn {

@@ -44,6 +44,7 @@ mod flush;
 mod groups;
 mod options;
 mod read;
+mod retention;
 mod schema;
 mod store;
 
@@ -56,7 +57,11 @@ pub use error::{Error, Result};
 pub use groups::{
     COMPACT_AT, GROUP_NAME_BYTES_MAX, GROUPS_DIR, GroupOffset, Groups, validate_group,
 };
-pub use options::{ColumnCompression, LanceOptions};
+pub use options::{ColumnCompression, LanceOptions, Retention};
+pub use retention::{
+    LOG_START_BEFORE_KEY, LOG_START_KEY, SNAPSHOT_NAME_BYTES_MAX, Snapshot, SnapshotReader,
+    TrimReport, validate_snapshot,
+};
 pub use schema::{
     CHECKSUM_COLUMN, ColType, ENCODING_CODEC_V1, ENCODING_KEY, LAYOUT_COLUMN, REGISTRY_KEY, Scalar,
     is_internal_column,

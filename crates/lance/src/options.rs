@@ -96,6 +96,36 @@ pub struct LanceOptions {
     /// makes a few requests per interval rather than per `flush_threshold` records,
     /// and a quiet one still reaches the object store (and remote readers) in time.
     pub flush_interval: Option<Duration>,
+    /// What retention keeps (nothing is removed by default; see [`Retention`]).
+    pub retention: Retention,
+}
+
+/// What retention keeps of a bucket: records leave from the front only, whole
+/// fragments at a time (a fragment that straddles the cut stays whole, so at least
+/// what a policy asks is kept), behind a durable log start; every record left keeps
+/// its offset. Each policy set says what may go; the cut is the furthest any allows,
+/// held back by `keep_from` (the lowest offset a consumer group has not committed
+/// past) unless `ignores_groups`. All off by default: nothing leaves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep at least the last this many records.
+    pub records: Option<u64>,
+    /// Keep at most about this many bytes of data files: the oldest fragments go
+    /// while the dataset's files exceed it (the newest fragment always stays).
+    pub bytes: Option<u64>,
+    /// Remove fragments all of whose data files were written longer ago than this
+    /// (a compaction rewrites files, so it makes their records younger: they stay
+    /// longer, never shorter).
+    pub age: Option<Duration>,
+    /// Remove records consumer groups have not committed past too.
+    pub ignores_groups: bool,
+}
+
+impl Retention {
+    /// Whether any policy is set.
+    pub fn is_set(&self) -> bool {
+        self.records.is_some() || self.bytes.is_some() || self.age.is_some()
+    }
 }
 
 impl Default for LanceOptions {
@@ -110,6 +140,7 @@ impl Default for LanceOptions {
             lease_term: Duration::from_secs(30),
             writer_id: None,
             flush_interval: None,
+            retention: Retention::default(),
         }
     }
 }

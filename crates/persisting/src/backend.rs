@@ -28,6 +28,9 @@ pub struct BackendStats {
     pub buffer_count: u64,
     /// Records in Lance.
     pub persisted_count: u64,
+    /// The first offset the bucket holds: records below it were trimmed (0 until
+    /// a trim). `total_count` stays the end offset (the next record's).
+    pub log_start_offset: u64,
     /// Where the bucket lives.
     pub storage_path: String,
     /// Whether puts go through a WAL first.

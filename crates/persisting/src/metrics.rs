@@ -49,6 +49,8 @@ pub(crate) struct BucketMetrics {
     flush_duration: Histogram,
     flushes: Counter,
     wal_size: Gauge,
+    trimmed: Counter,
+    log_start: Gauge,
 }
 
 /// Gives every metric its HELP text and unit (once per process).
@@ -78,6 +80,14 @@ fn describe() {
             "Bytes held in WAL segments."
         );
         describe_counter!("persisting_wal_fsyncs_total", "fsyncs of WAL data.");
+        describe_counter!(
+            "persisting_trimmed_records_total",
+            "Records removed by trims (by hand or by the retention policies)."
+        );
+        describe_gauge!(
+            "persisting_log_start_offset",
+            "The first offset the bucket holds: records below it were trimmed."
+        );
         describe_histogram!(
             "persisting_wal_fsync_duration_seconds",
             Unit::Seconds,
@@ -99,6 +109,8 @@ impl BucketMetrics {
             flush_duration: histogram!("persisting_flush_duration_seconds", &labels),
             flushes: counter!("persisting_flushes_total", &labels),
             wal_size: gauge!("persisting_wal_size_bytes", &labels),
+            trimmed: counter!("persisting_trimmed_records_total", &labels),
+            log_start: gauge!("persisting_log_start_offset", &labels),
         }
     }
 
@@ -123,6 +135,11 @@ impl BucketMetrics {
         if let Some(bytes) = wal_bytes {
             self.wal_size.set(bytes as f64);
         }
+    }
+
+    pub(crate) fn trimmed(&self, records: u64, log_start: u64) {
+        self.trimmed.increment(records);
+        self.log_start.set(log_start as f64);
     }
 
     pub(crate) fn flushed(&self, took: Duration, buffered: u64, wal_bytes: Option<u64>) {

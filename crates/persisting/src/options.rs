@@ -60,6 +60,19 @@ pub struct PersistingOptions {
     /// How long a put waits for room at `max_unflushed_bytes` (or `max_wal_size`)
     /// before it fails, storing nothing (default 60 s; in the string map, seconds).
     pub put_timeout: Duration,
+    /// Retention keeps at least the last this many records (default: off).
+    pub retention_records: Option<u64>,
+    /// Retention keeps at most about this many bytes of data files (default: off).
+    pub retention_bytes: Option<u64>,
+    /// Retention removes records written longer ago than this (default: off).
+    pub retention_age: Option<Duration>,
+    /// Retention removes records consumer groups have not committed past too
+    /// (default false: a group's records stay until it commits past them).
+    pub retention_ignores_groups: bool,
+    /// Dataset versions older than this are removed after a trim or a compaction,
+    /// with the files only they need (default 600 s): what a trim removes frees its
+    /// space once its versions are this old. Snapshots keep theirs.
+    pub version_retention: Duration,
 }
 
 impl Default for PersistingOptions {
@@ -80,12 +93,17 @@ impl Default for PersistingOptions {
             flush_interval: None,
             max_unflushed_bytes: 256 * 1024 * 1024,
             put_timeout: Duration::from_secs(60),
+            retention_records: None,
+            retention_bytes: None,
+            retention_age: None,
+            retention_ignores_groups: false,
+            version_retention: Duration::from_secs(600),
         }
     }
 }
 
 /// The option keys this crate knows.
-pub const KNOWN_OPTIONS: [&str; 14] = [
+pub const KNOWN_OPTIONS: [&str; 19] = [
     "batch_size",
     "flush_threshold",
     "enable_wal",
@@ -100,6 +118,11 @@ pub const KNOWN_OPTIONS: [&str; 14] = [
     "flush_interval",
     "max_unflushed_bytes",
     "put_timeout",
+    "retention_records",
+    "retention_bytes",
+    "retention_age",
+    "retention_ignores_groups",
+    "version_retention",
 ];
 
 fn as_text(v: &Json) -> String {
@@ -160,6 +183,29 @@ fn seconds(name: &str, v: &Json, min: f64, what: &str) -> Result<Duration> {
 
 /// Sets the storage option `key` (given as `storage_options.KEY` or inside a
 /// `storage_options` map).
+/// The longest a retention may be: ten years.
+const LONG_SECONDS_MAX: f64 = 10.0 * 365.0 * 86_400.0;
+
+/// A duration of seconds up to ten years (`retention_age` must be above 0).
+fn long_seconds(name: &str, v: &Json, what: &str) -> Result<Duration> {
+    let secs = match v {
+        Json::Number(n) => n.as_f64(),
+        Json::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    let positive = name == "retention_age";
+    match secs {
+        Some(s) if (0.0..=LONG_SECONDS_MAX).contains(&s) && (s > 0.0 || !positive) => {
+            Ok(Duration::from_secs_f64(s))
+        }
+        _ => Err(StorageError::invalid(
+            name,
+            as_text(v),
+            format!("must be {what}, at most ten years ({LONG_SECONDS_MAX} s)"),
+        )),
+    }
+}
+
 fn storage_option(opts: &mut PersistingOptions, key: &str, v: &Json) -> Result<()> {
     let name = format!("storage_options.{key}");
     if key.trim().is_empty() {
@@ -210,6 +256,22 @@ impl PersistingOptions {
                 "max_unflushed_bytes" => opts.max_unflushed_bytes = count(key, v, 4096)?,
                 "put_timeout" => {
                     opts.put_timeout = seconds(key, v, 0.0, "a number of seconds from 0 to 86400")?;
+                }
+                "retention_records" => {
+                    opts.retention_records =
+                        (!v.is_null()).then(|| count(key, v, 1)).transpose()?;
+                }
+                "retention_bytes" => {
+                    opts.retention_bytes = (!v.is_null()).then(|| count(key, v, 1)).transpose()?;
+                }
+                "retention_age" => {
+                    opts.retention_age = (!v.is_null())
+                        .then(|| long_seconds(key, v, "a number of seconds above 0"))
+                        .transpose()?;
+                }
+                "retention_ignores_groups" => opts.retention_ignores_groups = flag(key, v)?,
+                "version_retention" => {
+                    opts.version_retention = long_seconds(key, v, "a number of seconds from 0")?;
                 }
                 "target_rows_per_fragment" => {
                     opts.target_rows_per_fragment = count(key, v, 32)? as usize;

@@ -282,6 +282,8 @@ impl LanceBucket {
         if self.commits.outcome_unknown {
             self.reconcile().await?;
         }
+        // a trim that stopped between its two commits lands before anything else
+        Box::pin(self.finish_trim()).await?;
         Ok(earlier)
     }
 
@@ -305,10 +307,12 @@ impl LanceBucket {
                 expected: self.storage.versions.next(),
             });
         }
-        let rows = latest
-            .count_rows(None)
-            .await
-            .map_err(Error::lance("count the rows of", &self.uri))? as u64;
+        let (start, _) = crate::retention::log_start_of(&latest)?;
+        let rows = start
+            + latest
+                .count_rows(None)
+                .await
+                .map_err(Error::lance("count the rows of", &self.uri))? as u64;
         let buffered = self.buffer.len() as u64;
         if rows < self.persisted || rows > self.persisted + buffered {
             return Err(Error::ChangedByAnotherWriter {
@@ -319,7 +323,9 @@ impl LanceBucket {
             });
         }
         self.storage.versions.seen(version);
+        self.reads.retain_live(&latest);
         self.dataset = Some(Arc::new(latest));
+        self.log_start = start;
         self.sync_files(Seal::NewFiles).await?;
         let landed = (rows - self.persisted) as usize;
         self.buffer.drop_landed(landed);

@@ -93,6 +93,7 @@ impl LanceBucket {
         out: &mut Vec<Record>,
         refill: bool,
     ) -> Result<()> {
+        self.check_log_start(offset)?;
         let end = offset.saturating_add(limit as u64).min(self.total_count());
         let mut filled = 0;
         if offset < end {
@@ -154,6 +155,7 @@ impl LanceBucket {
     /// cannot tell an explicit null from an absent field, nor keep a record's own
     /// field order: [`LanceBucket::read`] returns records exactly.
     pub async fn read_arrow(&self, offset: u64, limit: usize) -> Result<Vec<RecordBatch>> {
+        self.check_log_start(offset)?;
         let end = offset.saturating_add(limit as u64).min(self.total_count());
         if offset >= end {
             return Ok(Vec::new());
@@ -215,8 +217,10 @@ impl LanceBucket {
         let Some(ds) = self.dataset.clone().filter(|_| offset < self.persisted) else {
             return Ok(out);
         };
+        self.check_log_start(offset)?;
         let n = end.min(self.persisted) - offset;
-        let files = fragment_files(&ds, |_| true, offset..offset + n);
+        let position = offset - self.log_start;
+        let files = fragment_files(&ds, |_| true, position..position + n);
         self.verify_names(files, offset).await?;
         // one reader at a time uses the read-ahead; others read on their own
         let mut slot = self.reads.readahead.try_lock().ok();
@@ -225,6 +229,7 @@ impl LanceBucket {
             .map_or(ReadAhead::None, |s| std::mem::take(&mut **s));
         let source = Source {
             ds,
+            base: self.log_start,
             persisted: self.persisted,
             order,
             sums: self.seals(),
@@ -283,7 +288,7 @@ impl LanceBucket {
     }
 }
 
-/// The data file names (in `data/`) of the fragments holding offsets in `range` whose
+/// The data file names (in `data/`) of the fragments holding positions in `range` whose
 /// row count passes `keep`.
 pub(crate) fn fragment_files(
     ds: &Dataset,

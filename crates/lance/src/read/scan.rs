@@ -57,6 +57,10 @@ impl std::fmt::Debug for ReadAhead {
 /// and whether rows are checked here (`check_rows`) or by the reader's sink.
 pub(crate) struct Source {
     pub(crate) ds: Arc<Dataset>,
+    /// The offset of the dataset's first row (its log start): a row's offset is
+    /// `base` plus its position in the dataset.
+    pub(crate) base: u64,
+    /// One past the dataset's last offset.
     pub(crate) persisted: u64,
     pub(crate) order: Arc<[String]>,
     pub(crate) sums: Option<Arc<Seals>>,
@@ -170,11 +174,12 @@ pub(crate) async fn scan_window(
     tx: &tokio::sync::mpsc::Sender<Result<(RecordBatch, bool)>>,
 ) -> Result<bool> {
     let ds = &source.ds;
-    let files = fragment_files(ds, |_| true, at..at + rows);
+    let position = at - source.base;
+    let files = fragment_files(ds, |_| true, position..position + rows);
     check_files(source.sums.clone(), files, at, ds.uri()).await?;
     let mut scan = ds.scan();
     scan.scan_in_order(true);
-    scan.limit(Some(rows as i64), Some(at as i64))
+    scan.limit(Some(rows as i64), Some(position as i64))
         .map_err(Error::lance("plan a read of", ds.uri()))?;
     let mut stream = scan
         .try_into_stream()
@@ -234,9 +239,11 @@ pub(crate) async fn read_dataset(
             }
             Ok::<_, Error>(())
         };
-        if let Some(batches) = source.readers.read(&ds, offset..end).await? {
+        let base = source.base;
+        if let Some(batches) = source.readers.read(&ds, offset - base..end - base).await? {
             let mut fed = offset;
-            for (batch, at) in batches {
+            for (batch, position) in batches {
+                let at = position + base;
                 check(&batch, at)?;
                 sink(&batch, at, uri, source.check_rows)?;
                 fed = at + batch.num_rows() as u64;
@@ -252,7 +259,7 @@ pub(crate) async fn read_dataset(
             }
             return Ok(ReadAhead::After { version, next: end });
         }
-        let rows: Vec<u64> = (offset..end).collect();
+        let rows: Vec<u64> = (offset - base..end - base).collect();
         let batch = ds
             .take(&rows, ds.schema().clone())
             .await

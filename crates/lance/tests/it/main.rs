@@ -12,6 +12,7 @@ mod power_loss;
 mod pylance_compat;
 mod read_patterns;
 mod remote;
+mod retention;
 mod retries;
 mod round_trip;
 mod schema_evolution;

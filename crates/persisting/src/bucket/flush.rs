@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use persisting_lance::{FlushReport, LanceBucket, LogSize};
 use tokio::sync::{Notify, watch};
 
+use super::retain::RetentionLooks;
 use super::{PersistingBackend, blocking};
 use crate::error::Result;
 
@@ -33,6 +34,9 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 
 /// The longest wait between retries of a failing flush.
 const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// How a failure of the retention step starts, in stats.
+const RETENTION_FAILED: &str = "retention: ";
 
 /// A flush is due once this share of `max_unflushed_bytes` waits (so that puts find
 /// room again before they reach the bound).
@@ -116,11 +120,25 @@ impl Flusher {
     /// began) and passes the outcome on.
     fn noted<T>(&self, outcome: persisting_lance::Result<T>) -> Result<T> {
         if let Err(e) = &outcome {
-            let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
-            let since = failing.as_ref().map_or_else(Instant::now, |(_, t)| *t);
-            *failing = Some((e.to_string(), since));
+            self.note_failure(&e.to_string());
         }
         Ok(outcome?)
+    }
+
+    /// Forgets the failure kept for stats if it is one whose message starts with
+    /// `prefix` (a step that failed before has gone through).
+    fn clear_failure(&self, prefix: &str) {
+        let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        if failing.as_ref().is_some_and(|(e, _)| e.starts_with(prefix)) {
+            *failing = None;
+        }
+    }
+
+    /// Keeps a failure of the owner's work for stats.
+    fn note_failure(&self, error: &str) {
+        let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        let since = failing.as_ref().map_or_else(Instant::now, |(_, t)| *t);
+        *failing = Some((error.to_owned(), since));
     }
 }
 
@@ -169,12 +187,18 @@ impl PersistingBackend {
             .opts
             .flush_interval
             .map(|i| (i / 4).max(Duration::from_millis(10)));
+        let age = self.inner.opts.retention_age;
         tokio::spawn(async move {
             let mut backoff = Backoff::default();
+            let mut looks = RetentionLooks::default();
             loop {
                 let next = backoff
                     .retry_at()
                     .or_else(|| tick.map(|t| Instant::now() + t));
+                let next = match (next, looks.next(age)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 tokio::select! {
                     () = wake.notified() => {}
                     ended = ends.changed() => if ended.is_err() { return },
@@ -219,6 +243,13 @@ impl PersistingBackend {
                     match backend.flush_step(&mut lance, start).await {
                         Ok(()) => backoff.succeeded(),
                         Err(_) => backoff.failed(),
+                    }
+                    // retention after flushes (and a failing store is left alone)
+                    if backoff.retry_at().is_none() && backend.retention_due(&lance, &mut looks) {
+                        match backend.apply_retention(&mut lance).await {
+                            Ok(()) => flusher.clear_failure(RETENTION_FAILED),
+                            Err(e) => flusher.note_failure(&format!("{RETENTION_FAILED}{e}")),
+                        }
                     }
                     break;
                 }

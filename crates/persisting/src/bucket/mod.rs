@@ -22,6 +22,7 @@
 mod flush;
 mod open;
 mod put;
+mod retain;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -323,6 +324,7 @@ impl StorageBackend for PersistingBackend {
                 total_count: self.total_count(),
                 buffer_count: ls.buffered_count,
                 persisted_count: ls.persisted_count,
+                log_start_offset: ls.log_start,
                 storage_path: self.inner.storage_path.display().to_string(),
                 wal_enabled: ws.is_some(),
                 wal_size_bytes: ws.map(|w| w.total_bytes),
@@ -457,6 +459,43 @@ impl LanceBackend {
         limit: Option<usize>,
     ) -> Result<Vec<persisting_lance::RecordBatch>> {
         self.inner.get_arrow(offset, limit).await
+    }
+}
+
+impl LanceBackend {
+    /// See [`PersistingBackend::trim`].
+    pub async fn trim(&self, before: u64) -> Result<persisting_lance::TrimReport> {
+        self.inner.trim(before).await
+    }
+
+    /// See [`PersistingBackend::snapshot`].
+    pub async fn snapshot(&self, name: &str) -> Result<persisting_lance::Snapshot> {
+        self.inner.snapshot(name).await
+    }
+
+    /// See [`PersistingBackend::snapshots`].
+    pub async fn snapshots(&self) -> Result<Vec<persisting_lance::Snapshot>> {
+        self.inner.snapshots().await
+    }
+
+    /// See [`PersistingBackend::delete_snapshot`].
+    pub async fn delete_snapshot(&self, name: &str) -> Result<()> {
+        self.inner.delete_snapshot(name).await
+    }
+
+    /// See [`PersistingBackend::get_snapshot`].
+    pub async fn get_snapshot(
+        &self,
+        name: &str,
+        offset: u64,
+        limit: Option<usize>,
+    ) -> Result<Vec<Record>> {
+        self.inner.get_snapshot(name, offset, limit).await
+    }
+
+    /// The backend with the WAL's options off, for what only it offers.
+    pub fn enhanced(&self) -> &PersistingBackend {
+        &self.inner
     }
 }
 

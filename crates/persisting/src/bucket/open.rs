@@ -225,6 +225,13 @@ impl PersistingBackend {
             lease_term: opts.lease_term,
             writer_id: writer_id(&storage_path, &local_dir)?,
             flush_interval: opts.flush_interval,
+            version_retention: opts.version_retention,
+            retention: persisting_lance::Retention {
+                records: opts.retention_records,
+                bytes: opts.retention_bytes,
+                age: opts.retention_age,
+                ignores_groups: opts.retention_ignores_groups,
+            },
             ..LanceOptions::default()
         };
         // a flush commit left running by a dropped handle lands before this open counts

@@ -10,6 +10,7 @@ mod metrics;
 mod object_store;
 mod options_and_errors;
 mod queue;
+mod retention;
 mod seed_examples;
 mod store_outage;
 

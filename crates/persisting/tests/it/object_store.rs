@@ -16,7 +16,7 @@ use crate::rt;
 /// A URI no other test uses on each store a test runs on: the in-memory store (which
 /// lives as long as the process) and the S3 server if one is configured (which
 /// outlives it, hence the time in the name).
-fn uris(name: &str) -> Vec<String> {
+pub(crate) fn uris(name: &str) -> Vec<String> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     let ms = std::time::SystemTime::now()
