@@ -5,6 +5,7 @@
 //! on stderr and a non-zero exit status.
 
 mod demo;
+mod lifetime;
 mod open;
 mod wal;
 
@@ -69,9 +70,27 @@ enum Command {
         limit: Option<usize>,
         /// Read in this consumer group: each bucket from the group's committed offset
         /// (instead of --offset), and commit what was printed once it is printed.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "snapshot")]
         group: Option<String>,
+        /// Read the snapshot of this name (the bucket as it was when it was taken).
+        #[arg(long)]
+        snapshot: Option<String>,
     },
+    /// Remove a bucket's records below an offset, by whole Lance fragments (the one
+    /// holding it stays); the records left keep their offsets, reads below the new log
+    /// start fail naming it. Consumer groups do not hold back an explicit trim.
+    #[command(after_help = "Example:\n  persisting trim /tmp/bucket --before 1000000")]
+    Trim {
+        #[command(flatten)]
+        target: BackendArgs,
+        /// The first offset to keep (at least: a fragment holding it stays whole).
+        #[arg(long)]
+        before: u64,
+    },
+    /// Snapshots: pin a bucket's records under a name (pylance opens it as
+    /// lance.dataset(uri, version=NAME)), list them, delete one.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Consumer groups: list each group's committed offset, the bucket's end and the
     /// lag; or seek, commit or delete a group. Works on a bucket another process writes.
     #[command(
@@ -156,6 +175,36 @@ enum GroupAction {
 }
 
 #[derive(Subcommand, Debug)]
+enum SnapshotCommand {
+    /// Pin every acknowledged record of the bucket under NAME.
+    #[command(after_help = "Example:\n  persisting snapshot create /tmp/bucket epoch-3")]
+    Create {
+        #[command(flatten)]
+        target: BackendArgs,
+        /// Letters, digits, '.', '-' and '_'.
+        name: String,
+    },
+    /// The bucket's snapshots: name, version, offsets, creation time.
+    #[command(after_help = "Example:\n  persisting snapshot list /tmp/bucket --json")]
+    List {
+        #[command(flatten)]
+        target: BackendArgs,
+        /// JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete the snapshot NAME (what only it kept is removed once its versions are
+    /// older than version_retention).
+    #[command(after_help = "Example:\n  persisting snapshot delete /tmp/bucket epoch-3")]
+    Delete {
+        #[command(flatten)]
+        target: BackendArgs,
+        /// The snapshot.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum WalCommand {
     /// Segments, LSN ranges, sizes and checksum status.
     #[command(after_help = "Example:\n  persisting wal inspect /tmp/bucket")]
@@ -224,7 +273,15 @@ async fn run(cli: Cli) -> CliResult {
             target,
             offset,
             limit,
+            snapshot: Some(name),
+            ..
+        } => lifetime::get(target, &name, offset, limit).await,
+        Command::Get {
+            target,
+            offset,
+            limit,
             group: None,
+            ..
         } => get(target, offset, limit, metrics).await,
         Command::Get {
             target,
@@ -243,6 +300,16 @@ async fn run(cli: Cli) -> CliResult {
             follow,
         } => tail(target, offset, follow, metrics).await,
         Command::Stats { target, json } => stats(target, json, metrics).await,
+        Command::Trim { target, before } => lifetime::trim(target, before).await,
+        Command::Snapshot(SnapshotCommand::Create { target, name }) => {
+            lifetime::create(target, &name).await
+        }
+        Command::Snapshot(SnapshotCommand::List { target, json }) => {
+            lifetime::list(target, json).await
+        }
+        Command::Snapshot(SnapshotCommand::Delete { target, name }) => {
+            lifetime::delete(target, &name).await
+        }
         Command::Wal(WalCommand::Inspect { path }) => wal::inspect(&path),
         Command::Wal(WalCommand::Verify { path }) => wal::verify(&path),
         Command::Compact { path } => open::compact(&path).await,
@@ -510,6 +577,7 @@ async fn stats(target: BackendArgs, json: bool, metrics: bool) -> CliResult {
         crate::emit(text);
         return Ok(());
     }
+    let one_bucket = target.topic.is_none() && all.len() == 1;
     for s in all {
         let value = serde_json::to_value(&s).map_err(|e| e.to_string())?;
         if let Some(map) = value.as_object() {
@@ -521,6 +589,20 @@ async fn stats(target: BackendArgs, json: bool, metrics: bool) -> CliResult {
                     other => other.to_string(),
                 };
                 crate::emit(format!("{k:<width$}  {shown}"));
+            }
+            if one_bucket {
+                // the bucket's snapshots, read without its writer (none before a flush)
+                let names: Vec<String> = lifetime::snapshots(&target)
+                    .await
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|s| format!("{} ({}..{})", s.name, s.log_start, s.end_offset))
+                    .collect();
+                let shown = match names.is_empty() {
+                    true => "-".to_owned(),
+                    false => names.join(", "),
+                };
+                crate::emit(format!("{:<width$}  {shown}", "snapshots"));
             }
             crate::emit("");
         }

@@ -268,7 +268,7 @@ pub enum Error {
     /// A read from below the bucket's log start: retention removed the records
     /// there. Offsets never shift; the first record kept is at `log_start`.
     #[error(
-        "offset {offset} of {dataset} is below its log start {log_start}: retention removed the records before it (offsets do not move: read from offset {log_start})"
+        "offset {offset} of {dataset} is below its log start {log_start}: the records before it were trimmed (by retention or a trim; offsets do not move: read from offset {log_start})"
     )]
     BelowLogStart {
         /// The dataset.

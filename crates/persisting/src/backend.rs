@@ -179,6 +179,17 @@ pub trait StorageBackend: Send + Sync {
     fn read_batch_size(&self) -> usize {
         100
     }
+
+    /// The stored bucket behind this backend, for what only stored data has: trims,
+    /// retention and snapshots ([`crate::PersistingBackend::trim`], ...). The
+    /// default: not supported (a `MemoryBackend` keeps nothing to trim or pin).
+    fn stored(&self) -> Result<&crate::PersistingBackend> {
+        Err(crate::error::BucketError::Unsupported {
+            backend: std::any::type_name::<Self>(),
+            operation: "trims and snapshots",
+        }
+        .into())
+    }
 }
 
 struct StreamState<'a, B: ?Sized> {

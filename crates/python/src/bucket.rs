@@ -142,19 +142,71 @@ impl Bucket {
 
     /// Records `[offset, offset + limit)` clipped to what exists (`limit=None`: to the
     /// end); an awaitable of a list of dicts.
-    #[pyo3(signature = (offset, limit=None))]
+    /// With `snapshot`, of the snapshot of that name: the bucket as it was.
+    #[pyo3(signature = (offset, limit=None, snapshot=None))]
     fn get<'py>(
         &self,
         py: Python<'py>,
         offset: u64,
         limit: Option<usize>,
+        snapshot: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let backend = self.open()?;
         awaitable(py, Cancel::Drop, async move {
+            let records = match snapshot {
+                Some(name) => backend.get_snapshot(&name, offset, limit).await,
+                None => backend.get(offset, limit).await,
+            };
+            records.map(Records).map_err(errors::storage)
+        })
+    }
+
+    /// Removes the records below `before` by whole fragments (see the facade's
+    /// `trim`); an awaitable of a dict (`log_start`, `records`, `fragments`,
+    /// `files_removed`, `bytes_removed`, `duration_seconds`).
+    fn trim<'py>(&self, py: Python<'py>, before: u64) -> PyResult<Bound<'py, PyAny>> {
+        let backend = self.open()?;
+        awaitable(py, Cancel::RunToEnd, async move {
+            let r = backend.trim(before).await.map_err(errors::storage)?;
+            Ok(Json(serde_json::json!({
+                "log_start": r.log_start,
+                "records": r.records,
+                "fragments": r.fragments,
+                "files_removed": r.files_removed,
+                "bytes_removed": r.bytes_removed,
+                "duration_seconds": r.duration.as_secs_f64(),
+            })))
+        })
+    }
+
+    /// Pins every acknowledged record under `name`; an awaitable of the snapshot's
+    /// dict (`name`, `version`, `log_start`, `end_offset`, `created_at`).
+    fn snapshot<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let backend = self.open()?;
+        awaitable(py, Cancel::RunToEnd, async move {
+            let s = backend.snapshot(&name).await.map_err(errors::storage)?;
+            Ok(Json(snapshot_json(&s)))
+        })
+    }
+
+    /// The bucket's snapshots; an awaitable of a list of dicts.
+    fn snapshots<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let backend = self.open()?;
+        awaitable(py, Cancel::Drop, async move {
+            let all = backend.snapshots().await.map_err(errors::storage)?;
+            Ok(Json(serde_json::Value::Array(
+                all.iter().map(snapshot_json).collect(),
+            )))
+        })
+    }
+
+    /// Deletes the snapshot `name`; an awaitable.
+    fn delete_snapshot<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let backend = self.open()?;
+        awaitable(py, Cancel::RunToEnd, async move {
             backend
-                .get(offset, limit)
+                .delete_snapshot(&name)
                 .await
-                .map(Records)
                 .map_err(errors::storage)
         })
     }
@@ -359,6 +411,21 @@ impl Bucket {
 
 /// A JSON value on its way to Python (dicts, lists, numbers, strings, None).
 struct Json(serde_json::Value);
+
+/// A snapshot as JSON (`created_at` in seconds since the Unix epoch).
+fn snapshot_json(s: &persisting::lance::Snapshot) -> serde_json::Value {
+    let created = s
+        .created_at
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64());
+    serde_json::json!({
+        "name": s.name,
+        "version": s.version,
+        "log_start": s.log_start,
+        "end_offset": s.end_offset,
+        "created_at": created,
+    })
+}
 
 fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
     use serde_json::Value as J;

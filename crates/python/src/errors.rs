@@ -27,6 +27,9 @@ pub(crate) enum Kind {
     /// `StoreUnavailableError(StorageError, TimeoutError)`: no room for a put within
     /// `put_timeout` while the store does not take commits.
     Unavailable,
+    /// `LogStartError(StorageError, LookupError)`: a read below the bucket's log
+    /// start; carries `offset` and `log_start`.
+    LogStart,
 }
 
 impl Kind {
@@ -38,12 +41,14 @@ impl Kind {
             Kind::Schema => "SchemaError",
             Kind::Locked => "BucketLockedError",
             Kind::Unavailable => "StoreUnavailableError",
+            Kind::LogStart => "LogStartError",
         }
     }
 
     /// The exception class, looked up in `persisting.errors` once per process.
     fn class(self, py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
-        static CLASSES: [PyOnceLock<Py<PyType>>; 6] = [
+        static CLASSES: [PyOnceLock<Py<PyType>>; 7] = [
+            PyOnceLock::new(),
             PyOnceLock::new(),
             PyOnceLock::new(),
             PyOnceLock::new(),
@@ -61,10 +66,18 @@ impl Kind {
 
     /// An exception of this class with `message`.
     pub(crate) fn err(self, message: impl Into<String>) -> PyErr {
+        self.err_with(message, ())
+    }
+
+    /// An exception of this class with `message` and then `more` as its arguments.
+    pub(crate) fn err_with<A>(self, message: impl Into<String>, more: A) -> PyErr
+    where
+        A: PrependMessage,
+    {
         let message = message.into();
         let name = self.name();
         crate::bridge::with_python(|py| match self.class(py) {
-            Ok(class) => PyErr::from_type(class, message.clone()),
+            Ok(class) => more.raise(class, message.clone()),
             Err(e) => PyRuntimeError::new_err(format!(
                 "{message} (and persisting.errors.{name} could not be loaded: {e})"
             )),
@@ -74,11 +87,33 @@ impl Kind {
     }
 }
 
+/// The arguments of an exception after its message.
+pub(crate) trait PrependMessage {
+    /// The exception `class` raised with `message` and these arguments.
+    fn raise(self, class: Bound<'_, PyType>, message: String) -> PyErr;
+}
+
+impl PrependMessage for () {
+    fn raise(self, class: Bound<'_, PyType>, message: String) -> PyErr {
+        PyErr::from_type(class, message)
+    }
+}
+
+impl PrependMessage for (u64, u64) {
+    fn raise(self, class: Bound<'_, PyType>, message: String) -> PyErr {
+        PyErr::from_type(class, (message, self.0, self.1))
+    }
+}
+
 /// The kind of Python exception a storage error is raised as.
 fn kind_of(e: &StorageError) -> Kind {
     match e {
         e if e.is_invalid_option() => Kind::InvalidOption,
-        StorageError::Lance(persisting::lance::Error::InvalidGroup { .. }) => Kind::InvalidOption,
+        StorageError::Lance(
+            persisting::lance::Error::InvalidGroup { .. }
+            | persisting::lance::Error::InvalidSnapshot { .. },
+        ) => Kind::InvalidOption,
+        StorageError::Lance(persisting::lance::Error::BelowLogStart { .. }) => Kind::LogStart,
         StorageError::Wal(_) | StorageError::Bucket(BucketError::WalGap { .. }) => Kind::Wal,
         StorageError::Lance(persisting::lance::Error::SchemaConflict { .. }) => Kind::Schema,
         StorageError::Bucket(BucketError::Locked { .. }) => Kind::Locked,
@@ -89,6 +124,12 @@ fn kind_of(e: &StorageError) -> Kind {
 
 /// A storage error as its Python exception, with the Rust message.
 pub(crate) fn storage(e: StorageError) -> PyErr {
+    if let StorageError::Lance(persisting::lance::Error::BelowLogStart {
+        offset, log_start, ..
+    }) = &e
+    {
+        return Kind::LogStart.err_with(e.to_string(), (*offset, *log_start));
+    }
     kind_of(&e).err(e.to_string())
 }
 

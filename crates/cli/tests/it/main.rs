@@ -3,6 +3,7 @@
 
 mod commands;
 mod consumer_groups;
+mod lifetime;
 
 use std::io::Write;
 use std::path::Path;

@@ -391,6 +391,10 @@ impl StorageBackend for PersistingBackend {
         self.inner.opts.batch_size
     }
 
+    fn stored(&self) -> Result<&PersistingBackend> {
+        Ok(self)
+    }
+
     fn consumer_groups(&self) -> Result<BucketGroups> {
         let backend = self.clone();
         let end: crate::groups::LiveEnd = Arc::new(move |offset| {
@@ -462,43 +466,6 @@ impl LanceBackend {
     }
 }
 
-impl LanceBackend {
-    /// See [`PersistingBackend::trim`].
-    pub async fn trim(&self, before: u64) -> Result<persisting_lance::TrimReport> {
-        self.inner.trim(before).await
-    }
-
-    /// See [`PersistingBackend::snapshot`].
-    pub async fn snapshot(&self, name: &str) -> Result<persisting_lance::Snapshot> {
-        self.inner.snapshot(name).await
-    }
-
-    /// See [`PersistingBackend::snapshots`].
-    pub async fn snapshots(&self) -> Result<Vec<persisting_lance::Snapshot>> {
-        self.inner.snapshots().await
-    }
-
-    /// See [`PersistingBackend::delete_snapshot`].
-    pub async fn delete_snapshot(&self, name: &str) -> Result<()> {
-        self.inner.delete_snapshot(name).await
-    }
-
-    /// See [`PersistingBackend::get_snapshot`].
-    pub async fn get_snapshot(
-        &self,
-        name: &str,
-        offset: u64,
-        limit: Option<usize>,
-    ) -> Result<Vec<Record>> {
-        self.inner.get_snapshot(name, offset, limit).await
-    }
-
-    /// The backend with the WAL's options off, for what only it offers.
-    pub fn enhanced(&self) -> &PersistingBackend {
-        &self.inner
-    }
-}
-
 impl StorageBackend for LanceBackend {
     fn put_batch(&self, records: Vec<Record>) -> BoxFuture<'_, Result<()>> {
         self.inner.put_batch(records)
@@ -526,5 +493,8 @@ impl StorageBackend for LanceBackend {
     }
     fn consumer_groups(&self) -> Result<BucketGroups> {
         self.inner.consumer_groups()
+    }
+    fn stored(&self) -> Result<&PersistingBackend> {
+        Ok(&self.inner)
     }
 }

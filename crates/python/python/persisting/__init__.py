@@ -24,6 +24,7 @@ from .errors import (
     SchemaError,
     StorageError,
     StoreUnavailableError,
+    LogStartError,
     WALError,
 )
 from .queue import LanceBackend, PersistingBackend, StorageBackend
@@ -39,5 +40,6 @@ __all__ = [
     "SchemaError",
     "BucketLockedError",
     "StoreUnavailableError",
+    "LogStartError",
     "__version__",
 ]

@@ -13,6 +13,7 @@ __all__ = [
     "SchemaError",
     "BucketLockedError",
     "StoreUnavailableError",
+    "LogStartError",
 ]
 
 
@@ -42,3 +43,18 @@ class StoreUnavailableError(StorageError, TimeoutError):
     ``max_unflushed_bytes`` (or the WAL at ``max_wal_size``) because the store has not
     taken them; the message names the store, its last error and for how long it has
     failed. Nothing of the batch is stored: it may be retried."""
+
+
+class LogStartError(StorageError, LookupError):
+    """A read below the bucket's log start: retention removed the records there.
+
+    Offsets never shift: the first record the bucket still holds is at
+    :attr:`log_start`, and a reader resumes from there (``get(offset=e.log_start)``).
+    """
+
+    def __init__(self, message: str, offset: int | None = None, log_start: int | None = None):
+        super().__init__(message)
+        #: the offset that was asked for
+        self.offset = offset
+        #: the first offset the bucket holds
+        self.log_start = log_start

@@ -86,6 +86,12 @@ def _key(path: str) -> str:
 #: ``max_unflushed_bytes`` (bytes not committed yet at which puts wait, default
 #: 256 MiB) and ``put_timeout`` (seconds a put waits for room before it raises
 #: ``StoreUnavailableError``, default 60)
+#: Retention (all off by default; records leave from the front, whole fragments at
+#: a time, offsets never move): ``retention_records`` (keep at least the last N),
+#: ``retention_bytes`` (keep at most about B bytes of data files), ``retention_age``
+#: (seconds since written), ``retention_ignores_groups`` (default False: records a
+#: consumer group has not committed past stay), ``version_retention`` (seconds old
+#: versions, and the space of trimmed records, are kept; default 600).
 _MORE_OPTIONS = (
     "wal_dir",
     "storage_options",
@@ -93,6 +99,11 @@ _MORE_OPTIONS = (
     "flush_interval",
     "max_unflushed_bytes",
     "put_timeout",
+    "retention_records",
+    "retention_bytes",
+    "retention_age",
+    "retention_ignores_groups",
+    "version_retention",
 )
 
 
@@ -185,13 +196,18 @@ class LanceBackend:
         """Stores a list of records as one unit: all acknowledged, or none stored."""
         await self._bucket.put_batch(records)
 
-    async def get(self, limit: int | None = None, offset: int = 0) -> list[Record]:
+    async def get(
+        self, limit: int | None = None, offset: int = 0, *, snapshot: str | None = None
+    ) -> list[Record]:
         """Records ``[offset, offset + limit)`` clipped to what exists (``limit=None``:
-        to the end)."""
+        to the end); with ``snapshot``, of that snapshot (the bucket as it was).
+
+        Below the log start (records removed by retention or :meth:`trim`) it raises
+        :class:`LogStartError`, whose ``log_start`` is where the records begin."""
         offset = _count("offset", offset, 0)
         if limit is not None:
             limit = _count("limit", limit, 0)
-        return await self._bucket.get(offset, limit)
+        return await self._bucket.get(offset, limit, snapshot)
 
     async def get_stream(
         self,
@@ -288,6 +304,30 @@ class LanceBackend:
         """Every consumer group of the bucket: ``group``, ``committed``, ``end``
         (the bucket's records) and ``lag`` (``end - committed``)."""
         return await self._bucket.groups()
+
+    async def trim(self, before: int) -> dict[str, Any]:
+        """Removes the records below ``before`` (acknowledged ones are flushed first),
+        by whole Lance fragments: one holding ``before`` stays. Offsets never move;
+        reads below the new log start raise :class:`LogStartError`. Returns
+        ``log_start``, ``records``, ``fragments``, ``files_removed``,
+        ``bytes_removed``, ``duration_seconds``."""
+        return await self._bucket.trim(_count("before", before, 0))
+
+    async def snapshot(self, name: str) -> dict[str, Any]:
+        """Pins every acknowledged record under ``name`` (a Lance tag: pylance opens
+        it as ``lance.dataset(uri, version=name)``); retention and cleanup keep what
+        it needs until :meth:`delete_snapshot`. Returns ``name``, ``version``,
+        ``log_start``, ``end_offset``, ``created_at``."""
+        return await self._bucket.snapshot(name)
+
+    async def snapshots(self) -> list[dict[str, Any]]:
+        """The bucket's snapshots, by name."""
+        return await self._bucket.snapshots()
+
+    async def delete_snapshot(self, name: str) -> None:
+        """Deletes the snapshot ``name``; what only it kept is removed once its
+        versions are older than ``version_retention``."""
+        await self._bucket.delete_snapshot(name)
 
     async def compact(self) -> None:
         """Flushes, then merges small Lance fragments (offsets unchanged)."""
