@@ -1,8 +1,8 @@
 //! Reading a bucket back and judging it against the workload.
 
-use persisting::{StorageBackend, Value};
+use persisting::{PersistingBackend, StorageBackend, StorageError, Value};
 
-use crate::workload::{RunConfig, matches};
+use crate::workload::{Pinned, RunConfig, matches};
 
 /// What one check found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,6 +45,10 @@ pub struct Totals {
     pub errors_detected: u64,
     /// Consumer group commits acknowledged to the workload.
     pub group_commits: u64,
+    /// Trims acknowledged to the workload.
+    pub trims: u64,
+    /// Snapshots acknowledged to the workload.
+    pub snapshots: u64,
 }
 
 impl Totals {
@@ -59,6 +63,8 @@ impl Totals {
         self.corrupted += o.corrupted;
         self.errors_detected += o.errors_detected;
         self.group_commits += o.group_commits;
+        self.trims += o.trims;
+        self.snapshots += o.snapshots;
     }
 
     /// Adds a check's findings.
@@ -69,12 +75,14 @@ impl Totals {
     }
 }
 
-/// Reads every record of `b` and compares it with the workload; `acked` records must be
-/// there.
+/// Reads every record of `b` from its log start and compares it with the workload;
+/// `acked` records must be there, and the log start must be at least `trimmed` (an
+/// acknowledged trim's); a read below the log start must be refused.
 pub async fn verify(
-    b: &dyn StorageBackend,
+    b: &PersistingBackend,
     cfg: &RunConfig,
     acked: u64,
+    trimmed: u64,
 ) -> Result<Verdict, String> {
     let present = b.total_count();
     let mut v = Verdict {
@@ -82,12 +90,26 @@ pub async fn verify(
         lost: acked.saturating_sub(present),
         ..Verdict::default()
     };
-    let mut offset = 0;
+    let mut offset = b.log_start().await;
+    if offset < trimmed {
+        println!("  the log start is {offset}, below the acknowledged trim's {trimmed}");
+        v.corrupted += trimmed - offset;
+    }
+    if offset > 0
+        && !matches!(b.get(offset - 1, Some(1)).await, Err(e) if below_log_start(&e).is_some())
+    {
+        println!("  a read below the log start {offset} was not refused");
+        v.corrupted += 1;
+    }
     while offset < present {
-        let got = b
-            .get(offset, Some(2000))
-            .await
-            .map_err(|e| format!("reading at offset {offset}: {e}"))?;
+        let got = match b.get(offset, Some(2000)).await {
+            // retention moved the log start meanwhile (the flush owner trims)
+            Err(e) if below_log_start(&e).is_some_and(|s| s > offset) => {
+                offset = below_log_start(&e).unwrap_or(offset);
+                continue;
+            }
+            got => got.map_err(|e| format!("reading at offset {offset}: {e}"))?,
+        };
         if got.is_empty() {
             // the count promised records that cannot be read: they are lost
             v.lost += acked.saturating_sub(offset).min(present - offset);
@@ -133,6 +155,53 @@ pub async fn verify_groups(b: &dyn StorageBackend, owed: &[u64]) -> Result<Vec<S
             )),
             _ => {}
         }
+    }
+    Ok(bad)
+}
+
+/// The log start a read was refused below, if that is what `e` is.
+pub fn below_log_start(e: &StorageError) -> Option<u64> {
+    match e {
+        StorageError::Lance(persisting::lance::Error::BelowLogStart { log_start, .. }) => {
+            Some(*log_start)
+        }
+        _ => None,
+    }
+}
+
+/// Checks the last snapshot acknowledged: it is there and holds exactly the records
+/// of its offsets. Returns the violations found.
+pub async fn verify_snapshot(
+    b: &PersistingBackend,
+    cfg: &RunConfig,
+    pinned: Option<&Pinned>,
+) -> Result<Vec<String>, String> {
+    let Some(p) = pinned else {
+        return Ok(Vec::new());
+    };
+    let got = match b.get_snapshot(&p.name, p.start, None).await {
+        Ok(got) => got,
+        Err(e) => return Ok(vec![format!("snapshot {} cannot be read: {e}", p.name)]),
+    };
+    let mut bad = Vec::new();
+    if got.len() as u64 != p.end - p.start {
+        bad.push(format!(
+            "snapshot {} holds {} records, {} were pinned",
+            p.name,
+            got.len(),
+            p.end - p.start
+        ));
+    }
+    if let Some((k, _)) = got
+        .iter()
+        .enumerate()
+        .find(|(k, r)| !matches(cfg, p.start + *k as u64, r))
+    {
+        bad.push(format!(
+            "snapshot {} differs at offset {}",
+            p.name,
+            p.start + k as u64
+        ));
     }
     Ok(bad)
 }

@@ -47,7 +47,7 @@ fn build(dir: &Path, cfg: &RunConfig, rng: &mut SimRng) -> Result<u64, String> {
         for _ in 0..(30 + rng.below(120)) {
             match apply(&b, cfg, next_op(rng), next).await? {
                 Applied::Acked(n) => next = n,
-                Applied::Flushed | Applied::Read | Applied::Committed(..) => {}
+                _ => {}
             }
         }
         Ok(next)
@@ -108,7 +108,7 @@ fn open_damaged(dir: &Path, cfg: &RunConfig) -> Result<Result<Verdict, String>, 
                 let b = PersistingBackend::open(0, &dir, cfg.options.clone())
                     .await
                     .map_err(|e| e.to_string())?;
-                verify(&b, &cfg, 0).await
+                verify(&b, &cfg, 0, 0).await
             })
         });
         let _ = tx.send(outcome.map_err(|p| {

@@ -15,8 +15,8 @@ use persisting::outage::{Outage, Relay};
 use persisting::wal::SimRng;
 use persisting::{PersistingBackend, PersistingOptions, StorageBackend};
 
-use crate::check::{Totals, verify, verify_groups};
-use crate::workload::{Applied, GROUPS, RunConfig, apply, matches, next_op};
+use crate::check::{Totals, below_log_start, verify, verify_groups, verify_snapshot};
+use crate::workload::{Applied, GROUPS, Pinned, RunConfig, apply, matches, next_op};
 use crate::{Args, runtime};
 
 /// Longest a worker may take to open its bucket.
@@ -150,9 +150,14 @@ pub fn worker(args: &Args) -> Result<(), String> {
                 }
                 Applied::Flushed => println!("FLUSHED {next}"),
                 Applied::Committed(g, offset) => println!("COMMIT {g} {offset}"),
+                Applied::Trimmed(log_start) => println!("TRIM {log_start}"),
+                Applied::Snapshot(p) => println!("SNAP {} {} {}", p.name, p.start, p.end),
                 Applied::Read => {
-                    let from = rng.below(next.max(1));
+                    let start = b.log_start().await;
+                    let from = start + rng.below(next.saturating_sub(start).max(1));
                     let got = match b.get(from, Some(1 + rng.below(300) as usize)).await {
+                        // retention trimmed past it meanwhile
+                        Err(e) if below_log_start(&e).is_some() => continue,
                         Err(e) if args.outages => {
                             println!("OUTAGE get {from}: {e}");
                             continue;
@@ -178,6 +183,8 @@ enum Line {
     Ready(u64),
     Ack(u64),
     Commit(usize, u64),
+    Trim(u64),
+    Snap(Pinned),
     /// An operation the worker saw fail while its store may be away.
     Outage,
     Other(String),
@@ -229,6 +236,21 @@ fn spawn_worker(
                 Some(("READY", n)) => n.parse().map(Line::Ready).unwrap_or(Line::Other(line)),
                 Some(("ACK", n)) => n.parse().map(Line::Ack).unwrap_or(Line::Other(line)),
                 Some(("OUTAGE", _)) => Line::Outage,
+                Some(("TRIM", n)) => n.parse().map(Line::Trim).unwrap_or(Line::Other(line)),
+                Some(("SNAP", rest)) => {
+                    let parts: Vec<&str> = rest.split(' ').collect();
+                    match parts[..] {
+                        [name, start, end] => match (start.parse(), end.parse()) {
+                            (Ok(start), Ok(end)) => Line::Snap(Pinned {
+                                name: name.to_owned(),
+                                start,
+                                end,
+                            }),
+                            _ => Line::Other(line),
+                        },
+                        _ => Line::Other(line),
+                    }
+                }
                 Some(("COMMIT", rest)) => rest
                     .split_once(' ')
                     .and_then(|(g, o)| Some(Line::Commit(g.parse().ok()?, o.parse().ok()?)))
@@ -253,6 +275,13 @@ struct Acked {
     commit_lines: u64,
     /// Operations the worker saw fail during outages.
     outage_errors: u64,
+    /// The log start of the last trim acknowledged.
+    trimmed: u64,
+    /// The last snapshot acknowledged.
+    pinned: Option<Pinned>,
+    /// Trim and snapshot lines read.
+    trim_lines: u64,
+    snapshot_lines: u64,
 }
 
 /// Reads the worker's lines until `deadline` (or the pipe closes), raising `acked`.
@@ -273,6 +302,14 @@ fn pump(
             }
             Ok(Line::Commit(..)) => {}
             Ok(Line::Outage) => acked.outage_errors += 1,
+            Ok(Line::Trim(n)) => {
+                acked.trim_lines += 1;
+                acked.trimmed = acked.trimmed.max(n);
+            }
+            Ok(Line::Snap(p)) => {
+                acked.snapshot_lines += 1;
+                acked.pinned = Some(p);
+            }
             Ok(Line::Ready(_)) => {}
             Ok(Line::Other(l)) => {
                 if l.starts_with("ERROR") || l.starts_with("BAD") {
@@ -294,13 +331,19 @@ fn check(
     acked: &Acked,
     t: &mut Totals,
 ) -> Result<bool, String> {
-    let (path, opts) = location(dir, cfg, data)?;
+    let (path, mut opts) = location(dir, cfg, data)?;
+    // the check reads what the crash left: no retention of its own meanwhile
+    opts.retention_records = None;
     let (v, bad) = runtime()?.block_on(async {
         let b = PersistingBackend::open(0, &path, opts)
             .await
             .map_err(|e| format!("reopening after the kill: {e}"))?;
-        let v = verify(&b, cfg, acked.records).await?;
-        let bad = verify_groups(&b, &acked.commits).await?;
+        let v = verify(&b, cfg, acked.records, acked.trimmed).await?;
+        let mut bad = verify_groups(&b, &acked.commits).await?;
+        bad.extend(verify_snapshot(&b, cfg, acked.pinned.as_ref()).await?);
+        b.close()
+            .await
+            .map_err(|e| format!("closing after the check: {e}"))?;
         Ok::<_, String>((v, bad))
     })?;
     let acked = acked.records;
@@ -429,6 +472,8 @@ pub fn iteration(args: &Args, base: &Path, seed: u64, data: Data) -> Result<Tota
     }
     t.acknowledged = acked.records;
     t.group_commits = acked.commit_lines;
+    t.trims = acked.trim_lines;
+    t.snapshots = acked.snapshot_lines;
     if ok {
         let _ = std::fs::remove_dir_all(&dir);
     } else {

@@ -150,7 +150,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 fn summary(mode: &str, t: &Totals, secs: f64) {
     println!(
-        "crash-fuzz {mode}: iterations={} kills={} acknowledged={} lost={} duplicated={} corrupted-returned={} errors-detected={} group-commits={} ({secs:.1} s)",
+        "crash-fuzz {mode}: iterations={} kills={} acknowledged={} lost={} duplicated={} corrupted-returned={} errors-detected={} group-commits={} trims={} snapshots={} ({secs:.1} s)",
         t.iterations,
         t.kills,
         t.acknowledged,
@@ -158,7 +158,9 @@ fn summary(mode: &str, t: &Totals, secs: f64) {
         t.duplicated,
         t.corrupted,
         t.errors_detected,
-        t.group_commits
+        t.group_commits,
+        t.trims,
+        t.snapshots
     );
 }
 

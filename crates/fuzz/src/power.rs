@@ -19,9 +19,9 @@ use persisting::lance::{DATASET_DIR, SimCrash, SimDisk, SkippedSync, sealed_file
 use persisting::wal::{CrashMode, SimFs, SimRng};
 use persisting::{PersistingBackend, StorageBackend};
 
-use crate::check::{Totals, verify, verify_groups};
+use crate::check::{Totals, verify, verify_groups, verify_snapshot};
 use crate::runtime;
-use crate::workload::{Applied, GROUPS, RunConfig, apply, next_op};
+use crate::workload::{Applied, GROUPS, Pinned, RunConfig, apply, next_op};
 
 /// Crashes per run.
 const CRASHES: u64 = 3;
@@ -61,6 +61,9 @@ pub fn iteration(seed: u64, skipped: Option<SkippedSync>) -> Result<Totals, Stri
     let mut owed_seals: Vec<String> = Vec::new();
     // acknowledged consumer group commits: a crash never takes one back
     let mut owed_commits = [0u64; GROUPS.len()];
+    // an acknowledged trim's log start, and the last snapshot acknowledged
+    let mut owed_trim = 0u64;
+    let mut owed_snapshot: Option<Pinned> = None;
     let mut ok = true;
     for round in 0..=CRASHES {
         // a runtime per power cycle: what the crashed process was running stops with it
@@ -75,7 +78,7 @@ pub fn iteration(seed: u64, skipped: Option<SkippedSync>) -> Result<Totals, Stri
             )
             .await
             .map_err(|e| format!("reopening after crash {round}: {e}"))?;
-            let v = verify(&b, &cfg, owed).await?;
+            let v = verify(&b, &cfg, owed, owed_trim).await?;
             t.judge(&v);
             if !v.clean() {
                 println!(
@@ -83,7 +86,8 @@ pub fn iteration(seed: u64, skipped: Option<SkippedSync>) -> Result<Totals, Stri
                     v.present, v.lost, v.duplicated, v.corrupted
                 );
             }
-            let bad = verify_groups(&b, &owed_commits).await?;
+            let mut bad = verify_groups(&b, &owed_commits).await?;
+            bad.extend(verify_snapshot(&b, &cfg, owed_snapshot.as_ref()).await?);
             if !bad.is_empty() {
                 return Err(format!("after crash {round}: {}", bad.join("; ")));
             }
@@ -110,6 +114,14 @@ pub fn iteration(seed: u64, skipped: Option<SkippedSync>) -> Result<Totals, Stri
                         Applied::Committed(g, offset) => {
                             t.group_commits += 1;
                             owed_commits[g] = owed_commits[g].max(offset);
+                        }
+                        Applied::Trimmed(log_start) => {
+                            t.trims += 1;
+                            owed_trim = owed_trim.max(log_start);
+                        }
+                        Applied::Snapshot(p) => {
+                            t.snapshots += 1;
+                            owed_snapshot = Some(p);
                         }
                     }
                 }

@@ -61,6 +61,18 @@ impl RunConfig {
             },
             ..PersistingOptions::default()
         };
+        // a third of the seeds keep only the last records (the flush owner trims
+        // after flushes), a third remove old versions at once (Lance's cleanup runs
+        // under the crashes); a generator of its own keeps older seeds' runs
+        let mut life = SimRng::new(seed ^ 0x1f3e);
+        let options = PersistingOptions {
+            retention_records: (life.below(3) == 0).then(|| 200 + life.below(2000)),
+            version_retention: match life.below(3) {
+                0 => Duration::ZERO,
+                _ => options.version_retention,
+            },
+            ..options
+        };
         Self {
             seed,
             options,
@@ -78,13 +90,16 @@ impl RunConfig {
     pub fn describe(&self) -> String {
         let o = &self.options;
         format!(
-            "compression={} wal_sync_interval={}s max_wal_size={} flush_threshold={} target_rows_per_fragment={} widen_at={}",
+            "compression={} wal_sync_interval={}s max_wal_size={} flush_threshold={} target_rows_per_fragment={} widen_at={} retention_records={} version_retention={}s",
             o.compression.name(),
             o.wal_sync_interval.as_secs_f64(),
             o.max_wal_size,
             o.flush_threshold,
             o.target_rows_per_fragment,
-            self.widen_at
+            self.widen_at,
+            o.retention_records
+                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            o.version_retention.as_secs_f64()
         )
     }
 }
@@ -166,6 +181,11 @@ pub enum Op {
     /// A consumer group commit: group `GROUPS[.0]`, at an offset between its
     /// committed one and the bucket's end picked by `.1`.
     Commit(usize, u64),
+    /// A trim before an offset between the log start and the end picked by `.0`.
+    Trim(u64),
+    /// A snapshot named after `.0`, after deleting the oldest one when two are kept
+    /// (so the last snapshot acknowledged is never the one deleted).
+    Snapshot(u64),
 }
 
 /// The consumer groups the workload commits for.
@@ -181,12 +201,25 @@ pub fn next_op(rng: &mut SimRng) -> Op {
         }
         85..=91 => Op::Flush,
         92..=95 => Op::Commit(rng.below(GROUPS.len() as u64) as usize, rng.next_u64()),
-        _ => Op::Read,
+        96..=97 => Op::Read,
+        98 => Op::Trim(rng.next_u64()),
+        _ => Op::Snapshot(rng.next_u64()),
     }
 }
 
+/// A snapshot acknowledged: its name and the offsets it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pinned {
+    /// The snapshot's name.
+    pub name: String,
+    /// Its log start.
+    pub start: u64,
+    /// One past its last offset.
+    pub end: u64,
+}
+
 /// What [`apply`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
     /// Records were acknowledged: the next offset is now this.
     Acked(u64),
@@ -196,6 +229,10 @@ pub enum Applied {
     Read,
     /// A group commit returned: the group is at this offset or later.
     Committed(usize, u64),
+    /// A trim returned: the log start is this or later.
+    Trimmed(u64),
+    /// A snapshot was taken.
+    Snapshot(Pinned),
 }
 
 /// Runs one write step of the workload (`next`: the next offset to write).
@@ -237,6 +274,35 @@ pub async fn apply(
                 .await
                 .map_err(|e| format!("commit {group} at {offset} (end {end}): {e}"))?;
             Ok(Applied::Committed(g, offset))
+        }
+        Op::Trim(pick) => {
+            let start = b.log_start().await;
+            let before = start + pick % (next.saturating_sub(start) + 1);
+            let report = b
+                .trim(before)
+                .await
+                .map_err(|e| format!("trim before {before} (log start {start}): {e}"))?;
+            Ok(Applied::Trimmed(report.log_start))
+        }
+        Op::Snapshot(pick) => {
+            let kept = b.snapshots().await.map_err(|e| format!("snapshots: {e}"))?;
+            if kept.len() >= 2
+                && let Some(oldest) = kept.iter().min_by_key(|s| s.version)
+            {
+                b.delete_snapshot(&oldest.name)
+                    .await
+                    .map_err(|e| format!("delete snapshot {}: {e}", oldest.name))?;
+            }
+            let name = format!("s{next}-{}", pick % 1_000_000);
+            let s = b
+                .snapshot(&name)
+                .await
+                .map_err(|e| format!("snapshot {name}: {e}"))?;
+            Ok(Applied::Snapshot(Pinned {
+                name,
+                start: s.log_start,
+                end: s.end_offset,
+            }))
         }
     }
 }
