@@ -30,6 +30,9 @@ use persisting::{
 };
 use persisting_bench::{row_bench, text_of};
 
+#[path = "stack/retention.rs"]
+mod retention;
+
 const BATCH: u64 = 10_000;
 /// Records per automatic flush (one Lance commit) in the ingest runs, and rows per
 /// raw append: the same commit size on both sides.
@@ -1238,6 +1241,11 @@ fn main() {
             s3_rows().await;
             return;
         }
+        // `PERSISTING_BENCH_ONLY=retention`: only the trim and log-start rows
+        if std::env::var("PERSISTING_BENCH_ONLY").as_deref() == Ok("retention") {
+            retention::retention_rows(tmp.path(), rows_big().min(1_000_000)).await;
+            return;
+        }
         // `PERSISTING_BENCH_ONLY=outage`: only the ingest through a store that hangs
         if std::env::var("PERSISTING_BENCH_ONLY").as_deref() == Ok("outage") {
             outage_rows(tmp.path()).await;
@@ -1250,6 +1258,7 @@ fn main() {
         if std::env::var("PERSISTING_BENCH_ONLY").as_deref() != Ok("lance") {
             facade_rows(tmp.path()).await;
             groups_rows(tmp.path()).await;
+            retention::retention_rows(tmp.path(), rows_big().min(1_000_000)).await;
             s3_rows().await;
             outage_rows(tmp.path()).await;
         }

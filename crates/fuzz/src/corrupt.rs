@@ -45,9 +45,8 @@ fn build(dir: &Path, cfg: &RunConfig, rng: &mut SimRng) -> Result<u64, String> {
             .map_err(|e| e.to_string())?;
         let mut next = 0;
         for _ in 0..(30 + rng.below(120)) {
-            match apply(&b, cfg, next_op(rng), next).await? {
-                Applied::Acked(n) => next = n,
-                _ => {}
+            if let Applied::Acked(n) = apply(&b, cfg, next_op(rng), next).await? {
+                next = n;
             }
         }
         Ok(next)

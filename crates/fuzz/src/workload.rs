@@ -284,6 +284,8 @@ pub async fn apply(
                 .map_err(|e| format!("trim before {before} (log start {start}): {e}"))?;
             Ok(Applied::Trimmed(report.log_start))
         }
+        // a bucket with nothing committed has no version to pin
+        Op::Snapshot(_) if next == 0 => Ok(Applied::Read),
         Op::Snapshot(pick) => {
             let kept = b.snapshots().await.map_err(|e| format!("snapshots: {e}"))?;
             if kept.len() >= 2

@@ -306,6 +306,16 @@ pub enum Error {
         /// The name asked for.
         name: String,
     },
+    /// A snapshot of a bucket with nothing committed: there is no version to pin.
+    #[error(
+        "snapshot {name:?} of {dataset} refused: the bucket has no committed records yet (a snapshot pins a committed version)"
+    )]
+    NothingToSnapshot {
+        /// The dataset.
+        dataset: String,
+        /// The name asked for.
+        name: String,
+    },
     /// A snapshot of that name exists already (a name pins one version for good).
     #[error("{dataset} has a snapshot named {name:?} already (of version {version})")]
     SnapshotExists {

@@ -415,9 +415,9 @@ impl LanceBucket {
         self.catch_up().await?;
         self.ensure_writer().await?;
         let Some(ds) = self.dataset.clone() else {
-            return Err(Error::SnapshotNotFound {
+            return Err(Error::NothingToSnapshot {
                 dataset: self.uri.clone(),
-                name: format!("{name} (the bucket has no committed records to pin yet)"),
+                name: name.to_owned(),
             });
         };
         let version = ds.manifest().version;

@@ -331,6 +331,11 @@ fn retention_policies_cut_at_fragment_ends_and_respect_groups() {
 fn a_snapshot_reads_the_bucket_as_it_was_until_it_is_deleted() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
+        let mut b = filled(dir.path(), opts(), 0).await;
+        assert!(matches!(
+            b.snapshot("run-1").await,
+            Err(Error::NothingToSnapshot { .. })
+        ));
         let mut b = filled(dir.path(), opts(), 4).await;
         let snap = b.snapshot("run-1").await.unwrap();
         assert_eq!((snap.log_start, snap.end_offset), (0, 400));
