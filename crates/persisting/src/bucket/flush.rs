@@ -53,6 +53,10 @@ pub(super) struct Flusher {
     applied: watch::Sender<u64>,
     /// The persisted count the WAL was last checkpointed to.
     checkpointed: AtomicU64,
+    /// Lance's persisted count at the last [`PersistingBackend::applied`]: a commit the
+    /// Lance layer applied on its own (a trim or a snapshot catching up first) is
+    /// applied here by the owner's next step.
+    applied_to: AtomicU64,
     /// `flush()` calls driving flushes themselves: the owner leaves the outcomes of
     /// commits to them meanwhile, so that each learns its own attempt's error.
     driven: AtomicUsize,
@@ -78,6 +82,7 @@ impl Flusher {
             failing: Mutex::new(None),
             applied: watch::Sender::new(0),
             checkpointed: AtomicU64::new(persisted),
+            applied_to: AtomicU64::new(persisted),
             driven: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
         }
@@ -298,6 +303,10 @@ impl PersistingBackend {
         if let Some(outcome) = lance.finished_flush().await {
             let report = flusher.noted(outcome)?;
             self.applied(lance, &report).await?;
+        } else if lance.persisted_count() > flusher.applied_to.load(Ordering::Acquire) {
+            // a commit the Lance layer applied itself (a trim or a snapshot catching up
+            // first): its WAL checkpoint and freed room, which a waiting put needs
+            self.applied(lance, &FlushReport::default()).await?;
         }
         let wanted = match start {
             Start::All => lance.unflushed_count() > 0,
@@ -345,6 +354,7 @@ impl PersistingBackend {
             .unwrap_or_else(PoisonError::into_inner)
             .release(persisted);
         self.publish(persisted);
+        flusher.applied_to.fetch_max(persisted, Ordering::AcqRel);
         if let Some(m) = &self.inner.metrics
             && report.records > 0
         {

@@ -67,6 +67,9 @@ impl PersistingBackend {
         }
         let mut lance = self.inner.lance.write().await;
         let report = Box::pin(lance.trim(before)).await?;
+        // it applied a commit that was running, if one was: the WAL follows
+        self.applied(&lance, &persisting_lance::FlushReport::default())
+            .await?;
         self.retained(&report);
         Ok(report)
     }
@@ -136,7 +139,10 @@ impl PersistingBackend {
         persisting_lance::validate_snapshot(name)?;
         self.flush_through(None).await?;
         let mut lance = self.inner.lance.write().await;
-        Ok(Box::pin(lance.snapshot(name)).await?)
+        let snapshot = Box::pin(lance.snapshot(name)).await?;
+        self.applied(&lance, &persisting_lance::FlushReport::default())
+            .await?;
+        Ok(snapshot)
     }
 
     /// The bucket's snapshots, by name.
@@ -151,7 +157,8 @@ impl PersistingBackend {
         self.check_open()?;
         let mut lance = self.inner.lance.write().await;
         Box::pin(lance.delete_snapshot(name)).await?;
-        Ok(())
+        self.applied(&lance, &persisting_lance::FlushReport::default())
+            .await
     }
 
     /// Opens the snapshot `name` for reading (see [`SnapshotReader`]).
