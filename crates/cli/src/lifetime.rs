@@ -54,9 +54,8 @@ pub async fn trim(target: BackendArgs, before: u64) -> CliResult {
 /// A snapshot as one line of text.
 fn line(s: &Snapshot) -> String {
     let when = s
-        .created_at
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or_else(|| "-".to_owned(), |d| format!("{}", d.as_secs()));
+        .created_unix_seconds()
+        .map_or_else(|| "-".to_owned(), |t| format!("{}", t as u64));
     format!(
         "{}  version {}  offsets {}..{}  created {when}",
         s.name, s.version, s.log_start, s.end_offset
@@ -69,9 +68,7 @@ fn json(s: &Snapshot) -> serde_json::Value {
         "version": s.version,
         "log_start": s.log_start,
         "end_offset": s.end_offset,
-        "created_at": s.created_at
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs_f64()),
+        "created_at": s.created_unix_seconds(),
     })
 }
 

@@ -103,12 +103,15 @@ pub async fn verify(
     }
     while offset < present {
         let got = match b.get(offset, Some(2000)).await {
-            // retention moved the log start meanwhile (the flush owner trims)
-            Err(e) if below_log_start(&e).is_some_and(|s| s > offset) => {
-                offset = below_log_start(&e).unwrap_or(offset);
-                continue;
-            }
-            got => got.map_err(|e| format!("reading at offset {offset}: {e}"))?,
+            Err(e) => match below_log_start(&e) {
+                // retention moved the log start meanwhile (the flush owner trims)
+                Some(start) if start > offset => {
+                    offset = start;
+                    continue;
+                }
+                _ => return Err(format!("reading at offset {offset}: {e}")),
+            },
+            Ok(got) => got,
         };
         if got.is_empty() {
             // the count promised records that cannot be read: they are lost

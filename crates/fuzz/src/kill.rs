@@ -350,9 +350,6 @@ fn check(
         let v = verify(&b, cfg, acked.records, acked.trimmed).await?;
         let mut bad = verify_groups(&b, &acked.commits).await?;
         bad.extend(verify_snapshot(&b, cfg, acked.pinned.as_ref()).await?);
-        b.close()
-            .await
-            .map_err(|e| format!("closing after the check: {e}"))?;
         Ok::<_, String>((v, bad))
     })?;
     let acked = acked.records;

@@ -77,6 +77,15 @@ pub struct Snapshot {
     pub created_at: Option<SystemTime>,
 }
 
+impl Snapshot {
+    /// [`Snapshot::created_at`] in seconds since the Unix epoch.
+    pub fn created_unix_seconds(&self) -> Option<f64> {
+        self.created_at
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64())
+    }
+}
+
 /// The log start a version of a dataset carries, and, when a trim of it is pending
 /// (its delete has not landed), that trim: `(log start, pending (to, from_version))`.
 pub(crate) fn log_start_of(ds: &Dataset) -> Result<(u64, Option<(u64, u64)>)> {
@@ -193,21 +202,23 @@ impl LanceBucket {
             });
         }
         let old_start = self.log_start;
-        let Some(ds) = self.dataset.clone().filter(|_| before > old_start) else {
+        // the dataset and its whole fragments below `before`, if there are any
+        let front = self
+            .dataset
+            .clone()
+            .filter(|_| before > old_start)
+            .map(|ds| {
+                let front = front_fragments(&ds, before - old_start);
+                (ds, front)
+            })
+            .filter(|(_, (ids, _))| !ids.is_empty());
+        let Some((ds, (ids, rows))) = front else {
             return Ok(TrimReport {
                 log_start: old_start,
                 duration: started.elapsed(),
                 ..TrimReport::default()
             });
         };
-        let (ids, rows) = front_fragments(&ds, before - old_start);
-        if ids.is_empty() {
-            return Ok(TrimReport {
-                log_start: old_start,
-                duration: started.elapsed(),
-                ..TrimReport::default()
-            });
-        }
         self.ensure_writer().await?;
         let new_start = old_start + rows;
         let mut ds = Dataset::clone(&ds);

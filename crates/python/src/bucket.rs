@@ -414,16 +414,12 @@ struct Json(serde_json::Value);
 
 /// A snapshot as JSON (`created_at` in seconds since the Unix epoch).
 fn snapshot_json(s: &persisting::lance::Snapshot) -> serde_json::Value {
-    let created = s
-        .created_at
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs_f64());
     serde_json::json!({
         "name": s.name,
         "version": s.version,
         "log_start": s.log_start,
         "end_offset": s.end_offset,
-        "created_at": created,
+        "created_at": s.created_unix_seconds(),
     })
 }
 

@@ -5,6 +5,7 @@
 //! them up once and raises them with the Rust error's message, which names what failed.
 
 use persisting::{BucketError, StorageError};
+use pyo3::PyErrArguments;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -66,42 +67,25 @@ impl Kind {
 
     /// An exception of this class with `message`.
     pub(crate) fn err(self, message: impl Into<String>) -> PyErr {
-        self.err_with(message, ())
+        let message = message.into();
+        self.err_with(message.clone(), message)
     }
 
-    /// An exception of this class with `message` and then `more` as its arguments.
-    pub(crate) fn err_with<A>(self, message: impl Into<String>, more: A) -> PyErr
+    /// An exception of this class with `args` (its message first); `message` alone
+    /// when the class cannot be loaded.
+    pub(crate) fn err_with<A>(self, message: String, args: A) -> PyErr
     where
-        A: PrependMessage,
+        A: PyErrArguments + Send + Sync + 'static,
     {
-        let message = message.into();
         let name = self.name();
         crate::bridge::with_python(|py| match self.class(py) {
-            Ok(class) => more.raise(class, message.clone()),
+            Ok(class) => PyErr::from_type(class, args),
             Err(e) => PyRuntimeError::new_err(format!(
                 "{message} (and persisting.errors.{name} could not be loaded: {e})"
             )),
         })
         // the interpreter is shutting down: no class to look up, and no one to raise to
         .unwrap_or_else(|| PyRuntimeError::new_err(message))
-    }
-}
-
-/// The arguments of an exception after its message.
-pub(crate) trait PrependMessage {
-    /// The exception `class` raised with `message` and these arguments.
-    fn raise(self, class: Bound<'_, PyType>, message: String) -> PyErr;
-}
-
-impl PrependMessage for () {
-    fn raise(self, class: Bound<'_, PyType>, message: String) -> PyErr {
-        PyErr::from_type(class, message)
-    }
-}
-
-impl PrependMessage for (u64, u64) {
-    fn raise(self, class: Bound<'_, PyType>, message: String) -> PyErr {
-        PyErr::from_type(class, (message, self.0, self.1))
     }
 }
 
@@ -113,7 +97,6 @@ fn kind_of(e: &StorageError) -> Kind {
             persisting::lance::Error::InvalidGroup { .. }
             | persisting::lance::Error::InvalidSnapshot { .. },
         ) => Kind::InvalidOption,
-        StorageError::Lance(persisting::lance::Error::BelowLogStart { .. }) => Kind::LogStart,
         StorageError::Wal(_) | StorageError::Bucket(BucketError::WalGap { .. }) => Kind::Wal,
         StorageError::Lance(persisting::lance::Error::SchemaConflict { .. }) => Kind::Schema,
         StorageError::Bucket(BucketError::Locked { .. }) => Kind::Locked,
@@ -124,13 +107,14 @@ fn kind_of(e: &StorageError) -> Kind {
 
 /// A storage error as its Python exception, with the Rust message.
 pub(crate) fn storage(e: StorageError) -> PyErr {
-    if let StorageError::Lance(persisting::lance::Error::BelowLogStart {
-        offset, log_start, ..
-    }) = &e
-    {
-        return Kind::LogStart.err_with(e.to_string(), (*offset, *log_start));
+    let message = e.to_string();
+    match e {
+        // `LogStartError(message, offset, log_start)`
+        StorageError::Lance(persisting::lance::Error::BelowLogStart {
+            offset, log_start, ..
+        }) => Kind::LogStart.err_with(message.clone(), (message, offset, log_start)),
+        e => kind_of(&e).err(message),
     }
-    kind_of(&e).err(e.to_string())
 }
 
 /// A bad option value, raised as `InvalidOptionError` with the facade's own message for

@@ -7,7 +7,7 @@ use lance::dataset::optimize::{CompactionOptions, compact_files};
 
 use crate::bucket::LanceBucket;
 use crate::error::{Error, Result};
-use crate::flush::{Seal, blocking};
+use crate::flush::Seal;
 use crate::read::fragment_files;
 
 impl LanceBucket {
@@ -50,8 +50,9 @@ impl LanceBucket {
             .map_or(0, |ds| ds.manifest().fragments.len())
     }
 
-    /// Merges small fragments (row order, and so every offset, is kept), then removes
-    /// dataset versions older than the retention, and fsyncs the result.
+    /// Merges small fragments (row order, and so every offset, is kept), fsyncs the
+    /// result, then removes dataset versions older than the retention (see
+    /// `retention::clean_up_versions`).
     pub async fn compact(&mut self) -> Result<()> {
         // the dataset this handle knows must be the latest
         self.catch_up().await?;
@@ -71,19 +72,13 @@ impl LanceBucket {
         Box::pin(compact_files(&mut ds, options, None))
             .await
             .map_err(Error::lance("compact", &self.uri))?;
-        let retention = chrono::Duration::from_std(self.opts.version_retention)
-            .unwrap_or(chrono::Duration::MAX);
-        ds.cleanup_old_versions(retention, Some(false), Some(false))
-            .await
-            .map_err(Error::lance("clean up old versions of", &self.uri))?;
         self.reads.retain_live(&ds);
         self.storage.versions.seen(ds.manifest().version);
         self.dataset = Some(Arc::new(ds));
         self.commits.compactions += 1;
         self.sync_files(Seal::NewFiles).await?;
-        if let Some(seals) = self.seals() {
-            blocking("rewrite the seals of", &self.uri, move || seals.prune()).await??;
-        }
+        // the versions before it, and the files only they need (seals pruned)
+        self.clean_up_versions().await?;
         Ok(())
     }
 }

@@ -250,7 +250,7 @@ impl PersistingBackend {
                         Err(_) => backoff.failed(),
                     }
                     // retention after flushes (and a failing store is left alone)
-                    if backoff.retry_at().is_none() && backend.retention_due(&lance, &mut looks) {
+                    if backoff.retry_at().is_none() && looks.due(&lance) {
                         match backend.apply_retention(&mut lance).await {
                             Ok(()) => flusher.clear_failure(RETENTION_FAILED),
                             Err(e) => flusher.note_failure(&format!("{RETENTION_FAILED}{e}")),

@@ -35,12 +35,32 @@ impl RetentionLooks {
     }
 
     /// When the owner must look again without being woken (an age policy), if ever.
-    pub(super) fn next(&self, lance_age: Option<Duration>) -> Option<Instant> {
-        let age = lance_age?;
+    pub(super) fn next(&self, age: Option<Duration>) -> Option<Instant> {
+        let age = age?;
         Some(
             self.at
                 .map_or_else(Instant::now, |t| t + Self::age_every(age)),
         )
+    }
+
+    /// Whether the flush owner should look at the retention policies now: one is set,
+    /// no commit runs, and records were committed since the last look (or, with an
+    /// age policy, [`RetentionLooks::age_every`] has passed). A look is counted when
+    /// it is due.
+    pub(super) fn due(&mut self, lance: &LanceBucket) -> bool {
+        let policy = &lance.options().retention;
+        let persisted = lance.persisted_count();
+        let aged = policy
+            .age
+            .is_some_and(|age| self.next(Some(age)).is_none_or(|at| at <= Instant::now()));
+        let due = policy.is_set()
+            && !lance.flush_running()
+            && (self.persisted != Some(persisted) || aged);
+        if due {
+            self.persisted = Some(persisted);
+            self.at = Some(Instant::now());
+        }
+        due
     }
 }
 
@@ -74,12 +94,9 @@ impl PersistingBackend {
         Ok(report)
     }
 
-    /// Trims by the retention policies when one is set and any is due, holding back
-    /// for consumer groups; the flush owner's step after flushes.
+    /// Trims by the retention policies (the flush owner's step after flushes, when
+    /// [`RetentionLooks::due`]), holding back for consumer groups.
     pub(super) async fn apply_retention(&self, lance: &mut LanceBucket) -> Result<()> {
-        if !lance.options().retention.is_set() {
-            return Ok(());
-        }
         let keep_from = if lance.options().retention.ignores_groups {
             None
         } else {
@@ -103,26 +120,6 @@ impl PersistingBackend {
         {
             m.trimmed(report.records, report.log_start);
         }
-    }
-
-    /// Whether the flush owner should look at the retention policies now: one is set,
-    /// no commit runs, and records were committed since the last look (or, with an
-    /// age policy, [`RetentionLooks::age_every`] has passed).
-    pub(super) fn retention_due(&self, lance: &LanceBucket, looks: &mut RetentionLooks) -> bool {
-        let policy = &lance.options().retention;
-        let aged = policy.age.is_some_and(|age| {
-            looks
-                .at
-                .is_none_or(|t| t.elapsed() >= RetentionLooks::age_every(age))
-        });
-        let due = policy.is_set()
-            && !lance.flush_running()
-            && (looks.persisted != Some(lance.persisted_count()) || aged);
-        if due {
-            looks.persisted = Some(lance.persisted_count());
-            looks.at = Some(Instant::now());
-        }
-        due
     }
 
     /// The first offset the bucket holds (0 until a trim).
