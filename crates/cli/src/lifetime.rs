@@ -2,7 +2,7 @@
 //! a bucket's data lifetime from the command line, on local paths and at URIs.
 
 use persisting::PersistingBackend;
-use persisting::lance::{LanceBucket, LanceOptions, Snapshot};
+use persisting::lance::{LanceBucket, Snapshot};
 
 use crate::CliResult;
 use crate::open::{BackendArgs, Opened};
@@ -96,10 +96,7 @@ pub async fn delete(target: BackendArgs, name: &str) -> CliResult {
 
 /// The snapshots of the bucket PATH names, read without its writer.
 pub async fn snapshots(target: &BackendArgs) -> CliResult<Vec<Snapshot>> {
-    let opts = LanceOptions {
-        storage_options: target.storage_options()?,
-        ..LanceOptions::default()
-    };
+    let opts = target.lance_options()?;
     let b = LanceBucket::open(&target.path, opts)
         .await
         .map_err(|e| e.to_string())?;
@@ -125,10 +122,7 @@ pub async fn list(target: BackendArgs, as_json: bool) -> CliResult {
 
 /// `persisting get PATH --snapshot NAME`: read without the writer's lock.
 pub async fn get(target: BackendArgs, name: &str, offset: u64, limit: Option<usize>) -> CliResult {
-    let opts = LanceOptions {
-        storage_options: target.storage_options()?,
-        ..LanceOptions::default()
-    };
+    let opts = target.lance_options()?;
     let reader = LanceBucket::open_snapshot(&target.path, opts, name)
         .await
         .map_err(|e| e.to_string())?;

@@ -237,6 +237,7 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
+    persisting::log_to_stderr();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -538,9 +539,9 @@ async fn tail(target: BackendArgs, offset: Option<u64>, follow: bool, metrics: b
 /// of the topic) and prints new records as writers flush them.
 async fn follow_committed(target: &BackendArgs, offset: Option<u64>) -> CliResult {
     let mut readers = Vec::new();
-    let storage_options = target.storage_options()?;
+    let opts = target.lance_options()?;
     for dir in target.bucket_dirs().await? {
-        let r = open::read_only(&dir, &storage_options).await?;
+        let r = open::read_only(&dir, &opts).await?;
         let at = offset.unwrap_or_else(|| r.total_count().saturating_sub(10));
         readers.push((r, at));
     }

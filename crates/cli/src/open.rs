@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
-use persisting::lance::{DATASET_DIR, LanceBucket, LanceOptions, is_remote, list_dirs};
+use persisting::lance::{DATASET_DIR, LanceBucket, LanceOptions, Location, list_dirs};
 use persisting::{
     BackendStats, BucketError, BucketGroups, BucketSpec, PersistingBackend, PersistingOptions,
     QueueOptions, QueueSystem, QueueWriter, Record, Registry, StorageBackend, StorageError,
@@ -68,12 +68,10 @@ fn options_map(
     if metrics {
         map.insert("enable_metrics".into(), true.into());
     }
-    for pair in &args.options {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| format!("--option {pair:?} must be written key=value"))?;
-        map.insert(k.trim().to_owned(), v.trim().into());
-    }
+    map.extend(
+        PersistingOptions::map_of_pairs(args.options.iter().map(String::as_str))
+            .map_err(|e| e.to_string())?,
+    );
     // check them now, so a bad value is reported before anything is opened
     PersistingOptions::from_map(&map).map_err(|e| e.to_string())?;
     Ok(map)
@@ -99,11 +97,11 @@ fn local_buckets(topic_dir: &Path) -> u32 {
         .unwrap_or(0)
 }
 
-fn read_only_check(dir: &Path) -> CliResult {
+fn read_only_check(dir: &Location) -> CliResult {
     // data at a URI: whether it is there is for the open to find out
-    if is_remote(&dir.to_string_lossy()) {
+    let Location::Local(dir) = dir else {
         return Ok(());
-    }
+    };
     if !dir.join(DATASET_DIR).exists() && !dir.join(WAL_DIR).is_dir() {
         return Err(format!(
             "no bucket at {} (neither {DATASET_DIR} nor {WAL_DIR} in it)",
@@ -114,16 +112,9 @@ fn read_only_check(dir: &Path) -> CliResult {
 }
 
 /// Opens a bucket's committed Lance data without taking its lock (or a lease).
-pub async fn read_only(
-    dir: &Path,
-    storage_options: &HashMap<String, String>,
-) -> CliResult<LanceBucket> {
+pub async fn read_only(dir: &Location, opts: &LanceOptions) -> CliResult<LanceBucket> {
     read_only_check(dir)?;
-    let opts = LanceOptions {
-        storage_options: storage_options.clone(),
-        ..LanceOptions::default()
-    };
-    LanceBucket::open(dir, opts)
+    LanceBucket::open(dir.to_path_buf(), opts.clone())
         .await
         .map_err(|e| e.to_string())
 }
@@ -131,7 +122,7 @@ pub async fn read_only(
 /// A topic PATH names: its name (for metrics labels) and its directory.
 struct TopicAt {
     name: String,
-    dir: PathBuf,
+    dir: Location,
     /// The local directory of its buckets' WALs: `dir`, or for a topic at a URI the
     /// `wal_dir` option (with `--topic T`, `{wal_dir}/{T}`: a root of topics as PATH
     /// is); `None` at a URI without `wal_dir`.
@@ -147,10 +138,10 @@ impl BackendArgs {
                 let dir = QueueOptions::new(&self.path)
                     .topic_dir(t)
                     .map_err(|e| e.to_string())?;
-                let local = if is_remote(&self.path.to_string_lossy()) {
-                    self.wal_dir()?.map(|w| w.join(t))
-                } else {
-                    Some(dir.clone())
+                let dir = Location::of(dir).map_err(|e| e.to_string())?;
+                let local = match &dir {
+                    Location::Remote(_) => self.wal_dir()?.map(|w| w.join(t)),
+                    Location::Local(dir) => Some(dir.clone()),
                 };
                 Ok(Some(TopicAt {
                     name: t.clone(),
@@ -167,12 +158,17 @@ impl BackendArgs {
                     .unwrap_or_else(|| "topic".to_owned());
                 Ok(Some(TopicAt {
                     name,
-                    dir: self.path.clone(),
+                    dir: Location::Local(self.path.clone()),
                     local: Some(self.path.clone()),
                 }))
             }
             None => Ok(None),
         }
+    }
+
+    /// Where PATH is, decided once.
+    fn location(&self) -> CliResult<Location> {
+        Location::of(&self.path).map_err(|e| e.to_string())
     }
 
     /// The options given with `-o`, checked.
@@ -187,6 +183,12 @@ impl BackendArgs {
         Ok(self.options()?.wal_dir)
     }
 
+    /// The options of a bucket's Lance layer the `-o` options make (for reads
+    /// without the writer: its storage options and bounds).
+    pub fn lance_options(&self) -> CliResult<LanceOptions> {
+        Ok(self.options()?.lance_options(None))
+    }
+
     /// The storage options given with `-o storage_options.KEY=VALUE`.
     pub fn storage_options(&self) -> CliResult<HashMap<String, String>> {
         Ok(self.options()?.storage_options.into_iter().collect())
@@ -196,12 +198,11 @@ impl BackendArgs {
     /// those on the object store and those with a WAL under its local directory (a
     /// bucket whose records were never flushed has nothing on the object store yet).
     async fn existing_buckets(&self, topic: &TopicAt) -> CliResult<u32> {
-        let dir = topic.dir.to_string_lossy();
         let local = topic.local.as_deref().map_or(0, local_buckets);
-        if !is_remote(&dir) {
+        let Location::Remote(uri) = &topic.dir else {
             return Ok(local);
-        }
-        let remote = list_dirs(&dir, &self.storage_options()?)
+        };
+        let remote = list_dirs(uri.as_str(), &self.storage_options()?)
             .await
             .map_err(|e| e.to_string())?
             .iter()
@@ -219,37 +220,38 @@ impl BackendArgs {
         let mut out = Vec::new();
         for dir in self.bucket_dirs().await? {
             // the bucket's local directory (its WAL), where its data is at a URI
-            let local = match (is_remote(&dir.to_string_lossy()), &topic, &wal_root) {
-                (false, _, _) => None,
-                (true, Some(t), _) => t
+            let local = match (&dir, &topic, &wal_root) {
+                (Location::Local(_), _, _) => None,
+                (Location::Remote(_), Some(t), _) => t
                     .local
                     .as_ref()
                     .zip(dir.file_name())
                     .map(|(l, name)| l.join(name)),
-                (true, None, w) => w.clone(),
+                (Location::Remote(_), None, w) => w.clone(),
             };
-            let groups = BucketGroups::open(&dir, local.as_deref(), &storage_options)
+            let groups = BucketGroups::open(dir.to_path_buf(), local.as_deref(), &storage_options)
                 .await
                 .map_err(|e| e.to_string())?;
-            out.push((bucket_id_of(&dir), groups));
+            out.push((bucket_id_of(&dir.to_path_buf()), groups));
         }
         Ok(out)
     }
 
     /// The bucket directories PATH names (one, or every bucket of the topic).
-    pub async fn bucket_dirs(&self) -> CliResult<Vec<PathBuf>> {
+    pub async fn bucket_dirs(&self) -> CliResult<Vec<Location>> {
         let Some(topic) = self.topic_at()? else {
-            return Ok(vec![self.path.clone()]);
+            return Ok(vec![self.location()?]);
         };
         let n = self.existing_buckets(&topic).await?;
         if n == 0 {
             return Err(format!(
                 "no topic {:?}: no bucket directories in {}",
-                topic.name,
-                topic.dir.display()
+                topic.name, topic.dir
             ));
         }
-        Ok((0..n).map(|b| topic.dir.join(bucket_dir_name(b))).collect())
+        Ok((0..n)
+            .map(|b| topic.dir.join(&bucket_dir_name(b)))
+            .collect())
     }
 
     async fn open_topic(
@@ -266,15 +268,14 @@ impl BackendArgs {
         } = topic;
         if must_exist && existing == 0 {
             return Err(format!(
-                "no topic {topic:?}: no bucket directories in {}",
-                topic_dir.display()
+                "no topic {topic:?}: no bucket directories in {topic_dir}"
             ));
         }
         let wal_present = local.as_ref().is_some_and(|local| {
             (0..existing).any(|b| local.join(bucket_dir_name(b)).join(WAL_DIR).is_dir())
         });
         let mut backend_options = options_map(self, wal_present, metrics)?;
-        if let (Some(local), true) = (&local, is_remote(&topic_dir.to_string_lossy())) {
+        if let (Some(local), true) = (&local, topic_dir.is_remote()) {
             // each bucket's WAL at {local}/bucket_{id}, as its data at {topic_dir}/bucket_{id}
             backend_options.insert("wal_dir".into(), local.to_string_lossy().as_ref().into());
         }
@@ -293,7 +294,7 @@ impl BackendArgs {
             num_buckets,
             bucket_column: self.bucket_column.clone(),
             backend_options,
-            ..QueueOptions::at(topic_dir)
+            ..QueueOptions::at(topic_dir.to_path_buf())
         };
         let system = QueueSystem::new();
         let writer = system
@@ -343,7 +344,7 @@ impl BackendArgs {
         let opened = match self.topic_at()? {
             Some(t) => self.open_topic(t, metrics, true).await,
             None => {
-                read_only_check(&self.path)?;
+                read_only_check(&self.location()?)?;
                 self.open_bucket(metrics).await.map(Opened::Bucket)
             }
         };
@@ -355,9 +356,9 @@ impl BackendArgs {
                     self.path.display()
                 );
                 let mut buckets = Vec::new();
-                let storage_options = self.storage_options()?;
+                let opts = self.lance_options()?;
                 for dir in self.bucket_dirs().await? {
-                    buckets.push(read_only(&dir, &storage_options).await?);
+                    buckets.push(read_only(&dir, &opts).await?);
                 }
                 Ok(Opened::ReadOnly(buckets))
             }

@@ -41,82 +41,53 @@ use std::process::ExitCode;
 
 use check::Totals;
 
-const USAGE: &str = "usage: persisting-fuzz [kill|object-store|s3|power|corrupt|all] [--iterations N] [--seed S | --from S] [--kills K] [--dir D] [--minutes M] [--without-fsync data-files|manifest-dir|seals]
-       persisting-fuzz worker --dir D --seed S [--ops N] [--data kill|object-store|s3] [--outages]   (started by the kill modes)";
-
-/// Parsed arguments.
-#[derive(Debug, Clone)]
+/// The command line (`--help` prints it).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "persisting-fuzz",
+    about = "Crash-recovery fuzzing of the whole Persisting stack",
+    after_help = "The kill modes start `persisting-fuzz worker --dir D --seed S [--ops N] [--data kill|object-store|s3] [--outages]` themselves."
+)]
 pub struct Args {
+    /// What to run: `all` is kill, object-store, power and corrupt (s3 needs a server).
+    #[arg(default_value = "all", value_parser = ["kill", "object-store", "s3", "power", "corrupt", "all", "worker"])]
     mode: String,
+    /// Iterations of each mode.
+    #[arg(long, default_value_t = 10)]
     iterations: u64,
+    /// Replays one iteration.
+    #[arg(long)]
     seed: Option<u64>,
+    /// The first seed of a fixed run (default: one taken from the clock).
+    #[arg(long)]
     from: Option<u64>,
+    /// Kills per iteration of a kill mode.
+    #[arg(long, default_value_t = 3)]
     kills: u64,
+    /// Stops starting new iterations of a mode after this many minutes.
+    #[arg(long)]
     minutes: Option<f64>,
+    /// Where the runs' directories go (default: `$TMPDIR/persisting-fuzz`).
+    #[arg(long)]
     dir: Option<PathBuf>,
+    /// A worker's operations (default: until killed).
+    #[arg(long)]
     ops: Option<u64>,
+    /// The power mode leaves one kind of Lance fsync out (a mutation check: expected
+    /// to fail): data-files, manifest-dir or seals.
+    #[arg(long)]
     without_fsync: Option<persisting::lance::SkippedSync>,
     /// Where the worker's data is (the kill mode it runs for).
+    #[arg(long, default_value = "kill", value_parser = parse_data)]
     data: kill::Data,
     /// The worker's store may be away: an error of an operation is reported
     /// (`OUTAGE …`) and the operation retried, instead of ending the worker.
+    #[arg(long)]
     outages: bool,
 }
 
-fn parse(args: &[String]) -> Result<Args, String> {
-    let mut a = Args {
-        mode: "all".to_owned(),
-        iterations: 10,
-        seed: None,
-        from: None,
-        kills: 3,
-        minutes: None,
-        dir: None,
-        ops: None,
-        without_fsync: None,
-        data: kill::Data::Local,
-        outages: false,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        let number = |name: &str, v: String| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{name} takes a whole number, not {v:?}"))
-        };
-        match arg.as_str() {
-            "--iterations" => a.iterations = number(arg, value(arg)?)?,
-            "--seed" => a.seed = Some(number(arg, value(arg)?)?),
-            "--from" => a.from = Some(number(arg, value(arg)?)?),
-            "--kills" => a.kills = number(arg, value(arg)?)?,
-            "--ops" => a.ops = Some(number(arg, value(arg)?)?),
-            "--minutes" => {
-                let v = value(arg)?;
-                a.minutes = Some(
-                    v.parse::<f64>()
-                        .map_err(|_| format!("--minutes takes a number, not {v:?}"))?,
-                );
-            }
-            "--dir" => a.dir = Some(PathBuf::from(value(arg)?)),
-            "--without-fsync" => a.without_fsync = Some(value(arg)?.parse()?),
-            "--outages" => a.outages = true,
-            "--data" => {
-                let v = value(arg)?;
-                a.data = kill::Data::of_mode(&v)
-                    .ok_or_else(|| format!("--data takes kill, object-store or s3, not {v:?}"))?;
-            }
-            "kill" | "object-store" | "s3" | "power" | "corrupt" | "all" | "worker" => {
-                a.mode = arg.clone();
-            }
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
-    }
-    Ok(a)
+fn parse_data(v: &str) -> Result<kill::Data, String> {
+    kill::Data::of_mode(v).ok_or_else(|| format!("takes kill, object-store or s3, not {v:?}"))
 }
 
 /// Seeds of the iterations: the one given (`--seed`), or `iterations` seeds from
@@ -190,14 +161,8 @@ fn quiet_expected_panics() {
 
 fn main() -> ExitCode {
     quiet_expected_panics();
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    let args = match parse(&raw) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+    persisting::log_to_stderr();
+    let args = <Args as clap::Parser>::parse();
     if args.mode == "worker" {
         return match kill::worker(&args) {
             Ok(()) => ExitCode::SUCCESS,

@@ -34,13 +34,15 @@ use lance_io::object_store::ObjectStoreParams;
 use persisting_codec::Record;
 
 use crate::buffer::Buffer;
+use crate::committed::Committed;
 use crate::error::{Error, Result};
-use crate::flush::{Commits, Seal};
+use crate::flush::commits::Commits;
+use crate::location::Location;
 use crate::options::LanceOptions;
-use crate::read::Reads;
+use crate::read::reads::Reads;
 use crate::schema::{FieldState, REGISTRY_KEY, SchemaState, col_type, is_internal_column};
 use crate::store::object::StoreCalls;
-use crate::store::{self, Disk, Storage};
+use crate::store::{self, Disk, Seal, Storage};
 
 /// Name of the dataset directory inside a bucket's storage path.
 pub const DATASET_DIR: &str = "data.lance";
@@ -122,16 +124,11 @@ pub struct LanceBucket {
     pub(crate) root: PathBuf,
     pub(crate) uri: String,
     pub(crate) opts: LanceOptions,
-    /// The dataset as of the last commit applied (`None` before the first).
-    pub(crate) dataset: Option<Arc<Dataset>>,
+    /// The dataset version, its log start and its end (see `committed`).
+    pub(crate) committed: Committed,
     /// The field registry: every field seen, in order, with its column type.
     pub(crate) schema: SchemaState,
-    /// The dataset's first offset (see `retention`): its rows are offsets
-    /// `log_start..persisted`.
-    pub(crate) log_start: u64,
-    /// One past the dataset's last offset.
-    pub(crate) persisted: u64,
-    /// Offsets `persisted..`, not in the dataset yet.
+    /// Offsets from the committed end on, not in the dataset yet.
     pub(crate) buffer: Buffer,
     /// The running commit and what flushes left to do.
     pub(crate) commits: Commits,
@@ -171,22 +168,6 @@ pub struct LogSize {
     pub bytes_max: u64,
 }
 
-/// Whether a local dataset directory holds a committed version. A first commit
-/// interrupted by a crash leaves data files and no manifest: nothing of it was ever
-/// visible, and the bucket starts empty (with a WAL, its records are still there, as
-/// the WAL was not checkpointed).
-pub(crate) fn has_manifest(uri: &str) -> bool {
-    std::fs::read_dir(Path::new(uri).join("_versions")).is_ok_and(|mut entries| {
-        entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".manifest")))
-    })
-}
-
-/// Whether `path` names data at a URI of an object store (`s3://…`,
-/// `shared-memory://…`), not on the local file system (a path, or `file://`).
-pub fn is_remote(path: &str) -> bool {
-    path.contains("://") && !path.starts_with("file://")
-}
-
 impl LanceBucket {
     /// Opens the bucket stored under `storage_path` (the dataset is created by the first
     /// flush). A dataset written by another tool (pylance, the Python Persisting
@@ -222,23 +203,22 @@ impl LanceBucket {
         snapshot: Option<&str>,
     ) -> Result<Self> {
         opts.validate()?;
-        let root = storage_path.as_ref().to_path_buf();
+        let location = Location::of(storage_path)?;
+        let root = location.to_path_buf();
         let root_str = root.to_str().ok_or_else(|| Error::InvalidOption {
             name: "storage_path",
             value: root.display().to_string(),
             reason: "must be valid UTF-8".to_owned(),
         })?;
         let uri = format!("{}/{DATASET_DIR}", root_str.trim_end_matches('/'));
-        let remote = is_remote(&uri);
+        let remote = location.is_remote();
         let options = opts.storage_options.clone();
         let storage = Storage::open(&root, &uri, remote, Arc::clone(&disk), options)?;
         let mut bucket = Self {
             root,
             opts,
-            dataset: None,
+            committed: Committed::default(),
             schema: SchemaState::default(),
-            log_start: 0,
-            persisted: 0,
             buffer: Buffer::default(),
             commits: Commits::new(&uri),
             reads: Reads::new(!remote),
@@ -286,7 +266,8 @@ impl LanceBucket {
                     bucket.sync_files(Seal::Nothing).await?;
                 }
                 Err(lance::Error::DatasetNotFound { .. })
-                    if bucket.storage.local.is_none() || !has_manifest(&bucket.uri) => {}
+                    if bucket.storage.local.is_none()
+                        || !store::manifests::has_manifest(&bucket.uri) => {}
                 Err(e) => return Err(Error::lance("open", &bucket.uri)(e)),
             }
         }
@@ -326,9 +307,8 @@ impl LanceBucket {
                 name,
             });
         }
-        let (start, _) = crate::retention::log_start_of(&ds)?;
-        self.log_start = start;
-        self.persisted = start
+        let (start, _) = crate::log_start::log_start_of(&ds)?;
+        let end = start
             + ds.count_rows(None)
                 .await
                 .map_err(Error::lance("count the rows of", &self.uri))? as u64;
@@ -336,7 +316,7 @@ impl LanceBucket {
         // and as the repair left it (a repair commit Lance settled itself after a
         // lost reply is known from here only)
         self.storage.versions.seen(ds.manifest().version);
-        self.dataset = Some(Arc::new(ds));
+        self.committed.adopt(ds, start, end);
         Ok(())
     }
 
@@ -352,7 +332,7 @@ impl LanceBucket {
 
     /// Records in the dataset: offsets `0..persisted_count()` are there.
     pub fn persisted_count(&self) -> u64 {
-        self.persisted
+        self.committed.persisted()
     }
 
     /// Records in the buffer.
@@ -362,7 +342,7 @@ impl LanceBucket {
 
     /// All records: the next offset.
     pub fn total_count(&self) -> u64 {
-        self.persisted + self.buffer.len() as u64
+        self.committed.persisted() + self.buffer.len() as u64
     }
 
     /// The options in force.
@@ -407,7 +387,12 @@ impl LanceBucket {
             self.unflushed_since = Some(std::time::Instant::now());
         }
         self.buffer.extend(admitted.records);
-        if let Some(ds) = self.dataset.as_deref().filter(|_| self.commits.running()) {
+        if let Some(ds) = self
+            .committed
+            .dataset()
+            .map(Arc::as_ref)
+            .filter(|_| self.commits.running())
+        {
             // build the next commit's batches while this one runs
             let held = self.commits.holding();
             self.buffer.convert_ahead(held, ds, &self.schema);
@@ -546,12 +531,15 @@ impl LanceBucket {
     /// Sizes and counters.
     pub fn stats(&self) -> LanceStats {
         LanceStats {
-            persisted_count: self.persisted,
-            log_start: self.log_start,
+            persisted_count: self.committed.persisted(),
+            log_start: self.committed.log_start(),
             buffered_count: self.buffered_count(),
             flushing_count: self.flushing() as u64,
             fragments: self.fragments(),
-            version: self.dataset.as_ref().map_or(0, |ds| ds.manifest().version),
+            version: self
+                .committed
+                .dataset()
+                .map_or(0, |ds| ds.manifest().version),
             flushes: self.commits.flushes,
             compactions: self.commits.compactions,
             last_flush: self.commits.last_flush,

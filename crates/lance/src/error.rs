@@ -64,6 +64,19 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A request to an object store failed (the lease, a consumer group's objects, a
+    /// listing): the store's own error kept, e.g. to tell a timeout or a refused
+    /// connection from a precondition.
+    #[error("the object store failed to {op} {uri}: {source}")]
+    Store {
+        /// What was being done.
+        op: &'static str,
+        /// What it was done to.
+        uri: String,
+        /// The store's error.
+        #[source]
+        source: object_store::Error,
+    },
     /// Stored bytes that do not decode: a damaged value or layout column.
     #[error("column {column:?} at offset {offset} does not decode: {source}")]
     Corrupt {
@@ -380,16 +393,16 @@ impl Error {
         move |source| Error::Arrow { op, source }
     }
 
-    /// An error of Lance's object store during `op` on `uri` (data at a URI), kept as
-    /// an I/O error naming both.
+    /// An error of Lance's object store during `op` on `uri` (data at a URI), kept
+    /// whole ([`Error::Store`]).
     pub(crate) fn store<'a>(
         op: &'static str,
         uri: &'a str,
     ) -> impl Fn(object_store::Error) -> Error + 'a {
-        move |e| Error::Io {
+        move |source| Error::Store {
             op,
-            path: uri.into(),
-            source: std::io::Error::other(e.to_string()),
+            uri: uri.to_owned(),
+            source,
         }
     }
 

@@ -16,7 +16,7 @@ use lance::dataset::{BatchUDF, ColumnAlteration, NewColumnTransform};
 use crate::bucket::LanceBucket;
 use crate::error::{Error, Result};
 use crate::options::ColumnCompression;
-use crate::read::fragment_files;
+use crate::read::files::fragment_files;
 use crate::schema::{
     CHECKSUM_COLUMN, ColType, LAYOUT_COLUMN, REGISTRY_KEY, arrow_field, cast_to, materialized,
     missing_children, needs_rewrite,

@@ -37,30 +37,35 @@
 
 mod bucket;
 mod buffer;
+mod committed;
 mod convert;
 mod error;
 mod evolve;
 mod flush;
 mod groups;
+mod location;
+mod log_start;
 mod options;
 mod read;
 mod retention;
 mod schema;
 mod store;
+mod threads;
 
 pub use arrow::record_batch::RecordBatch;
-pub use bucket::{
-    Admitted, DATASET_DIR, FileCheck, FlushReport, LanceBucket, LanceStats, LogSize, is_remote,
-};
+pub use bucket::{Admitted, DATASET_DIR, FileCheck, FlushReport, LanceBucket, LanceStats, LogSize};
 pub use convert::{TEXT_BLOCK_BYTES, TEXT_BLOCK_ROWS, row_checksum};
 pub use error::{Error, Result};
 pub use groups::{
     COMPACT_AT, GROUP_NAME_BYTES_MAX, GROUPS_DIR, GroupOffset, Groups, validate_group,
 };
-pub use options::{ColumnCompression, LanceOptions, Retention};
+pub use location::Location;
+pub use log_start::{LOG_START_BEFORE_KEY, LOG_START_KEY};
+pub use options::{
+    ColumnCompression, LEASE_TERM_MIN, LanceOptions, Retention, TARGET_ROWS_PER_FRAGMENT_MIN,
+};
 pub use retention::{
-    LOG_START_BEFORE_KEY, LOG_START_KEY, SNAPSHOT_NAME_BYTES_MAX, Snapshot, SnapshotReader,
-    TrimReport, validate_snapshot,
+    SNAPSHOT_NAME_BYTES_MAX, Snapshot, SnapshotReader, TrimReport, validate_snapshot,
 };
 pub use schema::{
     CHECKSUM_COLUMN, ColType, ENCODING_CODEC_V1, ENCODING_KEY, LAYOUT_COLUMN, REGISTRY_KEY, Scalar,
@@ -72,13 +77,6 @@ pub use store::seals::{SUMS_FILE, sealed_files};
 pub use store::{
     Disk, ManifestFault, Op, RealDisk, STORE_TIMEOUTS, SimCrash, SimDisk, SkippedSync, list_dirs,
 };
-
-/// The cores this process may run on, asked of the system once (on Linux that reads
-/// the cgroup quota files): conversions and flushes split their work by it.
-pub(crate) fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
-}
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../README.md")]

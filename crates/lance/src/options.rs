@@ -56,11 +56,22 @@ impl std::fmt::Display for ColumnCompression {
     }
 }
 
-/// Options of a bucket.
+/// The shortest lease term: renewals start at half of it, and a term shorter than a
+/// request to the store would expire while it is renewed.
+pub const LEASE_TERM_MIN: Duration = Duration::from_millis(10);
+
+/// The fewest rows per fragment compaction may aim for: a fragment is small below a
+/// thirty-second of it, and that must be at least one row.
+pub const TARGET_ROWS_PER_FRAGMENT_MIN: usize = 32;
+
+/// Options of a bucket. The facade's options (`persisting::PersistingOptions`) take
+/// their defaults from [`LanceOptions::default`] and their bounds from
+/// [`LanceOptions::validate`], and convert into these.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LanceOptions {
     /// [`LanceBucket::append`] starts a flush (in the background) once this many
-    /// records are buffered (default 1000; 0 never flushes automatically).
+    /// records are buffered (default 1000; 0: never by count, only by
+    /// `flush_interval`, an owner's log size, or an explicit flush).
     pub flush_threshold: usize,
     /// Column compression (default: Lance's own encodings).
     pub column_compression: ColumnCompression,
@@ -71,7 +82,8 @@ pub struct LanceOptions {
     /// of at least twice that is written in parts of that size or more at once, one
     /// per core, each its own fragment).
     pub compact_fragments_max: usize,
-    /// Rows per fragment that compaction aims for (default 1,048,576).
+    /// Rows per fragment that compaction aims for (default 1,048,576; at least
+    /// [`TARGET_ROWS_PER_FRAGMENT_MIN`]).
     pub target_rows_per_fragment: usize,
     /// Dataset versions older than this are removed after a compaction (default 10
     /// minutes). Readers pinned to a removed version fail, so keep it above the
@@ -81,7 +93,8 @@ pub struct LanceOptions {
     /// names them (`aws_endpoint`, `aws_region`, `aws_access_key_id`, …); Lance also
     /// reads the `AWS_*` environment variables. Empty by default.
     pub storage_options: HashMap<String, String>,
-    /// Term of the writer's lease on a remote dataset (default 30 s): renewed once
+    /// Term of the writer's lease on a remote dataset (default 30 s; at least
+    /// [`LEASE_TERM_MIN`]): renewed once
     /// half of it has passed while the writer writes; another writer may take the
     /// bucket over once it has expired. Keep it well above the clock skew between
     /// machines. Local buckets use a file lock instead (the facade's).
@@ -148,25 +161,25 @@ impl Default for LanceOptions {
 impl LanceOptions {
     /// Checks every option, naming the first bad one.
     pub fn validate(&self) -> Result<()> {
-        if self.target_rows_per_fragment == 0 {
+        if self.target_rows_per_fragment < TARGET_ROWS_PER_FRAGMENT_MIN {
             return Err(Error::InvalidOption {
                 name: "target_rows_per_fragment",
-                value: "0".to_owned(),
-                reason: "must be at least 1".to_owned(),
+                value: self.target_rows_per_fragment.to_string(),
+                reason: format!("must be at least {TARGET_ROWS_PER_FRAGMENT_MIN}"),
             });
         }
         if chrono::Duration::from_std(self.version_retention).is_err() {
             return Err(Error::InvalidOption {
                 name: "version_retention",
-                value: format!("{:?}", self.version_retention),
+                value: format!("{} s", self.version_retention.as_secs_f64()),
                 reason: "is too long".to_owned(),
             });
         }
-        if self.lease_term < Duration::from_millis(10) {
+        if self.lease_term < LEASE_TERM_MIN {
             return Err(Error::InvalidOption {
                 name: "lease_term",
-                value: format!("{:?}", self.lease_term),
-                reason: "must be at least 10 ms".to_owned(),
+                value: format!("{} s", self.lease_term.as_secs_f64()),
+                reason: format!("must be at least {} s", LEASE_TERM_MIN.as_secs_f64()),
             });
         }
         if let Some(key) = self.storage_options.keys().find(|k| k.trim().is_empty()) {

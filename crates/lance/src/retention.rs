@@ -33,14 +33,11 @@ use object_store::ObjectStoreExt;
 
 use crate::bucket::LanceBucket;
 use crate::error::{Error, Result};
-use crate::flush::{Seal, blocking};
+use crate::log_start::{LOG_START_BEFORE_KEY, LOG_START_KEY, log_start_of};
 use crate::options::LanceOptions;
+use crate::store::Seal;
+use crate::threads::blocking;
 
-/// The dataset config key holding `"{log_start}@{from_version}"`.
-pub const LOG_START_KEY: &str = "persisting.log_start";
-/// The dataset config key holding the log start of versions before
-/// `from_version`.
-pub const LOG_START_BEFORE_KEY: &str = "persisting.log_start_before";
 /// The longest snapshot name.
 pub const SNAPSHOT_NAME_BYTES_MAX: usize = 128;
 
@@ -84,40 +81,6 @@ impl Snapshot {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_secs_f64())
     }
-}
-
-/// The log start a version of a dataset carries, and, when a trim of it is pending
-/// (its delete has not landed), that trim: `(log start, pending (to, from_version))`.
-pub(crate) fn log_start_of(ds: &Dataset) -> Result<(u64, Option<(u64, u64)>)> {
-    let config = ds.config();
-    let Some(raw) = config.get(LOG_START_KEY) else {
-        return Ok((0, None));
-    };
-    let damaged = |reason: String| Error::LogStartDamaged {
-        dataset: ds.uri().to_owned(),
-        reason,
-    };
-    let parsed = raw
-        .split_once('@')
-        .and_then(|(l, e)| Some((l.parse::<u64>().ok()?, e.parse::<u64>().ok()?)));
-    let Some((to, from_version)) = parsed else {
-        return Err(damaged(format!("{LOG_START_KEY} = {raw:?}")));
-    };
-    let before = match config.get(LOG_START_BEFORE_KEY) {
-        Some(b) => b
-            .parse::<u64>()
-            .map_err(|_| damaged(format!("{LOG_START_BEFORE_KEY} = {b:?}")))?,
-        None => return Err(damaged(format!("{LOG_START_BEFORE_KEY} is missing"))),
-    };
-    if before > to {
-        return Err(damaged(format!("it moves back from {before} to {to}")));
-    }
-    let version = ds.manifest().version;
-    Ok(if version >= from_version {
-        (to, None)
-    } else {
-        (before, Some((to, from_version)))
-    })
 }
 
 /// Checks a snapshot name: 1 to [`SNAPSHOT_NAME_BYTES_MAX`] bytes of ASCII letters,
@@ -169,16 +132,16 @@ fn front_fragments(ds: &Dataset, rows: u64) -> (Vec<u64>, u64) {
 impl LanceBucket {
     /// The first offset the bucket holds (0 until a trim removes records).
     pub fn log_start(&self) -> u64 {
-        self.log_start
+        self.committed.log_start()
     }
 
     /// An error when `offset` is below the log start.
     pub(crate) fn check_log_start(&self, offset: u64) -> Result<()> {
-        if offset < self.log_start {
+        if offset < self.committed.log_start() {
             return Err(Error::BelowLogStart {
                 dataset: self.uri.clone(),
                 offset,
-                log_start: self.log_start,
+                log_start: self.committed.log_start(),
             });
         }
         Ok(())
@@ -194,18 +157,19 @@ impl LanceBucket {
     pub async fn trim(&mut self, before: u64) -> Result<TrimReport> {
         let started = Instant::now();
         self.catch_up().await?;
-        if before > self.persisted {
+        if before > self.committed.persisted() {
             return Err(Error::TrimPastEnd {
                 dataset: self.uri.clone(),
                 requested: before,
-                end: self.persisted,
+                end: self.committed.persisted(),
             });
         }
-        let old_start = self.log_start;
+        let old_start = self.committed.log_start();
         // the dataset and its whole fragments below `before`, if there are any
         let front = self
-            .dataset
-            .clone()
+            .committed
+            .dataset()
+            .cloned()
             .filter(|_| before > old_start)
             .map(|ds| {
                 let front = front_fragments(&ds, before - old_start);
@@ -236,13 +200,13 @@ impl LanceBucket {
         .await
         .map_err(Error::lance("record the new log start of", &self.uri))?;
         self.storage.versions.seen(ds.manifest().version);
-        self.dataset = Some(Arc::new(ds));
+        self.committed.rewritten(ds);
         let fragments = ids.len();
         self.finish_trim().await?;
         self.commits.outcome_unknown = false;
         let (files_removed, bytes_removed) = self.clean_up_versions().await?;
         Ok(TrimReport {
-            log_start: self.log_start,
+            log_start: self.committed.log_start(),
             records: rows,
             fragments,
             files_removed,
@@ -255,7 +219,7 @@ impl LanceBucket {
     /// (see the module's invariants); nothing to do otherwise. The writer's first
     /// step before any commit.
     pub(crate) async fn finish_trim(&mut self) -> Result<()> {
-        let Some(ds) = self.dataset.clone() else {
+        let Some(ds) = self.committed.dataset().cloned() else {
             return Ok(());
         };
         let (start, pending) = log_start_of(&ds)?;
@@ -295,8 +259,7 @@ impl LanceBucket {
             .map_err(Error::lance("remove the trimmed fragments of", &self.uri))?;
         self.storage.versions.seen(trimmed.manifest().version);
         self.reads.retain_live(&trimmed);
-        self.dataset = Some(Arc::new(trimmed));
-        self.log_start = to;
+        self.committed.trimmed(trimmed, to);
         self.sync_files(Seal::Nothing).await?;
         Ok(())
     }
@@ -305,7 +268,7 @@ impl LanceBucket {
     /// nor the latest) and the files only they needed; returns the files and bytes
     /// removed.
     pub(crate) async fn clean_up_versions(&mut self) -> Result<(u64, u64)> {
-        let Some(ds) = self.dataset.clone() else {
+        let Some(ds) = self.committed.dataset().cloned() else {
             return Ok((0, 0));
         };
         let retention = chrono::Duration::from_std(self.opts.version_retention)
@@ -331,18 +294,23 @@ impl LanceBucket {
     /// start when no policy is set.
     pub async fn retention_cut(&self, keep_from: Option<u64>) -> Result<u64> {
         let policy = &self.opts.retention;
-        let Some(ds) = self.dataset.clone().filter(|_| policy.is_set()) else {
-            return Ok(self.log_start);
+        let Some(ds) = self
+            .committed
+            .dataset()
+            .cloned()
+            .filter(|_| policy.is_set())
+        else {
+            return Ok(self.committed.log_start());
         };
-        let mut cut = self.log_start;
+        let mut cut = self.committed.log_start();
         if let Some(keep) = policy.records {
-            cut = cut.max(self.persisted.saturating_sub(keep));
+            cut = cut.max(self.committed.persisted().saturating_sub(keep));
         }
         if policy.bytes.is_some() || policy.age.is_some() {
             let fragments = self.fragment_files_meta(&ds).await?;
             if let Some(max) = policy.bytes {
                 let mut total: u64 = fragments.iter().map(|f| f.bytes).sum();
-                let mut at = self.log_start;
+                let mut at = self.committed.log_start();
                 // the newest fragment always stays
                 for f in fragments.iter().take(fragments.len().saturating_sub(1)) {
                     if total <= max {
@@ -355,7 +323,7 @@ impl LanceBucket {
             }
             if let Some(age) = policy.age {
                 let now = SystemTime::now();
-                let mut at = self.log_start;
+                let mut at = self.committed.log_start();
                 for f in &fragments {
                     let old = f
                         .written
@@ -371,16 +339,16 @@ impl LanceBucket {
         if !policy.ignores_groups
             && let Some(keep) = keep_from
         {
-            cut = cut.min(keep.max(self.log_start));
+            cut = cut.min(keep.max(self.committed.log_start()));
         }
-        Ok(cut.min(self.persisted))
+        Ok(cut.min(self.committed.persisted()))
     }
 
     /// Trims by the retention policies (see [`LanceBucket::retention_cut`]); `None`
     /// when nothing was due.
     pub async fn apply_retention(&mut self, keep_from: Option<u64>) -> Result<Option<TrimReport>> {
         let cut = self.retention_cut(keep_from).await?;
-        if cut <= self.log_start {
+        if cut <= self.committed.log_start() {
             return Ok(None);
         }
         let report = self.trim(cut).await?;
@@ -425,7 +393,7 @@ impl LanceBucket {
         validate_snapshot(name)?;
         self.catch_up().await?;
         self.ensure_writer().await?;
-        let Some(ds) = self.dataset.clone() else {
+        let Some(ds) = self.committed.dataset().cloned() else {
             return Err(Error::NothingToSnapshot {
                 dataset: self.uri.clone(),
                 name: name.to_owned(),
@@ -472,7 +440,7 @@ impl LanceBucket {
 
     /// The bucket's snapshots, by name.
     pub async fn snapshots(&self) -> Result<Vec<Snapshot>> {
-        let Some(ds) = self.dataset.clone() else {
+        let Some(ds) = self.committed.dataset().cloned() else {
             return Ok(Vec::new());
         };
         let tags = ds
@@ -499,7 +467,7 @@ impl LanceBucket {
         validate_snapshot(name)?;
         self.catch_up().await?;
         self.ensure_writer().await?;
-        let Some(ds) = self.dataset.clone() else {
+        let Some(ds) = self.committed.dataset().cloned() else {
             return Err(self.no_snapshot(name));
         };
         match ds.tags().delete(name).await {

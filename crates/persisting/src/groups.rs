@@ -35,11 +35,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::future::BoxFuture;
 use metrics::{counter, describe_counter, describe_gauge, gauge};
-use persisting_lance::{GroupOffset, Groups, LanceBucket, LanceOptions};
+use persisting_lance::{GroupOffset, Groups, LanceBucket, LanceOptions, Location};
 use serde::Serialize;
 
-use crate::bucket::WAL_DIR;
 use crate::error::Result;
+use crate::layout::WAL_DIR;
 
 /// A group's place in a bucket: its committed offset, the bucket's end and the lag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,8 +68,9 @@ enum End {
 }
 
 struct Stored {
-    storage_path: PathBuf,
-    wal_dir: PathBuf,
+    location: Location,
+    /// The bucket's local directory (its WAL), if it has one.
+    wal_dir: Option<PathBuf>,
     storage_options: HashMap<String, String>,
     seen: AtomicU64,
 }
@@ -83,20 +84,19 @@ impl Stored {
             storage_options: self.storage_options.clone(),
             ..LanceOptions::default()
         };
-        let lance = if persisting_lance::is_remote(&self.storage_path.to_string_lossy())
-            || self
-                .storage_path
-                .join(persisting_lance::DATASET_DIR)
-                .exists()
-        {
-            LanceBucket::open(&self.storage_path, opts)
+        let committed = match &self.location {
+            Location::Remote(_) => true,
+            Location::Local(dir) => dir.join(persisting_lance::DATASET_DIR).exists(),
+        };
+        let lance = if committed {
+            LanceBucket::open(self.location.to_path_buf(), opts)
                 .await?
                 .persisted_count()
         } else {
             0
         };
-        let wal_dir = self.wal_dir.join(WAL_DIR);
-        let wal = if wal_dir.is_dir() {
+        let wal_dir = self.wal_dir.as_ref().map(|d| d.join(WAL_DIR));
+        let wal = if let Some(wal_dir) = wal_dir.filter(|d| d.is_dir()) {
             let synced = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
                 let Ok(inspected) = persisting_wal::inspect(&wal_dir) else {
                     return Ok(0);
@@ -115,7 +115,7 @@ impl Stored {
                 Ok(Err(e)) => {
                     return Err(persisting_lance::Error::Io {
                         op: "fsync the WAL before a consumer group commit in",
-                        path: self.wal_dir.clone(),
+                        path: self.wal_dir.clone().unwrap_or_default(),
                         source: e,
                     }
                     .into());
@@ -188,13 +188,13 @@ impl BucketGroups {
         wal_dir: Option<&Path>,
         storage_options: &HashMap<String, String>,
     ) -> Result<Self> {
-        let storage_path = storage_path.as_ref().to_path_buf();
-        let groups = Groups::open(&storage_path, storage_options).await?;
-        let wal_dir = wal_dir.map_or_else(|| storage_path.clone(), Path::to_path_buf);
+        let location = Location::of(storage_path)?;
+        let groups = Groups::open(location.to_path_buf(), storage_options).await?;
+        let wal_dir = wal_dir.or(location.local()).map(Path::to_path_buf);
         Ok(Self {
             groups,
             end: End::Stored(Arc::new(Stored {
-                storage_path,
+                location,
                 wal_dir,
                 storage_options: storage_options.clone(),
                 seen: AtomicU64::new(0),

@@ -37,9 +37,11 @@
 
 mod backend;
 mod bucket;
+mod bucketing;
+mod diagnostics;
 mod error;
 pub mod groups;
-mod md5;
+mod layout;
 mod memory;
 mod metrics;
 mod options;
@@ -47,9 +49,11 @@ pub mod outage;
 mod queue;
 
 pub use backend::{BackendStats, StorageBackend, record_stream};
-pub use bucket::{LOCK_FILE, LanceBackend, PersistingBackend, WAL_DIR, WRITER_FILE};
+pub use bucket::{LanceBackend, PersistingBackend};
+pub use diagnostics::log_to_stderr;
 pub use error::{BucketError, NoRoom, OptionsError, QueueError, Result, StorageError, WALError};
 pub use groups::{BucketGroups, GroupLag};
+pub use layout::{LOCK_FILE, WAL_DIR, WRITER_FILE};
 pub use memory::MemoryBackend;
 pub use metrics::{
     DURATION_BUCKETS, MetricsEndpoint, MetricsRecorder, install_metrics_recorder, serve_metrics,

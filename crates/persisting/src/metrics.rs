@@ -213,7 +213,7 @@ pub fn serve_metrics(addr: SocketAddr) -> Result<MetricsEndpoint> {
         .name("persisting-metrics".to_owned())
         .spawn(move || {
             if let Err(e) = runtime.block_on(exporter) {
-                eprintln!("persisting: the metrics endpoint on {addr} stopped: {e:?}");
+                log::error!("the metrics endpoint on {addr} stopped: {e:?}");
             }
         })
         .map_err(|e| failed(&e))?;

@@ -1,12 +1,21 @@
 //! Backend options, with the seed's names and defaults, constructible from a string or
 //! JSON map (`backend_options`). Unknown keys are ignored with a warning, as the seed
 //! says; a known key with a bad value is an error naming it.
+//!
+//! One path from every caller to Lance: Python hands its keyword arguments over as
+//! a map, the command line its `-o key=value` pairs ([`PersistingOptions::from_pairs`]),
+//! both parsed here ([`PersistingOptions::from_map`]); the options Lance uses convert
+//! in one place ([`PersistingOptions::lance_options`]), take their defaults from
+//! [`LanceOptions::default`] and are checked by [`LanceOptions::validate`] alone,
+//! when parsed and again when a bucket opens. The Python package takes its
+//! signatures' defaults from [`PersistingOptions::to_map`] of the default.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use persisting_compress::Codec;
+use persisting_lance::{ColumnCompression, LanceOptions, Retention};
 use serde_json::Value as Json;
 
 use crate::error::{Result, StorageError};
@@ -17,7 +26,9 @@ use crate::error::{Result, StorageError};
 pub struct PersistingOptions {
     /// Records per read when streaming (default 100).
     pub batch_size: usize,
-    /// Buffered records that trigger a flush (default 1000).
+    /// Buffered records that trigger a flush (default 1000; 0: none by count, only
+    /// by `flush_interval`, half of `max_unflushed_bytes`, `max_wal_size` or an
+    /// explicit flush).
     pub flush_threshold: usize,
     /// Write every record to the WAL before acknowledging it (default false).
     pub enable_wal: bool,
@@ -45,7 +56,7 @@ pub struct PersistingOptions {
     /// Options of the object store holding data at a URI (`aws_endpoint`,
     /// `aws_region`, `aws_access_key_id`, …, as pylance names them). In the string
     /// map: `storage_options` as a map, or one `storage_options.KEY` per key.
-    pub storage_options: BTreeMap<String, String>,
+    pub storage_options: HashMap<String, String>,
     /// Term of the writer's lease on data at a URI (default 30 s; see
     /// `persisting_lance::LanceOptions::lease_term`). In the string map: seconds.
     pub lease_term: Duration,
@@ -76,33 +87,36 @@ pub struct PersistingOptions {
 }
 
 impl Default for PersistingOptions {
+    /// The facade's own defaults, and the Lance layer's for the options it shares.
     fn default() -> Self {
+        let lance = LanceOptions::default();
         Self {
             batch_size: 100,
-            flush_threshold: 1000,
+            flush_threshold: lance.flush_threshold,
             enable_wal: false,
             compression: Codec::None,
             enable_metrics: false,
             wal_sync_interval: Duration::from_secs(1),
             max_wal_size: 100 * 1024 * 1024,
-            target_rows_per_fragment: 1 << 20,
+            target_rows_per_fragment: lance.target_rows_per_fragment,
             metrics_topic: "default".to_owned(),
             wal_dir: None,
-            storage_options: BTreeMap::new(),
-            lease_term: Duration::from_secs(30),
-            flush_interval: None,
+            storage_options: lance.storage_options,
+            lease_term: lance.lease_term,
+            flush_interval: lance.flush_interval,
             max_unflushed_bytes: 256 * 1024 * 1024,
             put_timeout: Duration::from_secs(60),
-            retention_records: None,
-            retention_bytes: None,
-            retention_age: None,
-            retention_ignores_groups: false,
-            version_retention: Duration::from_secs(600),
+            retention_records: lance.retention.records,
+            retention_bytes: lance.retention.bytes,
+            retention_age: lance.retention.age,
+            retention_ignores_groups: lance.retention.ignores_groups,
+            version_retention: lance.version_retention,
         }
     }
 }
 
-/// The option keys this crate knows.
+/// The option keys [`PersistingOptions::from_map`] takes (besides
+/// `storage_options.KEY`): the keys of [`PersistingOptions::to_map`], in its order.
 pub const KNOWN_OPTIONS: [&str; 19] = [
     "batch_size",
     "flush_threshold",
@@ -208,13 +222,7 @@ fn long_seconds(name: &str, v: &Json, what: &str) -> Result<Duration> {
 
 fn storage_option(opts: &mut PersistingOptions, key: &str, v: &Json) -> Result<()> {
     let name = format!("storage_options.{key}");
-    if key.trim().is_empty() {
-        return Err(StorageError::invalid(
-            &name,
-            as_text(v),
-            "needs a key after the dot",
-        ));
-    }
+    // an empty key is refused with the other bounds (`LanceOptions::validate`)
     match v {
         Json::String(_) | Json::Number(_) | Json::Bool(_) => {
             opts.storage_options
@@ -249,7 +257,7 @@ impl PersistingOptions {
         for (key, v) in map {
             match key.as_str() {
                 "batch_size" => opts.batch_size = count(key, v, 1)? as usize,
-                "flush_threshold" => opts.flush_threshold = count(key, v, 1)? as usize,
+                "flush_threshold" => opts.flush_threshold = count(key, v, 0)? as usize,
                 "enable_wal" => opts.enable_wal = flag(key, v)?,
                 "enable_metrics" => opts.enable_metrics = flag(key, v)?,
                 "max_wal_size" => opts.max_wal_size = count(key, v, 4096)?,
@@ -274,7 +282,7 @@ impl PersistingOptions {
                     opts.version_retention = long_seconds(key, v, "a number of seconds from 0")?;
                 }
                 "target_rows_per_fragment" => {
-                    opts.target_rows_per_fragment = count(key, v, 32)? as usize;
+                    opts.target_rows_per_fragment = count(key, v, 0)? as usize;
                 }
                 "compression" => {
                     opts.compression = match v {
@@ -294,8 +302,7 @@ impl PersistingOptions {
                     opts.flush_interval = (!t.is_zero()).then_some(t);
                 }
                 "lease_term" => {
-                    opts.lease_term =
-                        seconds(key, v, 0.01, "a number of seconds of at least 0.01")?;
+                    opts.lease_term = seconds(key, v, 0.0, "a number of seconds")?;
                 }
                 "wal_sync_interval" => {
                     opts.wal_sync_interval =
@@ -334,14 +341,94 @@ impl PersistingOptions {
                 },
             }
         }
+        // the bounds of the options Lance uses, in their one place
+        opts.lance_options(None).validate()?;
         for key in &ignored {
-            eprintln!("persisting: ignoring unknown backend option {key:?}");
+            log::warn!("ignoring unknown backend option {key:?}");
         }
         Ok((opts, ignored))
     }
 
+    /// The map [`PersistingOptions::from_map`] reads back into these options (its
+    /// units: seconds, bytes; absent values as `null`), keyed by [`KNOWN_OPTIONS`].
+    /// The Python package takes its defaults from that of the default options.
+    pub fn to_map(&self) -> serde_json::Map<String, Json> {
+        let secs = |d: Duration| Json::from(d.as_secs_f64());
+        let opt_secs = |d: Option<Duration>| d.map_or(Json::Null, secs);
+        let compression = match self.compression {
+            Codec::None => Json::Null,
+            c => Json::from(c.to_string()),
+        };
+        let values: [Json; KNOWN_OPTIONS.len()] = [
+            self.batch_size.into(),
+            self.flush_threshold.into(),
+            self.enable_wal.into(),
+            compression,
+            self.enable_metrics.into(),
+            secs(self.wal_sync_interval),
+            self.max_wal_size.into(),
+            self.target_rows_per_fragment.into(),
+            self.wal_dir
+                .as_ref()
+                .map_or(Json::Null, |d| d.to_string_lossy().into()),
+            Json::Object(
+                self.storage_options
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Json::from(v.clone())))
+                    .collect(),
+            ),
+            secs(self.lease_term),
+            opt_secs(self.flush_interval),
+            self.max_unflushed_bytes.into(),
+            secs(self.put_timeout),
+            self.retention_records.map_or(Json::Null, Json::from),
+            self.retention_bytes.map_or(Json::Null, Json::from),
+            opt_secs(self.retention_age),
+            self.retention_ignores_groups.into(),
+            secs(self.version_retention),
+        ];
+        KNOWN_OPTIONS
+            .iter()
+            .map(|k| (*k).to_owned())
+            .zip(values)
+            .collect()
+    }
+
+    /// The options of the bucket's Lance layer: the one conversion. `writer_id`: the
+    /// name its writer holds a lease under (data at a URI).
+    pub fn lance_options(&self, writer_id: Option<String>) -> LanceOptions {
+        LanceOptions {
+            // the bucket's one flush policy (`LanceBucket::flush_due`) decides, asked
+            // by the facade after each put
+            flush_threshold: self.flush_threshold,
+            column_compression: column_compression(self.compression),
+            target_rows_per_fragment: self.target_rows_per_fragment,
+            storage_options: self.storage_options.clone(),
+            lease_term: self.lease_term,
+            writer_id,
+            flush_interval: self.flush_interval,
+            version_retention: self.version_retention,
+            retention: Retention {
+                records: self.retention_records,
+                bytes: self.retention_bytes,
+                age: self.retention_age,
+                ignores_groups: self.retention_ignores_groups,
+            },
+            ..LanceOptions::default()
+        }
+    }
+
     /// Builds options from `key=value` strings (the command line's `--option`).
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = &'a str>) -> Result<(Self, Vec<String>)> {
+        Self::from_map(&Self::map_of_pairs(pairs)?)
+    }
+
+    /// The map of `key=value` strings (values stay strings, which
+    /// [`PersistingOptions::from_map`] parses): what a queue's `backend_options` hold
+    /// when given on the command line.
+    pub fn map_of_pairs<'a>(
+        pairs: impl IntoIterator<Item = &'a str>,
+    ) -> Result<serde_json::Map<String, Json>> {
         let mut map = serde_json::Map::new();
         for pair in pairs {
             let (k, v) = pair.split_once('=').ok_or_else(|| {
@@ -349,6 +436,68 @@ impl PersistingOptions {
             })?;
             map.insert(k.trim().to_owned(), Json::String(v.trim().to_owned()));
         }
-        Self::from_map(&map)
+        Ok(map)
+    }
+}
+
+/// Lance's column compression for a codec (snappy applies to the WAL only).
+fn column_compression(codec: Codec) -> ColumnCompression {
+    match codec {
+        Codec::Zstd { level } => ColumnCompression::Zstd(Some(level)),
+        Codec::Lz4 => ColumnCompression::Lz4,
+        Codec::None | Codec::Snappy => ColumnCompression::Default,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_map_of_options_reads_back_into_them() {
+        let defaults = PersistingOptions::default();
+        let map = defaults.to_map();
+        let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+        assert_eq!(keys, KNOWN_OPTIONS);
+        assert_eq!(PersistingOptions::from_map(&map).unwrap().0, defaults);
+        let changed = PersistingOptions {
+            batch_size: 7,
+            flush_threshold: 0,
+            enable_wal: true,
+            compression: Codec::Zstd { level: 9 },
+            wal_sync_interval: Duration::from_millis(50),
+            wal_dir: Some(PathBuf::from("/tmp/w")),
+            storage_options: [("aws_region".to_owned(), "x".to_owned())].into(),
+            lease_term: Duration::from_secs(5),
+            flush_interval: Some(Duration::from_millis(250)),
+            retention_records: Some(10),
+            retention_age: Some(Duration::from_secs(3600)),
+            retention_ignores_groups: true,
+            ..defaults
+        };
+        let (back, ignored) = PersistingOptions::from_map(&changed.to_map()).unwrap();
+        assert_eq!(back, changed);
+        assert!(ignored.is_empty());
+    }
+
+    #[test]
+    fn lance_bounds_are_checked_when_parsed() {
+        for (key, value, says) in [
+            ("lease_term", "0.001", "at least 0.01 s"),
+            ("target_rows_per_fragment", "31", "at least 32"),
+            ("storage_options. ", "x", "keys must not be empty"),
+        ] {
+            let err =
+                PersistingOptions::from_pairs([format!("{key}={value}").as_str()]).unwrap_err();
+            assert!(err.is_invalid_option(), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.contains(key.trim_end_matches(". ")) && text.contains(says),
+                "{text}"
+            );
+        }
+        // 0: no flush by count (flushes by bytes, interval, WAL size or on demand)
+        let (opts, _) = PersistingOptions::from_pairs(["flush_threshold=0"]).unwrap();
+        assert_eq!(opts.lance_options(None).flush_threshold, 0);
     }
 }

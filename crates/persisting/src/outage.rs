@@ -11,6 +11,7 @@
 //! assert!(relay.endpoint().starts_with("http://127.0.0.1:"));
 //! relay.set(Outage::Hang);
 //! relay.set(Outage::None);
+//! relay.set_for(Outage::Refuse, std::time::Duration::from_millis(10));
 //! ```
 
 use std::io::{Read, Write};
@@ -88,6 +89,22 @@ impl Relay {
     /// Starts or ends an outage.
     pub fn set(&self, outage: Outage) {
         self.state.store(outage as u8, Ordering::SeqCst);
+    }
+
+    /// Starts an outage that ends by itself after `length` (on a thread of its own,
+    /// so a caller blocked by the outage does not keep it going).
+    pub fn set_for(&self, outage: Outage, length: Duration) {
+        self.set(outage);
+        let state = Arc::clone(&self.state);
+        std::thread::spawn(move || {
+            std::thread::sleep(length);
+            let _ = state.compare_exchange(
+                outage as u8,
+                Outage::None as u8,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+        });
     }
 }
 

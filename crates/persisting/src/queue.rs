@@ -23,8 +23,8 @@ use serde_json::Value as Json;
 
 use crate::backend::StorageBackend;
 use crate::bucket::{LanceBackend, PersistingBackend};
+use crate::bucketing::bucket_of;
 use crate::error::{OptionsError, QueueError, Result, StorageError};
-use crate::md5::bucket_of;
 use crate::memory::MemoryBackend;
 use crate::options::PersistingOptions;
 

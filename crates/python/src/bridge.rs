@@ -1,6 +1,13 @@
 //! Rust futures as asyncio futures: run on the extension's tokio runtime, completed on
 //! the event loop that awaited them.
 //!
+//! Why not `pyo3-async-runtimes`: an await of a no-op future took 150 µs through it
+//! and takes 105 µs through this module (measured side by side on the same 2-core
+//! machine when this module replaced it). Every `put`, `get` and `flush` pays that
+//! round trip; `cargo xtask bench --python-only` keeps
+//! measuring it ("an empty await of the storage runtime vs asyncio
+//! `run_in_executor` of a no-op": 1.14x, 9,666 vs 8,512 calls/s).
+//!
 //! Invariants:
 //! - the future is created on, and completed through `call_soon_threadsafe` of, the
 //!   running loop of the caller; a result is set only if the future is not done (a

@@ -24,6 +24,7 @@ mod bucket;
 mod convert;
 mod errors;
 mod groups;
+mod logging;
 mod metrics;
 mod options;
 
@@ -32,9 +33,15 @@ use pyo3::prelude::*;
 /// The extension module `persisting._native`.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    logging::install();
     m.add_class::<bucket::Bucket>()?;
     m.add_class::<groups::Groups>()?;
     m.add("KNOWN_OPTIONS", persisting::KNOWN_OPTIONS.to_vec())?;
+    let defaults = persisting::PersistingOptions::default().to_map();
+    m.add(
+        "DEFAULT_OPTIONS_JSON",
+        serde_json::Value::Object(defaults).to_string(),
+    )?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(convert::round_trip, m)?)?;
     m.add_function(wrap_pyfunction!(bridge::close_gate, m)?)?;

@@ -104,7 +104,10 @@ async def test_a_bad_value_refuses_the_whole_batch(tmp_path, bad, kind, words):
         ({"batch_size": 0}, "batch_size"),
         ({"max_wal_size": 10}, "max_wal_size"),
         ({"enable_wal": "perhaps"}, "enable_wal"),
-        ({"flush_threshold": 0}, "flush_threshold"),
+        ({"flush_threshold": -1}, "flush_threshold"),
+        ({"flush_threshold": 2.5}, "flush_threshold"),
+        ({"lease_term": 0.001}, "lease_term"),
+        ({"target_rows_per_fragment": 31}, "target_rows_per_fragment"),
         ({"enable_wal": [True]}, "enable_wal"),
         ({"metrics_addr": "not an address", "enable_metrics": True}, "metrics_addr"),
         ({"metrics_addr": "127.0.0.1:0"}, "metrics_addr"),
@@ -141,6 +144,49 @@ def test_unknown_options_warn_and_are_ignored(tmp_path):
     with pytest.warns(UserWarning, match="enable_wal"):
         LanceBackend(bucket_id=0, storage_path=str(tmp_path / "l"), enable_wal=True)
     assert not (tmp_path / "l" / "wal").exists()
+
+
+def test_flush_threshold_zero_flushes_by_bytes_or_on_demand_only(tmp_path):
+    import asyncio
+
+    from persisting import PersistingBackend
+
+    async def run():
+        b = PersistingBackend(bucket_id=0, storage_path=str(tmp_path), flush_threshold=0)
+        await b.put_batch([{"i": i} for i in range(50)])
+        assert (await b.stats())["persisted_count"] == 0
+        await b.flush()
+        assert (await b.stats())["persisted_count"] == 50
+        await b.close()
+
+    asyncio.run(run())
+
+
+def test_signature_defaults_are_the_librarys(tmp_path):
+    import inspect
+    import json
+
+    from persisting import LanceBackend, PersistingBackend, _native
+
+    defaults = json.loads(_native.DEFAULT_OPTIONS_JSON)
+    for cls in (LanceBackend, PersistingBackend):
+        for name, p in inspect.signature(cls.__init__).parameters.items():
+            if name in defaults:
+                assert p.default == defaults[name], (cls, name)
+    assert defaults["batch_size"] == 100 and defaults["flush_threshold"] == 1000
+
+
+def test_the_libraries_diagnostics_reach_the_persisting_logger(tmp_path, caplog):
+    import logging
+
+    from persisting import _native
+
+    # an option the Rust library ignores is reported through `log`, routed to Python's
+    # logging (the classes above drop unknown options before the library sees them)
+    with caplog.at_level(logging.WARNING, logger="persisting"):
+        _native.Bucket(0, str(tmp_path / "n"), {"colour": "blue"}, "persisting").close_sync()
+    found = [r for r in caplog.records if r.name == "persisting" and "colour" in r.getMessage()]
+    assert found and found[0].levelno == logging.WARNING, caplog.records
 
 
 async def test_schema_conflict_raises_and_stores_nothing(tmp_path):

@@ -216,28 +216,46 @@ pub(crate) fn check_sum(dataset: &str, offset: u64, expected: u32, found: u32) -
     Ok(())
 }
 
+/// Where the strings of records built from a batch live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Strings {
+    /// Ranges of text blocks shared by nearby rows ([`TextBlocks`]), allocated once
+    /// per block (`read`).
+    Shared,
+    /// Copied into the string buffers the records being refilled hold, reused from
+    /// read to read (`read_into`).
+    Copied,
+}
+
+/// What every batch of one read into records shares: the field registry (the order
+/// fields are put back in), the dataset (named in errors) and where strings go.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IntoRecords<'a> {
+    pub(crate) order: &'a [String],
+    pub(crate) dataset: &'a str,
+    pub(crate) strings: Strings,
+}
+
 /// Writes the records of `batch` into `out[*filled..]`, each checked against its
 /// checksum, reusing what those records hold (see [`DistinctNames::refill`]); records
 /// are pushed when `out` runs out of them. Advances `*filled` past each record
-/// written. `order` is the field registry (the order fields are put back in);
-/// `first_offset` is the offset of the batch's first row. `refill`: strings are
-/// copied into the string buffers `out`'s records hold (reused from read to read);
-/// otherwise they share text blocks ([`TextBlocks`]), allocated once per block.
-/// `checked`: the batch's rows were checked in place ([`verify_rows`]) already.
-#[allow(clippy::too_many_arguments)]
+/// written. `first_offset` is the offset of the batch's first row; `checked`: the
+/// batch's rows were checked in place ([`verify_rows`]) already.
 pub(crate) fn from_batch(
+    how: IntoRecords<'_>,
     batch: &RecordBatch,
-    order: &[String],
     first_offset: u64,
-    dataset: &str,
+    checked: bool,
     out: &mut Vec<Record>,
     filled: &mut usize,
-    refill: bool,
-    checked: bool,
 ) -> Result<()> {
+    let IntoRecords {
+        order,
+        dataset,
+        strings,
+    } = how;
     let cols = Columns::of(batch, order)?;
-    // refilled records get their strings copied into their own buffers
-    let mut blocks = (!refill).then(|| TextBlocks::new(cols.typed.len()));
+    let mut blocks = (strings == Strings::Shared).then(|| TextBlocks::new(cols.typed.len()));
     for row in 0..batch.num_rows() {
         let offset = first_offset + row as u64;
         if *filled == out.len() {

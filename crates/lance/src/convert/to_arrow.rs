@@ -82,7 +82,9 @@ pub(crate) fn to_batches(
     state: &SchemaState,
     records: &[Record],
 ) -> Result<Vec<RecordBatch>> {
-    let parts = crate::cores().min(records.len() / PART_ROWS_MIN).max(1);
+    let parts = crate::threads::cores()
+        .min(records.len() / PART_ROWS_MIN)
+        .max(1);
     if parts == 1 {
         return Ok(vec![to_batch(schema, state, records)?]);
     }

@@ -7,8 +7,8 @@ use lance::dataset::optimize::{CompactionOptions, compact_files};
 
 use crate::bucket::LanceBucket;
 use crate::error::{Error, Result};
-use crate::flush::Seal;
-use crate::read::fragment_files;
+use crate::read::files::fragment_files;
+use crate::store::Seal;
 
 impl LanceBucket {
     /// Compacts when more small fragments than `compact_fragments_max` have piled up;
@@ -30,12 +30,12 @@ impl LanceBucket {
     /// Tasks a commit of `rows` records writes its data files with: one per core, each
     /// writing a fragment that is not small (automatic compaction leaves it alone).
     pub(crate) fn write_parts(&self, rows: usize) -> usize {
-        (rows / self.small_rows()).clamp(1, crate::cores())
+        (rows / self.small_rows()).clamp(1, crate::threads::cores())
     }
 
     pub(crate) fn small_fragments(&self) -> usize {
         let small = self.small_rows();
-        self.dataset.as_ref().map_or(0, |ds| {
+        self.committed.dataset().map_or(0, |ds| {
             ds.manifest()
                 .fragments
                 .iter()
@@ -45,8 +45,8 @@ impl LanceBucket {
     }
 
     pub(crate) fn fragments(&self) -> usize {
-        self.dataset
-            .as_ref()
+        self.committed
+            .dataset()
             .map_or(0, |ds| ds.manifest().fragments.len())
     }
 
@@ -57,7 +57,7 @@ impl LanceBucket {
         // the dataset this handle knows must be the latest
         self.catch_up().await?;
         self.ensure_writer().await?;
-        let Some(ds) = self.dataset.as_deref() else {
+        let Some(ds) = self.committed.dataset().map(Arc::as_ref) else {
             return Ok(());
         };
         let mut ds = ds.clone();
@@ -74,7 +74,7 @@ impl LanceBucket {
             .map_err(Error::lance("compact", &self.uri))?;
         self.reads.retain_live(&ds);
         self.storage.versions.seen(ds.manifest().version);
-        self.dataset = Some(Arc::new(ds));
+        self.committed.rewritten(ds);
         self.commits.compactions += 1;
         self.sync_files(Seal::NewFiles).await?;
         // the versions before it, and the files only they need (seals pruned)

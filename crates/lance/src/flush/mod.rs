@@ -12,24 +12,23 @@
 //! - while `outcome_unknown`, the next flush first reloads the dataset and takes the records
 //!   a commit of this handle landed off the buffer.
 
+pub(crate) mod commits;
 mod compact;
 pub(crate) mod parts;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arrow::datatypes::Schema as ArrowSchema;
 use lance::Dataset;
 use lance::dataset::WriteMode;
 
-use persisting_codec::Record;
-use tokio::task::JoinHandle;
-
-use crate::bucket::{FlushReport, LanceBucket, has_manifest};
+use crate::bucket::{FlushReport, LanceBucket};
 use crate::error::{Error, Result};
+use crate::flush::commits::{Freed, Settled, is_conflict};
 use crate::flush::parts::{append_in_parts, reader};
-use crate::store::LocalFiles;
+use crate::store::{Seal, sync_files};
 
 impl LanceBucket {
     /// Starts a flush of the buffer that commits in the background, as
@@ -88,7 +87,7 @@ impl LanceBucket {
     pub(crate) fn report(&self, settled: Settled, compacted: bool) -> FlushReport {
         FlushReport {
             records: settled.records,
-            persisted_count: self.persisted,
+            persisted_count: self.committed.persisted(),
             files_synced: settled.files_synced,
             compacted,
             duration: settled.duration,
@@ -143,14 +142,14 @@ impl LanceBucket {
         self.commits.outcome_unknown = true;
         let mut base = None;
         for attempt in 0..2 {
-            let Some(ds) = self.dataset.as_deref() else {
+            let Some(ds) = self.committed.dataset().map(Arc::as_ref) else {
                 break;
             };
             let mut ds = ds.clone();
             let evolved = self.evolve(&mut ds).await;
             // schema commits that succeeded are part of the dataset now, whatever
             // happens next: keep the handle that has them
-            self.dataset = Some(Arc::new(ds.clone()));
+            self.committed.rewritten(ds.clone());
             match evolved {
                 // a schema commit of a cancelled flush landed after this handle last
                 // looked (its file operations outlive the cancelled future): look again
@@ -238,7 +237,7 @@ impl LanceBucket {
                 return Err(Error::Io {
                     op: "commit a flush to",
                     path: PathBuf::from(&self.uri),
-                    source: std::io::Error::other(e.to_string()),
+                    source: std::io::Error::other(e),
                 });
             }
         };
@@ -246,8 +245,7 @@ impl LanceBucket {
             Ok((ds, files_synced)) => {
                 // durable: only now is the buffer released
                 self.storage.versions.seen(ds.manifest().version);
-                self.dataset = Some(Arc::new(ds));
-                self.persisted += records as u64;
+                self.committed.appended(ds, records as u64);
                 let flushed = self.buffer.release_front(records);
                 self.commits.applied(flushed, freed, duration);
                 Ok(Some(Settled {
@@ -293,43 +291,46 @@ impl LanceBucket {
     pub(crate) async fn reconcile(&mut self) -> Result<()> {
         let latest = match self.open_dataset().await {
             Ok(ds) => ds,
-            Err(lance::Error::DatasetNotFound { .. }) if !has_manifest(&self.uri) => {
+            Err(lance::Error::DatasetNotFound { .. })
+                if !crate::store::manifests::has_manifest(&self.uri) =>
+            {
                 self.commits.outcome_unknown = false;
                 return Ok(());
             }
             Err(e) => return Err(Error::lance("reload", &self.uri)(e)),
         };
         let version = latest.manifest().version;
-        if self.storage.versions.foreign(version) || !self.is_own_unsure(&latest, version).await? {
+        if self.storage.versions.foreign(version)
+            || !self.is_own_unknown_commit(&latest, version).await?
+        {
             return Err(Error::CommittedByAnotherWriter {
                 dataset: self.uri.clone(),
                 version,
                 expected: self.storage.versions.next(),
             });
         }
-        let (start, _) = crate::retention::log_start_of(&latest)?;
+        let (start, _) = crate::log_start::log_start_of(&latest)?;
         let rows = start
             + latest
                 .count_rows(None)
                 .await
                 .map_err(Error::lance("count the rows of", &self.uri))? as u64;
         let buffered = self.buffer.len() as u64;
-        if rows < self.persisted || rows > self.persisted + buffered {
+        if rows < self.committed.persisted() || rows > self.committed.persisted() + buffered {
             return Err(Error::ChangedByAnotherWriter {
                 dataset: self.uri.clone(),
                 rows,
-                persisted: self.persisted,
+                persisted: self.committed.persisted(),
                 buffered,
             });
         }
         self.storage.versions.seen(version);
         self.reads.retain_live(&latest);
-        self.dataset = Some(Arc::new(latest));
-        self.log_start = start;
-        self.sync_files(Seal::NewFiles).await?;
-        let landed = (rows - self.persisted) as usize;
+        let landed = (rows - self.committed.persisted()) as usize;
+        // the records that landed leave the buffer with the version that holds them
+        self.committed.adopt(latest, start, rows);
         self.buffer.drop_landed(landed);
-        self.persisted = rows;
+        self.sync_files(Seal::NewFiles).await?;
         if landed > 0 {
             self.commits.flushes += 1;
         }
@@ -343,7 +344,7 @@ impl LanceBucket {
     /// taken the version since (its lease lost track of, a clock far off). Accepting
     /// that manifest as this handle's would take its rows for this handle's buffered
     /// records and drop them.
-    async fn is_own_unsure(&self, latest: &Dataset, version: u64) -> Result<bool> {
+    async fn is_own_unknown_commit(&self, latest: &Dataset, version: u64) -> Result<bool> {
         use object_store::ObjectStoreExt;
         let Some(sent) = self.storage.versions.sent_at(version) else {
             return Ok(true);
@@ -369,298 +370,6 @@ impl LanceBucket {
     pub(crate) async fn sync_files(&mut self, seal: Seal) -> Result<usize> {
         sync_files(self.storage.local.as_ref(), seal, &self.uri).await
     }
-}
-
-/// A commit refused because another one landed first: for a bucket's only writer,
-/// one its own cancelled flush left running.
-pub(crate) fn is_conflict(e: &lance::Error) -> bool {
-    matches!(
-        e,
-        lance::Error::CommitConflict { .. }
-            | lance::Error::RetryableCommitConflict { .. }
-            | lance::Error::IncompatibleTransaction { .. }
-    )
-}
-
-/// Data commits running in this process, per dataset: a commit outlives the flush
-/// that started it, and its handle if that is dropped; a handle opened meanwhile on
-/// the same dataset must not count the rows without it, so `open` waits for every
-/// running commit of its dataset (commits hold the lock shared, `open` takes it
-/// exclusively for a moment).
-pub(crate) fn running_commits(uri: &str) -> Arc<tokio::sync::RwLock<()>> {
-    type Running = std::collections::HashMap<String, std::sync::Weak<tokio::sync::RwLock<()>>>;
-    static RUNNING: std::sync::LazyLock<std::sync::Mutex<Running>> =
-        std::sync::LazyLock::new(Default::default);
-    let key = std::path::absolute(uri)
-        .map_or_else(|_| uri.to_owned(), |p| p.to_string_lossy().into_owned());
-    let mut map = RUNNING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(lock) = map.get(&key).and_then(std::sync::Weak::upgrade) {
-        return lock;
-    }
-    map.retain(|_, w| w.strong_count() > 0);
-    let lock = Arc::new(tokio::sync::RwLock::new(()));
-    map.insert(key, Arc::downgrade(&lock));
-    lock
-}
-
-/// Who frees the records a settled commit made durable (freeing them is the writer's
-/// longest step after conversion).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Freed {
-    /// A blocking thread, now.
-    OffThread,
-    /// The writer, the next time it waits for a commit: the caller starts the next
-    /// commit at once (see `released`).
-    WhileNextCommitRuns,
-}
-
-/// The commits of a bucket's flushes: the one running (at most one), what its
-/// outcome left to do, and counters.
-///
-/// Invariants: the records of the last applied commit (`released`) are kept only
-/// while the next one runs, so an idle bucket holds no freed records; the running
-/// commit holds the process's entry for its dataset (see [`running_commits`]) until
-/// its task ends, whether or not a handle waits for it.
-#[derive(Debug)]
-pub(crate) struct Commits {
-    /// The data commit of a flush, on a task of its own: a caller who stops waiting
-    /// (a timeout, a cancelled task) cannot leave it half known. The next flush waits
-    /// for it and applies its outcome.
-    pending: Option<PendingCommit>,
-    /// Records of the last commit a background flush applied, kept only while the
-    /// next commit runs: the writer frees them when it waits for that commit (time it
-    /// would spend idle), or hands them to a blocking thread when it did not wait.
-    released: Vec<Record>,
-    /// This dataset's entry in the process's running commits.
-    running: Arc<tokio::sync::RwLock<()>>,
-    /// Counts the commit tasks that have ended (each sends as its last act, also when
-    /// it panics or is aborted): an owner waits on it without holding the bucket.
-    ended: Arc<tokio::sync::watch::Sender<u64>>,
-    /// Commit tasks started by this handle.
-    starts: u64,
-    /// A flush stopped part way or failed after Lance may have committed (schema
-    /// changes, or records): the next flush reloads the dataset and counts what landed.
-    pub(crate) outcome_unknown: bool,
-    /// Flushes since open.
-    pub(crate) flushes: u64,
-    /// Compactions since open.
-    pub(crate) compactions: u64,
-    /// Duration of the last flush.
-    pub(crate) last_flush: Option<Duration>,
-}
-
-impl Commits {
-    /// The commits of the dataset at `uri` (none running).
-    pub(crate) fn new(uri: &str) -> Self {
-        Self {
-            pending: None,
-            released: Vec::new(),
-            running: running_commits(uri),
-            ended: Arc::new(tokio::sync::watch::Sender::new(0)),
-            starts: 0,
-            outcome_unknown: false,
-            flushes: 0,
-            compactions: 0,
-            last_flush: None,
-        }
-    }
-
-    /// Waits until every commit of this dataset started in this process (by an
-    /// earlier handle too) has ended.
-    pub(crate) async fn wait_for_running(&self) {
-        drop(self.running.write().await);
-    }
-
-    /// Enters a commit: a handle opened on this dataset in this process meanwhile
-    /// waits until the guard drops (with the commit's task).
-    pub(crate) async fn enter(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
-        Arc::clone(&self.running).read_owned().await
-    }
-
-    /// A receiver told each time a commit task ends (the count of ended tasks).
-    pub(crate) fn ends(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.ended.subscribe()
-    }
-
-    /// What a commit task keeps to say that it ended.
-    pub(crate) fn end_signal(&self) -> EndSignal {
-        EndSignal(Arc::clone(&self.ended))
-    }
-
-    /// Whether a commit runs (or has ended and is not applied yet).
-    pub(crate) fn running(&self) -> bool {
-        self.pending.is_some()
-    }
-
-    /// Whether a commit has ended and waits to be applied: its task is finished, or
-    /// has sent its end (the send comes a moment before the task is marked finished;
-    /// joining it then waits no longer than that moment).
-    pub(crate) fn finished(&self) -> bool {
-        self.pending
-            .as_ref()
-            .is_some_and(|c| c.handle.is_finished() || *self.ended.borrow() >= c.seq)
-    }
-
-    /// Buffered records the running commit, if any, holds (the front of the buffer).
-    pub(crate) fn holding(&self) -> usize {
-        self.pending.as_ref().map_or(0, |c| c.records)
-    }
-
-    /// Records a commit of the first `records` buffered records started on `handle`.
-    pub(crate) fn started(&mut self, records: usize, handle: JoinHandle<CommitOutcome>) {
-        debug_assert!(self.pending.is_none(), "one commit at a time");
-        self.starts += 1;
-        self.pending = Some(PendingCommit {
-            seq: self.starts,
-            records,
-            handle,
-            started: Instant::now(),
-        });
-    }
-
-    /// Waits for the running commit, if any, and takes it. Cancel-safe: dropped while
-    /// waiting, the commit stays here. Frees the records kept from the commit before.
-    pub(crate) async fn join(&mut self) -> Option<Joined> {
-        let pending = self.pending.as_mut()?;
-        if !pending.handle.is_finished() {
-            // this thread would only wait: it frees the last commit's records
-            // meanwhile, rather than a thread competing with the commit for a core
-            self.released = Vec::new();
-        }
-        let outcome = (&mut pending.handle).await;
-        let pending = self.pending.take()?;
-        // whatever the outcome, the records kept for this wait are not kept past it
-        self.free_released();
-        Some(Joined {
-            records: pending.records,
-            duration: pending.started.elapsed(),
-            outcome,
-        })
-    }
-
-    /// Counts a commit applied durable, which took `duration`, and frees its records
-    /// (`flushed`) as `freed` says.
-    pub(crate) fn applied(&mut self, flushed: Vec<Record>, freed: Freed, duration: Duration) {
-        // freeing them is the writer's longest step after conversion: done while it
-        // next waits for a commit, or off its thread
-        match freed {
-            Freed::WhileNextCommitRuns => self.released = flushed,
-            Freed::OffThread => drop(tokio::task::spawn_blocking(move || drop(flushed))),
-        }
-        self.flushes += 1;
-        self.outcome_unknown = false;
-        self.last_flush = Some(duration);
-    }
-
-    /// Hands the records kept in `released`, if any, to a blocking thread to free.
-    pub(crate) fn free_released(&mut self) {
-        let records = std::mem::take(&mut self.released);
-        if !records.is_empty() {
-            tokio::task::spawn_blocking(move || drop(records));
-        }
-    }
-
-    #[cfg(test)]
-    pub(crate) fn released(&self) -> usize {
-        self.released.len()
-    }
-}
-
-/// Held by a commit's task: its drop (the task's end, however it ends) tells the
-/// receivers of [`Commits::ends`].
-pub(crate) struct EndSignal(Arc<tokio::sync::watch::Sender<u64>>);
-
-impl Drop for EndSignal {
-    fn drop(&mut self) {
-        self.0.send_modify(|n| *n += 1);
-    }
-}
-
-/// A commit taken by [`Commits::join`]: the records it held, how long it ran, and
-/// its task's outcome.
-pub(crate) struct Joined {
-    pub(crate) records: usize,
-    pub(crate) duration: Duration,
-    pub(crate) outcome: std::result::Result<CommitOutcome, tokio::task::JoinError>,
-}
-
-/// A flush's data commit running on its own task: the records it takes from the
-/// front of the buffer, and the task's outcome (the committed dataset and the number
-/// of files it fsynced).
-#[derive(Debug)]
-struct PendingCommit {
-    /// Its place among the commits this handle started (1 for the first): it has
-    /// ended once `Commits::ended` counts that many.
-    seq: u64,
-    records: usize,
-    /// When the commit's task was started.
-    started: Instant,
-    handle: JoinHandle<CommitOutcome>,
-}
-
-/// What an applied commit made durable: its records, the files it fsynced, and how
-/// long it ran.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Settled {
-    pub(crate) records: usize,
-    pub(crate) files_synced: usize,
-    pub(crate) duration: Duration,
-}
-
-/// What a commit task returns: the committed dataset and the number of files it
-/// fsynced.
-pub(crate) type CommitOutcome = Result<(Dataset, usize)>;
-
-/// Whether a sync seals the new data files it fsynced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Seal {
-    /// Seals them: this handle wrote them (a commit, a compaction, a reconcile
-    /// taking its own landed commit).
-    NewFiles,
-    /// Leaves them unsealed: found at open, written by a handle a crash cut before
-    /// its seal (read unverified, rows still checked).
-    Nothing,
-}
-
-/// fsyncs the files of a local dataset not fsynced yet (`local` tracks them; `None`:
-/// a remote dataset, nothing to do) and, as `seal` says, seals the new data files
-/// among them. Returns how many files were made durable since the last call.
-pub(crate) async fn sync_files(local: Option<&LocalFiles>, seal: Seal, uri: &str) -> Result<usize> {
-    let Some(local) = local else {
-        return Ok(0);
-    };
-    let tracker = Arc::clone(&local.synced);
-    let seals = (seal == Seal::NewFiles).then(|| Arc::clone(&local.seals));
-    let done = blocking("fsync the files of", uri, move || {
-        tracker.sync_new()?;
-        let fresh = tracker.take_fresh();
-        if let Some(seals) = seals {
-            seals.seal_new(&fresh)?;
-        }
-        Ok(fresh.len())
-    })
-    .await;
-    if done.is_err() {
-        // what the task knew of synced files is gone with it: start over
-        local.synced.forget();
-    }
-    done?
-}
-
-/// Runs blocking file work off the async threads; a failure of the task itself (a
-/// panic) is an I/O error of `op` on the dataset at `uri`.
-pub(crate) async fn blocking<T: Send + 'static>(
-    op: &'static str,
-    uri: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Io {
-        op,
-        path: PathBuf::from(uri),
-        source: std::io::Error::other(e.to_string()),
-    })
 }
 
 #[cfg(test)]

@@ -198,12 +198,13 @@ impl Groups {
         storage_options: &HashMap<String, String>,
         disk: Arc<dyn Disk>,
     ) -> Result<Self> {
-        let path = storage_path.as_ref();
-        let bucket = path.to_string_lossy().into_owned();
-        let place = if crate::is_remote(&bucket) {
-            Place::Remote(remote::Remote::open(&bucket, storage_options).await?)
-        } else {
-            Place::Local(local::Local::new(path, disk))
+        let location = crate::Location::of(storage_path)?;
+        let bucket = location.to_string();
+        let place = match &location {
+            crate::Location::Remote(_) => {
+                Place::Remote(remote::Remote::open(&bucket, storage_options).await?)
+            }
+            crate::Location::Local(path) => Place::Local(local::Local::new(path, disk)),
         };
         Ok(Self {
             place: Arc::new(place),
@@ -329,7 +330,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| Error::Io {
             op: "run a consumer group change",
             path: GROUPS_DIR.into(),
-            source: std::io::Error::other(e.to_string()),
+            source: std::io::Error::other(e),
         })?
 }
 

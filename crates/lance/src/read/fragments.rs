@@ -295,7 +295,7 @@ impl ReaderThread {
         static THREADS: OnceLock<Vec<ReaderThread>> = OnceLock::new();
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let threads = THREADS.get_or_init(|| {
-            let n = crate::cores().min(THREADS_MAX);
+            let n = crate::threads::cores().min(THREADS_MAX);
             (0..n).filter_map(Self::start).collect()
         });
         if threads.is_empty() {

@@ -5,48 +5,22 @@
 //! its seal; every row read from the dataset is checked against its row checksum
 //! before it is returned; a panic of Lance's decoders is an error of the read.
 
+pub(crate) mod files;
 pub(crate) mod fragments;
+pub(crate) mod reads;
 pub(crate) mod scan;
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
-use lance::Dataset;
 use persisting_codec::Record;
 
 use crate::bucket::{FileCheck, LanceBucket};
-use crate::convert::{from_batch, record_columns, to_batch};
+use crate::convert::{IntoRecords, Strings, from_batch, record_columns, to_batch};
 use crate::error::{Error, Result};
-use crate::flush::blocking;
-use crate::read::fragments::FragmentReaders;
-use crate::read::scan::{ReadAhead, Source, read_dataset};
+use crate::read::files::{check_files, fragment_files};
+use crate::read::scan::{ReadAhead, RowChecks, Source, read_dataset};
 use crate::store::seals::Seals;
-
-/// What a bucket's reads keep between calls: the scan the last sequential read left
-/// (continued by a read starting where it ended; used by one reader at a time, others
-/// read on their own) and the fragment readers of small reads.
-#[derive(Debug)]
-pub(crate) struct Reads {
-    readahead: tokio::sync::Mutex<ReadAhead>,
-    readers: Arc<FragmentReaders>,
-}
-
-impl Reads {
-    /// Nothing kept yet; `local`: whether the dataset is on the local file system.
-    pub(crate) fn new(local: bool) -> Self {
-        Self {
-            readahead: tokio::sync::Mutex::new(ReadAhead::None),
-            readers: Arc::new(FragmentReaders::new(local)),
-        }
-    }
-
-    /// Closes the fragment readers of fragments `ds` no longer has (after a
-    /// compaction).
-    pub(crate) fn retain_live(&self, ds: &Dataset) {
-        self.readers.retain_live(ds);
-    }
-}
 
 impl LanceBucket {
     /// Records `[offset, offset + limit)`, clipped to what exists, from the dataset and
@@ -66,7 +40,7 @@ impl LanceBucket {
     /// blocks alive ([`persisting_codec::Str::detach`] copies a string out).
     pub async fn read(&self, offset: u64, limit: usize) -> Result<Vec<Record>> {
         let mut out = Vec::new();
-        self.fill(offset, limit, &mut out, false).await?;
+        self.fill(offset, limit, &mut out, Strings::Shared).await?;
         Ok(out)
     }
 
@@ -78,20 +52,20 @@ impl LanceBucket {
     /// holding exactly the records read (it is truncated); on an error it is left
     /// empty.
     pub async fn read_into(&self, offset: u64, limit: usize, out: &mut Vec<Record>) -> Result<()> {
-        let result = self.fill(offset, limit, out, true).await;
+        let result = self.fill(offset, limit, out, Strings::Copied).await;
         if result.is_err() {
             out.clear();
         }
         result
     }
 
-    /// Reads into `out` (see [`from_batch`] for `refill`).
+    /// Reads into `out`, its strings as `strings` says.
     pub(crate) async fn fill(
         &self,
         offset: u64,
         limit: usize,
         out: &mut Vec<Record>,
-        refill: bool,
+        strings: Strings,
     ) -> Result<()> {
         self.check_log_start(offset)?;
         let end = offset.saturating_add(limit as u64).min(self.total_count());
@@ -107,8 +81,13 @@ impl LanceBucket {
                     offset,
                     end,
                     Arc::clone(&names),
-                    false,
-                    !refill,
+                    // building records costs more per row than a check: the scan
+                    // checks ahead when it can; refilling costs less, so the reader
+                    // checks while the scan decodes
+                    match strings {
+                        Strings::Shared => RowChecks::AheadThenSink,
+                        Strings::Copied => RowChecks::Sink,
+                    },
                     Vec::new(),
                     |batches: &mut Vec<(RecordBatch, u64, bool)>, batch, at, _, checked| {
                         batches.push((batch.clone(), at, checked));
@@ -116,26 +95,22 @@ impl LanceBucket {
                     },
                 )
                 .await?;
+            let how = IntoRecords {
+                order: &names,
+                dataset: &self.uri,
+                strings,
+            };
             for (batch, at, checked) in batches {
                 // each record is checked as it is built, unless the scan checked its
                 // row in place already; a panic on damaged arrays is an error of this
                 // read, as it is while Lance decodes them
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    from_batch(
-                        &batch,
-                        &names,
-                        at,
-                        &self.uri,
-                        out,
-                        &mut filled,
-                        refill,
-                        checked,
-                    )
+                    from_batch(how, &batch, at, checked, out, &mut filled)
                 }))
                 .map_err(|panic| Error::panicked(&self.uri, at, panic.as_ref()))??;
             }
-            for i in offset.max(self.persisted)..end {
-                let record = &self.buffer[(i - self.persisted) as usize];
+            for i in offset.max(self.committed.persisted())..end {
+                let record = &self.buffer[(i - self.committed.persisted()) as usize];
                 match out.get_mut(filled) {
                     Some(slot) => slot.clone_from(record),
                     None => out.push(record.clone()),
@@ -168,8 +143,7 @@ impl LanceBucket {
                 offset,
                 end,
                 order,
-                true,
-                false,
+                RowChecks::Here,
                 Vec::new(),
                 move |batches, batch, _, _, _| {
                     batches.push(record_columns(batch, &names)?);
@@ -177,11 +151,12 @@ impl LanceBucket {
                 },
             )
             .await?;
-        let from = offset.max(self.persisted);
+        let from = offset.max(self.committed.persisted());
         if from < end {
-            let records = self
-                .buffer
-                .slice((from - self.persisted) as usize..(end - self.persisted) as usize);
+            let records = self.buffer.slice(
+                (from - self.committed.persisted()) as usize
+                    ..(end - self.committed.persisted()) as usize,
+            );
             // the record fields only: no layout encoding or checksums to build
             let schema = self.with_registry(self.record_fields());
             out.push(to_batch(&schema, &self.schema, records)?);
@@ -192,21 +167,15 @@ impl LanceBucket {
     /// Feeds the dataset's rows `[offset, end.min(persisted))` to `sink` batch by
     /// batch (with each batch's first offset), after checking their data files. Lance's
     /// decoders assert on damaged pages (a panic, not an error): a panic while reading
-    /// becomes an error of this read. `order` is the field registry;
-    /// `check_rows`: every row is checked against its checksum before `sink` sees it;
-    /// otherwise `sink` is told, for each batch, whether its rows were checked, and
-    /// checks them when they were not. `check_ahead`: a scan started by this read
-    /// checks rows on its own task, ahead of the reader (worth it when the reader
-    /// has more to do per row than the scan task: `read` building records, not
-    /// `read_into` refilling them).
-    #[allow(clippy::too_many_arguments)]
+    /// becomes an error of this read. `order` is the field registry; `checks` says
+    /// who checks rows against their checksums: `sink` is told, for each batch,
+    /// whether its rows were checked, and checks them when they were not.
     pub(crate) async fn read_persisted<T, S>(
         &self,
         offset: u64,
         end: u64,
         order: Arc<[String]>,
-        check_rows: bool,
-        check_ahead: bool,
+        checks: RowChecks,
         mut out: T,
         mut sink: S,
     ) -> Result<T>
@@ -214,12 +183,17 @@ impl LanceBucket {
         T: Send + 'static,
         S: FnMut(&mut T, &RecordBatch, u64, &str, bool) -> Result<()> + Send + 'static,
     {
-        let Some(ds) = self.dataset.clone().filter(|_| offset < self.persisted) else {
+        let Some(ds) = self
+            .committed
+            .dataset()
+            .cloned()
+            .filter(|_| offset < self.committed.persisted())
+        else {
             return Ok(out);
         };
         self.check_log_start(offset)?;
-        let n = end.min(self.persisted) - offset;
-        let position = offset - self.log_start;
+        let n = end.min(self.committed.persisted()) - offset;
+        let position = offset - self.committed.log_start();
         let files = fragment_files(&ds, |_| true, position..position + n);
         self.verify_names(files, offset).await?;
         // one reader at a time uses the read-ahead; others read on their own
@@ -229,12 +203,11 @@ impl LanceBucket {
             .map_or(ReadAhead::None, |s| std::mem::take(&mut **s));
         let source = Source {
             ds,
-            base: self.log_start,
-            persisted: self.persisted,
+            base: self.committed.log_start(),
+            persisted: self.committed.persisted(),
             order,
-            sums: self.seals(),
-            check_rows,
-            check_ahead,
+            seals: self.seals(),
+            checks,
             readers: Arc::clone(&self.reads.readers),
         };
         let read = async move {
@@ -275,7 +248,7 @@ impl LanceBucket {
     /// many data files the dataset has and how many of them carry no seal (written by
     /// another tool, or by a flush a crash cut between its commit and its seal).
     pub async fn verify_files(&self) -> Result<FileCheck> {
-        let Some(ds) = self.dataset.clone() else {
+        let Some(ds) = self.committed.dataset().cloned() else {
             return Ok(FileCheck::default());
         };
         let names = fragment_files(&ds, |_| true, 0..u64::MAX);
@@ -286,52 +259,4 @@ impl LanceBucket {
         self.verify_names(names, 0).await?;
         Ok(FileCheck { files, unsealed })
     }
-}
-
-/// The data file names (in `data/`) of the fragments holding positions in `range` whose
-/// row count passes `keep`.
-pub(crate) fn fragment_files(
-    ds: &Dataset,
-    keep: impl Fn(u64) -> bool,
-    range: Range<u64>,
-) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut at = 0u64;
-    for frag in ds.manifest().fragments.iter() {
-        if at >= range.end {
-            break;
-        }
-        let rows = frag.num_rows().map_or(u64::MAX, |r| r as u64);
-        let next = at.saturating_add(rows);
-        if next > range.start && keep(rows) {
-            for file in &frag.files {
-                let name = file.path.rsplit('/').next().unwrap_or(&file.path);
-                names.push(name.to_owned());
-            }
-        }
-        at = next;
-    }
-    names
-}
-
-/// Checks the sealed data files among `names` not checked yet (by this handle's
-/// `sums`), off the async threads, and without leaving them at all once every file of
-/// `names` is checked: the steady state of reads.
-pub(crate) async fn check_files(
-    sums: Option<Arc<Seals>>,
-    names: Vec<String>,
-    offset: u64,
-    uri: &str,
-) -> Result<()> {
-    let Some(sums) = sums else {
-        return Ok(());
-    };
-    let unchecked = sums.unchecked(names);
-    if unchecked.is_empty() {
-        return Ok(());
-    }
-    blocking("check the data files of", uri, move || {
-        sums.verify(unchecked.iter().map(String::as_str), offset)
-    })
-    .await?
 }

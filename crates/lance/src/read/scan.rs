@@ -11,8 +11,8 @@ use lance::Dataset;
 
 use crate::convert::verify_rows;
 use crate::error::{Error, Result};
+use crate::read::files::{check_files, fragment_files};
 use crate::read::fragments::FragmentReaders;
-use crate::read::{check_files, fragment_files};
 use crate::store::seals::Seals;
 
 /// Reads of at most this many rows not continuing the previous read read their rows
@@ -52,9 +52,23 @@ impl std::fmt::Debug for ReadAhead {
     }
 }
 
+/// Who checks the rows a read takes from the dataset against their checksums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowChecks {
+    /// The read, before its sink sees them (`read_arrow`).
+    Here,
+    /// The sink, told for each batch whether its rows were checked (`read_into`:
+    /// the reader checks while the scan decodes, on two cores).
+    Sink,
+    /// A scan started for this read checks each batch on its own task before handing
+    /// it over (see [`Cursor`]); a batch it could not check whole goes to the sink
+    /// unchecked (`read`, whose reader has records to build).
+    AheadThenSink,
+}
+
 /// What a read of the dataset needs: the dataset version, its row count, the field
 /// registry (to check rows), the file seals (to check files before Lance reads them),
-/// and whether rows are checked here (`check_rows`) or by the reader's sink.
+/// and who checks rows against their checksums ([`RowChecks`]).
 pub(crate) struct Source {
     pub(crate) ds: Arc<Dataset>,
     /// The offset of the dataset's first row (its log start): a row's offset is
@@ -63,11 +77,8 @@ pub(crate) struct Source {
     /// One past the dataset's last offset.
     pub(crate) persisted: u64,
     pub(crate) order: Arc<[String]>,
-    pub(crate) sums: Option<Arc<Seals>>,
-    pub(crate) check_rows: bool,
-    /// A scan started for this read checks each batch's rows on its own task, before
-    /// handing the batch over (see [`Cursor`]).
-    pub(crate) check_ahead: bool,
+    pub(crate) seals: Option<Arc<Seals>>,
+    pub(crate) checks: RowChecks,
     pub(crate) readers: Arc<FragmentReaders>,
 }
 
@@ -77,7 +88,7 @@ pub(crate) struct Source {
 /// through a bounded channel, at most [`AHEAD_BATCHES`] ahead. Rows are checked
 /// against their checksums either by the reader as it takes a batch (`read_arrow`,
 /// `read_into`: decoding and checking so run on two cores at once) or, when the scan
-/// was started with `check_ahead` (`read`, whose reader has records to build), by the
+/// was started with [`RowChecks::AheadThenSink`] (`read`, whose reader has records to build), by the
 /// task before it sends the batch; a batch the task could not check whole is sent
 /// unchecked and checked row by row by its reader. Dropping the cursor stops the task.
 pub(crate) struct Cursor {
@@ -176,7 +187,7 @@ pub(crate) async fn scan_window(
     let ds = &source.ds;
     let position = at - source.base;
     let files = fragment_files(ds, |_| true, position..position + rows);
-    check_files(source.sums.clone(), files, at, ds.uri()).await?;
+    check_files(source.seals.clone(), files, at, ds.uri()).await?;
     let mut scan = ds.scan();
     scan.scan_in_order(true);
     scan.limit(Some(rows as i64), Some(position as i64))
@@ -194,7 +205,7 @@ pub(crate) async fn scan_window(
         // a batch whose check fails (or panics on damaged arrays) goes unchecked: the
         // reader checks the rows it takes, so a read of the intact rows before a
         // damaged one still succeeds and the error names the damaged row's offset
-        let checked = source.check_ahead
+        let checked = source.checks == RowChecks::AheadThenSink
             && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 verify_rows(&batch, &source.order, next, ds.uri())
             }))
@@ -213,7 +224,7 @@ pub(crate) async fn scan_window(
 }
 
 /// Reads `n` rows from `offset` (all below `source.persisted`) into `sink`, using and
-/// returning the read-ahead state. With `source.check_rows`, every row is checked
+/// returning the read-ahead state. With [`RowChecks::Here`], every row is checked
 /// against its checksum before `sink` sees it; otherwise `sink` checks them.
 pub(crate) async fn read_dataset(
     source: Source,
@@ -234,7 +245,7 @@ pub(crate) async fn read_dataset(
     };
     if cursor.is_none() && !sequential && n <= TAKE_MAX {
         let check = |batch: &RecordBatch, at: u64| {
-            if source.check_rows {
+            if source.checks == RowChecks::Here {
                 verify_rows(batch, &source.order, at, uri)?;
             }
             Ok::<_, Error>(())
@@ -245,7 +256,7 @@ pub(crate) async fn read_dataset(
             for (batch, position) in batches {
                 let at = position + base;
                 check(&batch, at)?;
-                sink(&batch, at, uri, source.check_rows)?;
+                sink(&batch, at, uri, source.checks == RowChecks::Here)?;
                 fed = at + batch.num_rows() as u64;
             }
             if fed != end {
@@ -264,15 +275,15 @@ pub(crate) async fn read_dataset(
             .take(&rows, ds.schema().clone())
             .await
             .map_err(Error::lance("read", uri))?;
-        if source.check_rows {
+        if source.checks == RowChecks::Here {
             verify_rows(&batch, &source.order, offset, uri)?;
         }
-        sink(&batch, offset, uri, source.check_rows)?;
+        sink(&batch, offset, uri, source.checks == RowChecks::Here)?;
         return Ok(ReadAhead::After { version, next: end });
     }
     // a read elsewhere starts a scan from its offset: if the next read continues it,
     // its rows are (being) read already
-    let check = source.check_rows;
+    let check = source.checks == RowChecks::Here;
     let mut c = cursor.unwrap_or_else(|| {
         let window = n.saturating_mul(8).clamp(WINDOW_MIN, WINDOW_MAX).max(n);
         Cursor::open(source, offset, window)

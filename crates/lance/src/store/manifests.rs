@@ -88,6 +88,16 @@ pub(crate) fn set_aside_torn(dataset: &Path, disk: &dyn Disk) -> Result<Vec<Path
     Ok(set_aside)
 }
 
+/// Whether a local dataset directory holds a committed version. A first commit
+/// interrupted by a crash leaves data files and no manifest: nothing of it was ever
+/// visible, and the bucket starts empty (with a WAL, its records are still there, as
+/// the WAL was not checkpointed).
+pub(crate) fn has_manifest(uri: &str) -> bool {
+    std::fs::read_dir(Path::new(uri).join("_versions")).is_ok_and(|mut entries| {
+        entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".manifest")))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::{holds, version_of};

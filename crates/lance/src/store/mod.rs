@@ -1,11 +1,14 @@
-//! Every file operation of this crate on a local bucket, behind one seam: [`Disk`].
+//! The durability-relevant file operations of this crate on a local bucket, behind
+//! one seam: [`Disk`].
 //!
 //! What goes through it: every fsync of a file or directory (`synced`, and the
 //! object store Lance commits through, `object`), every write of the seals file
 //! (`seals`), and the changes Lance makes through its object store (gated: refused
 //! once a simulated power is off). Lance writes data and transaction files with its
 //! own local writer, outside any object store; those are found by walking the
-//! dataset. The same code runs on the real disk ([`RealDisk`]) and on [`SimDisk`],
+//! dataset. Reads do not go through it: Lance reads data files through its own
+//! readers, and the seal check reads them with `std::fs` (a power loss cannot change
+//! what a read sees of fsynced files). The same code runs on the real disk ([`RealDisk`]) and on [`SimDisk`],
 //! which keeps what was fsynced apart from what was only written and, at a simulated
 //! power loss, drops, cuts or tears the rest and forgets directory entries that were
 //! not fsynced.
@@ -45,6 +48,7 @@ use crate::store::lease::Lease;
 use crate::store::object::{CommitStores, Versions};
 use crate::store::seals::Seals;
 use crate::store::synced::SyncedFiles;
+use crate::threads::blocking;
 
 /// The file operations of a bucket's local storage. Paths are absolute file-system
 /// paths inside the bucket's storage path.
@@ -339,6 +343,42 @@ pub async fn list_dirs(
         .collect();
     names.sort();
     Ok(names)
+}
+
+/// Whether a sync seals the new data files it fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Seal {
+    /// Seals them: this handle wrote them (a commit, a compaction, a reconcile
+    /// taking its own landed commit).
+    NewFiles,
+    /// Leaves them unsealed: found at open, written by a handle a crash cut before
+    /// its seal (read unverified, rows still checked).
+    Nothing,
+}
+
+/// fsyncs the files of a local dataset not fsynced yet (`local` tracks them; `None`:
+/// a remote dataset, nothing to do) and, as `seal` says, seals the new data files
+/// among them. Returns how many files were made durable since the last call.
+pub(crate) async fn sync_files(local: Option<&LocalFiles>, seal: Seal, uri: &str) -> Result<usize> {
+    let Some(local) = local else {
+        return Ok(0);
+    };
+    let tracker = Arc::clone(&local.synced);
+    let seals = (seal == Seal::NewFiles).then(|| Arc::clone(&local.seals));
+    let done = blocking("fsync the files of", uri, move || {
+        tracker.sync_new()?;
+        let fresh = tracker.take_fresh();
+        if let Some(seals) = seals {
+            seals.seal_new(&fresh)?;
+        }
+        Ok(fresh.len())
+    })
+    .await;
+    if done.is_err() {
+        // what the task knew of synced files is gone with it: start over
+        local.synced.forget();
+    }
+    done?
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ impl Default for Versions {
     fn default() -> Self {
         Self(Mutex::new(VersionState {
             next: 1,
-            unsure: None,
+            outcome_unknown: None,
             sent: None,
         }))
     }
@@ -54,7 +54,7 @@ struct VersionState {
     next: u64,
     /// A manifest put at this version failed without a clear answer: it may have
     /// landed.
-    unsure: Option<u64>,
+    outcome_unknown: Option<u64>,
     /// What that put sent, when it was a put (not a rename): whether the manifest
     /// found at that version is this handle's is a comparison of bytes.
     sent: Option<SentManifest>,
@@ -101,11 +101,11 @@ impl Versions {
         let mut st = self.state();
         // a put of this handle past `version` whose outcome is unknown may land yet (a
         // cancelled local write runs on to its end): it stays possibly this handle's
-        let unsure = st.unsure.filter(|&u| u > version);
+        let outcome_unknown = st.outcome_unknown.filter(|&u| u > version);
         let sent = st.sent.take().filter(|s| s.version > version);
         *st = VersionState {
             next: version + 1,
-            unsure,
+            outcome_unknown,
             sent,
         };
     }
@@ -115,7 +115,7 @@ impl Versions {
     /// failed without an answer.
     pub(crate) fn foreign(&self, latest: u64) -> bool {
         let st = self.state();
-        latest + 1 != st.next && st.unsure != Some(latest)
+        latest + 1 != st.next && st.outcome_unknown != Some(latest)
     }
 
     /// The manifest this handle put at `version` without a clear answer, if it was a
@@ -125,7 +125,7 @@ impl Versions {
         let st = self.state();
         st.sent
             .clone()
-            .filter(|s| s.version == version && st.unsure == Some(version))
+            .filter(|s| s.version == version && st.outcome_unknown == Some(version))
     }
 
     /// The version the next commit of this handle must have.
@@ -134,9 +134,9 @@ impl Versions {
     }
 
     /// Refuses a manifest at any version but the expected one; an accepted one is
-    /// unsure until [`Versions::put`] records its outcome (a put whose future is
+    /// of unknown outcome until [`Versions::put`] records its outcome (a put whose future is
     /// dropped may still land: a local write runs on to its end on a blocking thread).
-    /// Returns whether an earlier put at this version was already unsure (it may have
+    /// Returns whether an earlier put at this version was already of unknown outcome (it may have
     /// landed: a put that now finds the version taken may be finding that one).
     fn check(
         &self,
@@ -147,8 +147,8 @@ impl Versions {
         let mut st = self.state();
         let next = st.next;
         if version == next {
-            let retried = st.unsure == Some(version);
-            st.unsure = Some(version);
+            let retried = st.outcome_unknown == Some(version);
+            st.outcome_unknown = Some(version);
             st.sent = sent;
             return Ok(retried);
         }
@@ -163,22 +163,22 @@ impl Versions {
     }
 
     /// The outcome of a manifest put at `version` (`retried`: an earlier put there
-    /// was unsure).
+    /// was of unknown outcome).
     fn put<T>(&self, version: u64, retried: bool, result: &object_store::Result<T>) {
         let mut st = self.state();
         match result {
             Ok(_) => {
                 st.next = version + 1;
-                st.unsure = None;
+                st.outcome_unknown = None;
                 st.sent = None;
             }
             // the version exists: another writer's, unless an earlier put of this
             // handle there may have landed (Lance reports the conflict either way)
             Err(object_store::Error::AlreadyExists { .. }) if !retried => {
-                st.unsure = None;
+                st.outcome_unknown = None;
                 st.sent = None;
             }
-            Err(_) => st.unsure = Some(version),
+            Err(_) => st.outcome_unknown = Some(version),
         }
     }
 }

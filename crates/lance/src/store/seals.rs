@@ -11,7 +11,7 @@
 //! Lance never sees the damaged bytes.
 //!
 //! Invariants:
-//! - an entry is appended only after its file was fsynced, and the sums file is fsynced
+//! - an entry is appended only after its file was fsynced, and the seals file is fsynced
 //!   before the flush that wrote the file returns;
 //! - a file without an entry (written by another tool, or by a flush cut by a crash
 //!   between its commit and its seal) is read unverified: its rows are still checked
@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use super::Disk;
 use crate::error::{Error, Result};
 
-/// Name of the sums file inside a bucket's storage path.
+/// Name of the seals file inside a bucket's storage path.
 pub const SUMS_FILE: &str = "data.lance.sums";
 const MAGIC: &[u8; 8] = b"PSUMS001";
 
@@ -76,7 +76,7 @@ fn encode_entry(name: &str, seal: Seal, out: &mut Vec<u8>) {
     out.extend_from_slice(&crc.to_le_bytes());
 }
 
-/// Parses the entries of a sums file, stopping at the first torn or damaged one.
+/// Parses the entries of a seals file, stopping at the first torn or damaged one.
 /// Returns them and the length of the valid prefix (0 without a valid magic).
 fn decode(bytes: &[u8]) -> (HashMap<String, Seal>, usize) {
     let mut out = HashMap::new();
@@ -105,7 +105,7 @@ fn decode(bytes: &[u8]) -> (HashMap<String, Seal>, usize) {
     (out, bytes.len() - rest.len())
 }
 
-/// The entries of the sums file at `path` (none when it is absent) and the length of
+/// The entries of the seals file at `path` (none when it is absent) and the length of
 /// its valid prefix. Read only: a reader process reads this file too, while the writer
 /// may be appending to it; a torn tail is cut by the writer's next seal.
 fn read_entries(path: &Path) -> Result<(HashMap<String, Seal>, usize)> {
@@ -184,7 +184,7 @@ impl Seals {
     }
 
     /// Seals the data files among `paths` (files this handle just fsynced) that are not
-    /// sealed yet, and fsyncs the sums file. Returns how many were sealed.
+    /// sealed yet, and fsyncs the seals file. Returns how many were sealed.
     pub(crate) fn seal_new(&self, paths: &[PathBuf]) -> Result<usize> {
         let mut entries = Vec::new();
         let mut sealed = Vec::new();
@@ -237,7 +237,7 @@ impl Seals {
         Ok(n)
     }
 
-    /// Rewrites the sums file with the entries of files still present (after a cleanup
+    /// Rewrites the seals file with the entries of files still present (after a cleanup
     /// removed old ones): written aside, fsynced, renamed over, directory fsynced.
     pub(crate) fn prune(&self) -> Result<()> {
         let kept: Vec<(String, Seal)> = match self.known.read() {
@@ -368,16 +368,16 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_by_the_next_seal_so_later_seals_are_read_back() {
         let (dir, ds, a, b) = two_data_files();
-        let sums = Seals::load(dir.path(), &ds, crate::store::real()).unwrap();
-        sums.seal_new(std::slice::from_ref(&a)).unwrap();
+        let seals = Seals::load(dir.path(), &ds, crate::store::real()).unwrap();
+        seals.seal_new(std::slice::from_ref(&a)).unwrap();
         let path = dir.path().join(SUMS_FILE);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.extend_from_slice(&[7, 0, b'x']); // a torn entry
         std::fs::write(&path, &bytes).unwrap();
-        let sums = Seals::load(dir.path(), &ds, crate::store::real()).unwrap();
+        let seals = Seals::load(dir.path(), &ds, crate::store::real()).unwrap();
         // loading never writes (a reader process loads it too)
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
-        sums.seal_new(std::slice::from_ref(&b)).unwrap();
+        seals.seal_new(std::slice::from_ref(&b)).unwrap();
         let again = Seals::load(dir.path(), &ds, crate::store::real()).unwrap();
         assert!(again.is_sealed("a.lance") && again.is_sealed("b.lance"));
     }
@@ -389,8 +389,8 @@ mod tests {
         std::fs::create_dir_all(ds.join("data")).unwrap();
         let f = ds.join("data").join("x.lance");
         std::fs::write(&f, b"hello lance").unwrap();
-        let sums = Seals::load(dir.path(), &ds, crate::store::real()).unwrap();
-        assert_eq!(sums.seal_new(std::slice::from_ref(&f)).unwrap(), 1);
+        let seals = Seals::load(dir.path(), &ds, crate::store::real()).unwrap();
+        assert_eq!(seals.seal_new(std::slice::from_ref(&f)).unwrap(), 1);
         let again = Seals::load(dir.path(), &ds, crate::store::real()).unwrap();
         assert!(again.is_sealed("x.lance"));
         again.verify(["x.lance"], 0).unwrap();

@@ -44,16 +44,6 @@ use crate::options::PersistingOptions;
 use flush::Flusher;
 use put::Ledger;
 
-/// Directory of the WAL inside a bucket's storage path.
-pub const WAL_DIR: &str = "wal";
-
-/// Lock file inside a bucket's storage path, held by the one handle that writes it.
-pub const LOCK_FILE: &str = "LOCK";
-
-/// The file in a bucket's local directory naming its writer for the lease of data
-/// at a URI.
-pub const WRITER_FILE: &str = "WRITER";
-
 /// How long `stats` waits for the bucket (a flush starting or applying a commit holds
 /// it for a moment) before it answers from the last look.
 const STATS_WAIT: Duration = Duration::from_millis(100);

@@ -16,15 +16,16 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError, RwLock as SyncRwLock, Weak};
 use std::time::Duration;
 
 use persisting_codec::decode_record;
-use persisting_compress::{Codec, Compressor, UNCOMPRESSED_BYTES_MAX_DEFAULT, decompress};
-use persisting_lance::{ColumnCompression, Disk, LanceBucket, LanceOptions, RealDisk};
+use persisting_compress::{Compressor, UNCOMPRESSED_BYTES_MAX_DEFAULT, decompress};
+use persisting_lance::{Disk, LanceBucket, Location, RealDisk};
 use persisting_wal::{Fs, RealFs, SyncPolicy, Wal, WalOptions};
 use tokio::sync::{RwLock, watch};
 
 use super::flush::Flusher;
 use super::put::Ledger;
-use super::{Inner, LOCK_FILE, PersistingBackend, WAL_DIR, WRITER_FILE, blocking};
+use super::{Inner, PersistingBackend, blocking};
 use crate::error::{BucketError, Result, StorageError};
+use crate::layout::{LOCK_FILE, WAL_DIR, WRITER_FILE};
 use crate::metrics::BucketMetrics;
 use crate::options::PersistingOptions;
 
@@ -34,29 +35,28 @@ const LOCK_RETRIES: u32 = 25;
 /// The bucket's local directory, holding its lock file and WAL: `wal_dir` if set,
 /// else the storage path. Data at a URI (`s3://…`) has no local directory of its own:
 /// `wal_dir` is required then.
-fn local_dir(storage_path: &Path, opts: &PersistingOptions) -> Result<PathBuf> {
+fn local_dir(location: &Location, opts: &PersistingOptions) -> Result<PathBuf> {
     if let Some(dir) = &opts.wal_dir {
         return Ok(dir.clone());
     }
-    let path = storage_path.to_string_lossy();
-    if persisting_lance::is_remote(&path) {
-        return Err(StorageError::invalid(
+    match location {
+        Location::Local(dir) => Ok(dir.clone()),
+        Location::Remote(uri) => Err(StorageError::invalid(
             "wal_dir",
             "(unset)",
             format!(
-                "is required when the data is at a URI ({path}): the WAL and the lock file need a local directory"
+                "is required when the data is at a URI ({uri}): the WAL and the lock file need a local directory"
             ),
-        ));
+        )),
     }
-    Ok(storage_path.to_path_buf())
 }
 
 /// For data at a URI: the name this bucket's writer holds the lease under, kept in
 /// `{local_dir}/WRITER` (created at the first open). The same local directory (the
 /// same WAL, under the lock this handle holds) is the same writer: restarted, it
 /// takes its lease back at once instead of waiting for it to expire.
-fn writer_id(storage_path: &Path, local_dir: &Path) -> Result<Option<String>> {
-    if !persisting_lance::is_remote(&storage_path.to_string_lossy()) {
+fn writer_id(location: &Location, local_dir: &Path) -> Result<Option<String>> {
+    if !location.is_remote() {
         return Ok(None);
     }
     let path = local_dir.join(WRITER_FILE);
@@ -148,14 +148,6 @@ async fn wait_for_release(local_dir: &Path) -> bool {
     true
 }
 
-fn column_compression(codec: Codec) -> ColumnCompression {
-    match codec {
-        Codec::Zstd { level } => ColumnCompression::Zstd(Some(level)),
-        Codec::Lz4 => ColumnCompression::Lz4,
-        Codec::None | Codec::Snappy => ColumnCompression::Default,
-    }
-}
-
 impl PersistingBackend {
     /// Opens (and recovers) the bucket stored under `storage_path`.
     pub async fn open(
@@ -191,15 +183,10 @@ impl PersistingBackend {
         if opts.batch_size == 0 {
             return Err(StorageError::invalid("batch_size", 0, "must be at least 1"));
         }
-        if opts.flush_threshold == 0 {
-            return Err(StorageError::invalid(
-                "flush_threshold",
-                0,
-                "must be at least 1",
-            ));
-        }
-        let storage_path = storage_path.as_ref().to_path_buf();
-        let local_dir = local_dir(&storage_path, &opts)?;
+        // where the data is, decided once
+        let location = Location::of(storage_path)?;
+        let storage_path = location.to_path_buf();
+        let local_dir = local_dir(&location, &opts)?;
         // a lock can be held for a moment by a handle being dropped elsewhere, or by a
         // process being spawned (it shares the descriptor until it execs): retry
         // briefly before reporting the bucket as in use
@@ -215,25 +202,7 @@ impl PersistingBackend {
                 other => break other?,
             }
         };
-        let lance_opts = LanceOptions {
-            // the bucket's one flush policy (LanceBucket::flush_due) decides, asked
-            // here after each put
-            flush_threshold: opts.flush_threshold,
-            column_compression: column_compression(opts.compression),
-            target_rows_per_fragment: opts.target_rows_per_fragment,
-            storage_options: opts.storage_options.clone().into_iter().collect(),
-            lease_term: opts.lease_term,
-            writer_id: writer_id(&storage_path, &local_dir)?,
-            flush_interval: opts.flush_interval,
-            version_retention: opts.version_retention,
-            retention: persisting_lance::Retention {
-                records: opts.retention_records,
-                bytes: opts.retention_bytes,
-                age: opts.retention_age,
-                ignores_groups: opts.retention_ignores_groups,
-            },
-            ..LanceOptions::default()
-        };
+        let lance_opts = opts.lance_options(writer_id(&location, &local_dir)?);
         // a flush commit left running by a dropped handle lands before this open counts
         // the rows (LanceBucket::open waits for it): the WAL is replayed after it
         let groups = persisting_lance::Groups::open_on(

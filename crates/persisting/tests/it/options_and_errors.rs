@@ -31,10 +31,15 @@ fn bad_option_values_name_the_option() {
         ),
     ] {
         let err = PersistingOptions::from_map(json.as_object().unwrap()).unwrap_err();
+        // refused by the facade's parse or by the Lance layer's bounds, both named
         match &err {
             StorageError::Options(OptionsError::Invalid { name: n, .. }) => assert_eq!(n, name),
+            StorageError::Lance(persisting::lance::Error::InvalidOption { name: n, .. }) => {
+                assert_eq!(*n, name)
+            }
             other => panic!("{name}: {other}"),
         }
+        assert!(err.is_invalid_option(), "{err}");
         assert!(err.to_string().contains(name), "{err}");
     }
     let (opts, ignored) = PersistingOptions::from_pairs([

@@ -2,6 +2,7 @@ from typing import Any, Awaitable
 
 __version__: str
 KNOWN_OPTIONS: list[str]
+DEFAULT_OPTIONS_JSON: str
 
 def close_gate() -> None: ...
 def round_trip(records: list[dict[str, Any]]) -> list[dict[str, Any]]: ...

@@ -17,6 +17,8 @@ event loop's thread and without the GIL.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import json
 import logging
 import os
 import warnings
@@ -92,19 +94,18 @@ def _key(path: str) -> str:
 #: (seconds since written), ``retention_ignores_groups`` (default False: records a
 #: consumer group has not committed past stay), ``version_retention`` (seconds old
 #: versions, and the space of trimmed records, are kept; default 600).
-_MORE_OPTIONS = (
-    "wal_dir",
-    "storage_options",
-    "lease_term",
-    "flush_interval",
-    "max_unflushed_bytes",
-    "put_timeout",
-    "retention_records",
-    "retention_bytes",
-    "retention_age",
-    "retention_ignores_groups",
-    "version_retention",
-)
+#: Every option's default, as the Rust library defines it (its ``to_map`` of the
+#: default options, in its units: seconds, bytes); the signatures below take theirs
+#: from here, and the library checks every value.
+_DEFAULTS: dict[str, Any] = json.loads(_native.DEFAULT_OPTIONS_JSON)
+
+#: options :class:`PersistingBackend` takes beyond its signature that
+#: :class:`LanceBackend` does not (its own signature names ``flush_threshold``)
+_PERSISTING_ONLY = ("flush_threshold", "target_rows_per_fragment")
+
+#: the library's options neither signature names, which both classes take as
+#: keyword arguments (filled below the classes, from their signatures)
+_MORE_OPTIONS: list[str] = []
 
 
 def _count(name: str, value: Any, minimum: int) -> int:
@@ -112,6 +113,14 @@ def _count(name: str, value: Any, minimum: int) -> int:
         raise InvalidOptionError(
             f"invalid option {name} = {value!r}: must be an int of at least {minimum}"
         )
+    return value
+
+
+def _option(name: str, value: Any) -> Any:
+    """A count option as given, checked by the library (an int: a bool or a float is
+    refused here, where its Python type is still known)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidOptionError(f"invalid option {name} = {value!r}: must be an int")
     return value
 
 
@@ -150,15 +159,15 @@ class LanceBackend:
         self,
         bucket_id: int,
         storage_path: str | os.PathLike[str],
-        batch_size: int = 100,
-        flush_threshold: int = 1000,
+        batch_size: int = _DEFAULTS["batch_size"],
+        flush_threshold: int = _DEFAULTS["flush_threshold"],
         **kwargs: Any,
     ) -> None:
         extra = {k: kwargs.pop(k) for k in _MORE_OPTIONS if k in kwargs}
         _warn_ignored(type(self), kwargs)
         options = {
-            "batch_size": _count("batch_size", batch_size, 1),
-            "flush_threshold": _count("flush_threshold", flush_threshold, 1),
+            "batch_size": _option("batch_size", batch_size),
+            "flush_threshold": _option("flush_threshold", flush_threshold),
             **extra,
         }
         self._open(bucket_id, storage_path, options)
@@ -356,29 +365,26 @@ class PersistingBackend(LanceBackend):
     _kind = "persisting"
 
     #: options accepted beyond the named parameters
-    _extra = (
-        "flush_threshold",
-        "target_rows_per_fragment",
-        "metrics_addr",
-        *_MORE_OPTIONS,
-    )
+    @property
+    def _extra(self) -> tuple[str, ...]:
+        return (*_PERSISTING_ONLY, "metrics_addr", *_MORE_OPTIONS)
 
     def __init__(
         self,
         bucket_id: int,
         storage_path: str | os.PathLike[str],
-        batch_size: int = 100,
-        enable_wal: bool = False,
-        compression: str | None = None,
-        enable_metrics: bool = False,
-        wal_sync_interval: float = 1.0,
-        max_wal_size: int = 100 * 1024 * 1024,
+        batch_size: int = _DEFAULTS["batch_size"],
+        enable_wal: bool = _DEFAULTS["enable_wal"],
+        compression: str | None = _DEFAULTS["compression"],
+        enable_metrics: bool = _DEFAULTS["enable_metrics"],
+        wal_sync_interval: float = _DEFAULTS["wal_sync_interval"],
+        max_wal_size: int = _DEFAULTS["max_wal_size"],
         **kwargs: Any,
     ) -> None:
         extra = {k: kwargs.pop(k) for k in self._extra if k in kwargs}
         _warn_ignored(type(self), kwargs)
         options: dict[str, Any] = {
-            "batch_size": _count("batch_size", batch_size, 1),
+            "batch_size": _option("batch_size", batch_size),
             "enable_wal": enable_wal,
             "compression": compression,
             "enable_metrics": enable_metrics,
@@ -398,6 +404,14 @@ class PersistingBackend(LanceBackend):
     def metrics_addr(self) -> str | None:
         """Where this process serves Prometheus metrics, if it does."""
         return _native.Bucket.metrics_addr()
+
+
+_MORE_OPTIONS.extend(
+    k
+    for k in _native.KNOWN_OPTIONS
+    if k not in inspect.signature(PersistingBackend.__init__).parameters
+    and k not in _PERSISTING_ONLY
+)
 
 
 #: the consumer groups of one bucket opened by path, without its writer:
