@@ -273,6 +273,17 @@ fn main() {
                 rate / raw,
                 streamed / raw
             );
+            settle();
+            let (again, durable) = ingest_paired_durable(
+                &tmp.path().join("again"),
+                &tmp.path().join("raw-durable"),
+                n,
+            )
+            .await;
+            println!(
+                "ingest of {n} records: {again:.0} records/s, raw appends fsynced after each {durable:.0}: {:.2}x",
+                again / durable
+            );
             return;
         }
         // `PERSISTING_BENCH_ONLY=random`: only random reads of PERSISTING_BENCH_ROWS
