@@ -279,7 +279,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     } else {
         "benchmarks"
     };
-    write(&docs.join(format!("{name}.md")), &md)?;
+    let path = docs.join(format!("{name}.md"));
+    write(&path, &with_notes_kept(&md, &path))?;
     write(&docs.join(format!("{name}.json")), &json(&rows, &machine))?;
     eprintln!(
         "xtask: wrote docs/{name}.md and docs/{name}.json (release build in {})",
@@ -292,6 +293,34 @@ pub fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// `generated` followed by the hand-written sections of the file at `path` (from
+/// its first `## ` heading on: the generated part has none), so a new run replaces
+/// the table and keeps the notes explaining earlier figures.
+fn with_notes_kept(generated: &str, path: &Path) -> String {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    match old.find("\n## ") {
+        Some(at) => format!("{generated}{}", &old[at..]),
+        None => generated.to_owned(),
+    }
+}
+
 fn write(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_table_keeps_the_hand_written_sections() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("b.md");
+        std::fs::write(&path, "# Benchmarks\n\n| old |\n\n## Notes\n\nwhy\n").unwrap();
+        let text = with_notes_kept("# Benchmarks\n\n| new |\n", &path);
+        assert_eq!(text, "# Benchmarks\n\n| new |\n\n## Notes\n\nwhy\n");
+        assert_eq!(with_notes_kept("x\n", &dir.join("absent.md")), "x\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
