@@ -7,7 +7,11 @@
 //!   so `persisted - log_start` is its row count;
 //! - neither moves back: a commit appends (`persisted` grows by its records), a trim
 //!   moves `log_start` forward, and any other new version (a compaction, a schema
-//!   or config change) keeps both.
+//!   or config change) keeps both;
+//! - `persisted` covers durable records only: a version that adds records is taken
+//!   here after its files were fsynced (the commit task syncs before it returns; a
+//!   reconcile syncs before it adopts), because an owner checkpoints its WAL to
+//!   `persisted` (the facade's flush owner does, whenever it sees it move).
 
 use std::sync::Arc;
 

@@ -326,11 +326,13 @@ impl LanceBucket {
         }
         self.storage.versions.seen(version);
         self.reads.retain_live(&latest);
+        // the landed records count as persisted only once their files are durable:
+        // the facade checkpoints its WAL to the persisted count
+        self.sync_files(Seal::NewFiles).await?;
         let landed = (rows - self.committed.persisted()) as usize;
-        // the records that landed leave the buffer with the version that holds them
+        // and they leave the buffer with the version that holds them
         self.committed.adopt(latest, start, rows);
         self.buffer.drop_landed(landed);
-        self.sync_files(Seal::NewFiles).await?;
         if landed > 0 {
             self.commits.flushes += 1;
         }
