@@ -6,13 +6,21 @@
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-/// Prints the records of this crate's targets (`persisting…`) at `Info` and above to
-/// standard error as `persisting: {message}`; other crates' records are left out.
+/// Whether a `log` record is one of the library's diagnostics: a target of its
+/// crates (`persisting…`) at `Info` or above. Other crates' records (Lance's,
+/// DataFusion's) are left to the application. Every route of this workspace
+/// ([`log_to_stderr`], the Python package's) shows these and only these.
+pub fn is_diagnostic(metadata: &Metadata<'_>) -> bool {
+    metadata.level() <= Level::Info && metadata.target().starts_with("persisting")
+}
+
+/// Prints the library's diagnostics ([`is_diagnostic`]) to standard error as
+/// `persisting: {message}`.
 struct Stderr;
 
 impl Log for Stderr {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= Level::Info && metadata.target().starts_with("persisting")
+        is_diagnostic(metadata)
     }
 
     fn log(&self, record: &Record<'_>) {
@@ -39,11 +47,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_this_crates_records_at_info_and_above() {
+    fn only_the_librarys_records_at_info_and_above() {
         let at = |level, target| Metadata::builder().level(level).target(target).build();
-        assert!(Stderr.enabled(&at(Level::Warn, "persisting::options")));
-        assert!(Stderr.enabled(&at(Level::Info, "persisting_lance::store")));
-        assert!(!Stderr.enabled(&at(Level::Debug, "persisting::options")));
-        assert!(!Stderr.enabled(&at(Level::Warn, "datafusion::physical_plan")));
+        assert!(is_diagnostic(&at(Level::Warn, "persisting::options")));
+        assert!(is_diagnostic(&at(Level::Info, "persisting_lance::store")));
+        assert!(!is_diagnostic(&at(Level::Debug, "persisting::options")));
+        assert!(!is_diagnostic(&at(
+            Level::Warn,
+            "datafusion::physical_plan"
+        )));
     }
 }

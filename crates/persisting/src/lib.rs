@@ -50,7 +50,7 @@ mod queue;
 
 pub use backend::{BackendStats, StorageBackend, record_stream};
 pub use bucket::{LanceBackend, PersistingBackend};
-pub use diagnostics::log_to_stderr;
+pub use diagnostics::{is_diagnostic, log_to_stderr};
 pub use error::{BucketError, NoRoom, OptionsError, QueueError, Result, StorageError, WALError};
 pub use groups::{BucketGroups, GroupLag};
 pub use layout::{LOCK_FILE, WAL_DIR, WRITER_FILE};

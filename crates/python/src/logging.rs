@@ -11,7 +11,7 @@ struct ToPython;
 
 impl Log for ToPython {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= Level::Info && metadata.target().starts_with("persisting")
+        persisting::is_diagnostic(metadata)
     }
 
     fn log(&self, record: &Record<'_>) {

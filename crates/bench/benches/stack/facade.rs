@@ -232,7 +232,7 @@ pub(crate) async fn facade_rows(root: &Path) {
         .await
         .unwrap();
     settle();
-    let (ours, raw) = paired_with_raw(&root.join("grouped-raw"), n, async |batches| {
+    let (ours, raw) = paired_with_raw(&root.join("grouped-raw"), n, Raw::Bare, async |batches| {
         put_chunk(&b, batches).await
     })
     .await;

@@ -101,33 +101,26 @@ pub(crate) async fn append_chunk(b: &mut LanceBucket, batches: Vec<Vec<Record>>)
     t.elapsed()
 }
 
+/// The raw side of an ingest comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Raw {
+    /// Lance's appends as they are (no fsync).
+    Bare,
+    /// Each append made durable as a commit of ours is: every file of the dataset
+    /// not fsynced yet, then every directory, fsynced after it (one round, where ours
+    /// orders data files before the manifest: a lower bound of what durability costs
+    /// the raw path).
+    Durable,
+}
+
 /// Ours as [`ingest_ready`] measures it and the raw path as [`ingest_raw`] does, of
 /// the same rows (see [`paired_with_raw`]).
-pub(crate) async fn ingest_paired(ours_dir: &Path, raw_dir: &Path, n: u64) -> (f64, f64) {
+pub(crate) async fn ingest_paired(ours_dir: &Path, raw_dir: &Path, n: u64, raw: Raw) -> (f64, f64) {
     let mut b = ingest_bucket(ours_dir).await;
-    paired_with_raw(raw_dir, n, async |batches| {
+    paired_with_raw(raw_dir, n, raw, async |batches| {
         append_chunk(&mut b, batches).await
     })
     .await
-}
-
-/// Ours against the raw appends made durable ([`ingest_raw_durable`]), of the same
-/// rows, alternated chunk by chunk as [`paired_with_raw`] does. Returns (ours, raw
-/// durable) records/s.
-pub(crate) async fn ingest_paired_durable(ours_dir: &Path, raw_dir: &Path, n: u64) -> (f64, f64) {
-    let mut b = ingest_bucket(ours_dir).await;
-    let (mut mine, mut durable) = (Duration::ZERO, Duration::ZERO);
-    for (i, batches) in ready_chunks(n).enumerate() {
-        mine += append_chunk(&mut b, batches).await;
-        pause();
-        let start = i as u64 * READY_CHUNK;
-        durable += ingest_raw_durable(raw_dir, start..(start + READY_CHUNK).min(n)).await;
-        pause();
-    }
-    (
-        n as f64 / mine.as_secs_f64(),
-        n as f64 / durable.as_secs_f64(),
-    )
 }
 
 /// `ours` (the time to store a chunk of batches, made durable) and the raw path as
@@ -139,6 +132,7 @@ pub(crate) async fn ingest_paired_durable(ours_dir: &Path, raw_dir: &Path, n: u6
 pub(crate) async fn paired_with_raw(
     raw_dir: &Path,
     n: u64,
+    kind: Raw,
     mut ours: impl AsyncFnMut(Vec<Vec<Record>>) -> Duration,
 ) -> (f64, f64) {
     let (mut mine, mut raw) = (Duration::ZERO, Duration::ZERO);
@@ -149,14 +143,14 @@ pub(crate) async fn paired_with_raw(
         // finish (and write-back settle) before the raw side's clock starts
         pause();
         let start = i as u64 * READY_CHUNK;
-        let r = ingest_raw(raw_dir, start..(start + READY_CHUNK).min(n)).await;
+        let r = ingest_raw(raw_dir, start..(start + READY_CHUNK).min(n), kind).await;
         ratios.push(format!("{:.2}", r.as_secs_f64() / o.as_secs_f64()));
         pause();
         mine += o;
         raw += r;
     }
     println!(
-        "ingest vs raw by chunk of {READY_CHUNK}: {}",
+        "ingest vs raw ({kind:?}) by chunk of {READY_CHUNK}: {}",
         ratios.join(" ")
     );
     (n as f64 / mine.as_secs_f64(), n as f64 / raw.as_secs_f64())
@@ -192,33 +186,9 @@ pub(crate) fn pause() {
 }
 
 /// The raw path: rows `rows`, already Arrow batches of the same commit size,
-/// appended with Lance directly (no fsync, no checksums); returns the time the
-/// appends took.
-pub(crate) async fn ingest_raw(dir: &Path, rows: Range<u64>) -> Duration {
-    let uri = dir.join("raw.lance").to_string_lossy().into_owned();
-    let mut spent = Duration::ZERO;
-    for start in rows.clone().step_by(INGEST_FLUSH as usize) {
-        let batch = arrow_batch(start, INGEST_FLUSH.min(rows.end - start));
-        let schema = batch.schema();
-        let reader = RecordBatchIterator::new(vec![Ok(batch)], schema);
-        let params = WriteParams {
-            mode: WriteMode::Append,
-            ..WriteParams::default()
-        };
-        let t = Instant::now();
-        Dataset::write(reader, uri.as_str(), Some(params))
-            .await
-            .unwrap();
-        spent += t.elapsed();
-    }
-    spent
-}
-
-/// [`ingest_raw`] made durable as a commit of ours is: after each append, every
-/// file of the dataset not fsynced yet, then every directory, is fsynced (one round,
-/// where ours orders data files before the manifest: a lower bound of what
-/// durability costs the raw path).
-pub(crate) async fn ingest_raw_durable(dir: &Path, rows: Range<u64>) -> Duration {
+/// appended with Lance directly (no checksums; fsynced only as `kind` says);
+/// returns the time the appends took.
+pub(crate) async fn ingest_raw(dir: &Path, rows: Range<u64>, kind: Raw) -> Duration {
     let root = dir.join("raw.lance");
     let uri = root.to_string_lossy().into_owned();
     let mut synced = std::collections::HashSet::new();
@@ -235,13 +205,15 @@ pub(crate) async fn ingest_raw_durable(dir: &Path, rows: Range<u64>) -> Duration
         Dataset::write(reader, uri.as_str(), Some(params))
             .await
             .unwrap();
-        let root = root.clone();
-        synced = tokio::task::spawn_blocking(move || {
-            fsync_new(&root, &mut synced);
-            synced
-        })
-        .await
-        .unwrap();
+        if kind == Raw::Durable {
+            let root = root.clone();
+            synced = tokio::task::spawn_blocking(move || {
+                fsync_new(&root, &mut synced);
+                synced
+            })
+            .await
+            .unwrap();
+        }
         spent += t.elapsed();
     }
     spent
@@ -416,11 +388,12 @@ pub(crate) async fn lance_rows(root: &Path) {
     println!("ingest of {n} records: peak RSS {peak:.0} MiB (process start {before:.0} MiB)");
     settle();
     let ready_dir = root.join("ready");
-    let (ours, raw) = ingest_paired(&ready_dir, &root.join("raw"), n).await;
+    let (ours, raw) = ingest_paired(&ready_dir, &root.join("raw"), n, Raw::Bare).await;
     let _ = std::fs::remove_dir_all(&ready_dir);
     settle();
     let again = root.join("ready-again");
-    let (ours_again, durable) = ingest_paired_durable(&again, &root.join("raw-durable"), n).await;
+    let (ours_again, durable) =
+        ingest_paired(&again, &root.join("raw-durable"), n, Raw::Durable).await;
     let _ = std::fs::remove_dir_all(&again);
     row(
         "lance",

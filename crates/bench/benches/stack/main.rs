@@ -263,7 +263,8 @@ fn main() {
             let c0 = cpu_secs();
             let t0 = Instant::now();
             let (rate, raw) =
-                ingest_paired(&tmp.path().join("ingest"), &tmp.path().join("raw"), n).await;
+                ingest_paired(&tmp.path().join("ingest"), &tmp.path().join("raw"), n, Raw::Bare)
+                    .await;
             println!(
                 "ready ingest and raw, alternated: {:.2} cores busy",
                 (cpu_secs() - c0) / t0.elapsed().as_secs_f64()
@@ -274,10 +275,11 @@ fn main() {
                 streamed / raw
             );
             settle();
-            let (again, durable) = ingest_paired_durable(
+            let (again, durable) = ingest_paired(
                 &tmp.path().join("again"),
                 &tmp.path().join("raw-durable"),
                 n,
+                Raw::Durable,
             )
             .await;
             println!(

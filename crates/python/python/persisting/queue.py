@@ -108,19 +108,16 @@ _PERSISTING_ONLY = ("flush_threshold", "target_rows_per_fragment")
 _MORE_OPTIONS: list[str] = []
 
 
-def _count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidOptionError(
-            f"invalid option {name} = {value!r}: must be an int of at least {minimum}"
-        )
-    return value
-
-
-def _option(name: str, value: Any) -> Any:
-    """A count option as given, checked by the library (an int: a bool or a float is
-    refused here, where its Python type is still known)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidOptionError(f"invalid option {name} = {value!r}: must be an int")
+def _count(name: str, value: Any, minimum: int | None = None) -> int:
+    """An int (a bool or a float is refused here, where its Python type is still
+    known), at least ``minimum`` when given; without, the library checks the bounds."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or (minimum is not None and value < minimum)
+    ):
+        bound = "" if minimum is None else f" of at least {minimum}"
+        raise InvalidOptionError(f"invalid option {name} = {value!r}: must be an int{bound}")
     return value
 
 
@@ -166,8 +163,8 @@ class LanceBackend:
         extra = {k: kwargs.pop(k) for k in _MORE_OPTIONS if k in kwargs}
         _warn_ignored(type(self), kwargs)
         options = {
-            "batch_size": _option("batch_size", batch_size),
-            "flush_threshold": _option("flush_threshold", flush_threshold),
+            "batch_size": _count("batch_size", batch_size),
+            "flush_threshold": _count("flush_threshold", flush_threshold),
             **extra,
         }
         self._open(bucket_id, storage_path, options)
@@ -384,7 +381,7 @@ class PersistingBackend(LanceBackend):
         extra = {k: kwargs.pop(k) for k in self._extra if k in kwargs}
         _warn_ignored(type(self), kwargs)
         options: dict[str, Any] = {
-            "batch_size": _option("batch_size", batch_size),
+            "batch_size": _count("batch_size", batch_size),
             "enable_wal": enable_wal,
             "compression": compression,
             "enable_metrics": enable_metrics,
