@@ -163,17 +163,28 @@ fn schema_evolution_and_compaction_work_remotely(store: Store) {
 
 /// The lease objects of the bucket at `uri`, removed behind the holder's back.
 async fn remove_lease(uri: &str) {
-    use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
+    let (store, leases) = lease_objects(uri).await;
+    assert!(!leases.is_empty());
+    for meta in leases {
+        store.delete(&meta.location).await.unwrap();
+    }
+}
+
+/// The store of the bucket at `uri` and the lease objects in it.
+async fn lease_objects(
+    uri: &str,
+) -> (
+    Arc<dyn object_store::ObjectStore>,
+    Vec<object_store::ObjectMeta>,
+) {
+    use futures::TryStreamExt;
     let (store, base) = lance_io::object_store::ObjectStore::from_uri(uri)
         .await
         .unwrap();
     let dir = base.clone().join(persisting_lance::LEASE_DIR);
-    let leases: Vec<_> = store.inner.list(Some(&dir)).try_collect().await.unwrap();
-    assert!(!leases.is_empty());
-    for meta in leases {
-        store.inner.delete(&meta.location).await.unwrap();
-    }
+    let leases = store.inner.list(Some(&dir)).try_collect().await.unwrap();
+    (Arc::clone(&store.inner), leases)
 }
 
 fn lease_options(term_ms: u64) -> LanceOptions {
@@ -205,17 +216,62 @@ fn a_second_writer_is_refused_by_the_lease_and_names_the_holder(store: Store) {
 fn a_writer_that_keeps_writing_keeps_its_lease_past_its_term(store: Store) {
     rt().block_on(async {
         let uri = store.uri();
-        // writes every 150 ms for twice the term: renewed once half of it has passed
-        let mut first = LanceBucket::open(&uri, lease_options(800)).await.unwrap();
-        for k in 0..11 {
+        let term = std::time::Duration::from_millis(2000);
+        let start = std::time::SystemTime::now();
+        let mut first = LanceBucket::open(&uri, lease_options(2000)).await.unwrap();
+        let second = LanceBucket::open(&uri, lease_options(2000)).await.unwrap();
+        // writes every 150 ms until more than a term has passed and the lease in the
+        // store was renewed lately (its expiry at least half a term ahead): how long
+        // a renewal takes on a loaded store decides how many writes that is, not
+        // whether the test passes
+        let mut k = 0;
+        let renewed = loop {
             first.put_batch(batch(k * 10, 10)).unwrap();
             first.flush().await.unwrap();
+            k += 1;
+            let (number, expires) = newest_lease(&uri).await;
+            let now = std::time::SystemTime::now();
+            if now.duration_since(start).unwrap() > term * 5 / 4 && expires > now + term / 2 {
+                break number;
+            }
+            assert!(
+                now.duration_since(start).unwrap() < term * 20,
+                "no renewal in {k} writes: the newest lease is number {number}"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-        }
-        let second = LanceBucket::open(&uri, lease_options(800)).await.unwrap();
+        };
+        assert!(
+            renewed > 1,
+            "the lease was never renewed (number {renewed})"
+        );
         let err = second.ensure_writer().await.unwrap_err();
         assert!(matches!(err, Error::LeaseHeld { .. }), "{err}");
+        assert_eq!(first.read(0, 10_000).await.unwrap().len(), k as usize * 10);
     });
+}
+
+/// The number and expiry of the newest lease object of the bucket at `uri`.
+async fn newest_lease(uri: &str) -> (u64, std::time::SystemTime) {
+    use object_store::ObjectStoreExt;
+    let (store, leases) = lease_objects(uri).await;
+    let newest = leases
+        .iter()
+        .max_by_key(|meta| meta.location.filename().map(str::to_owned))
+        .expect("a lease object");
+    let number = newest.location.filename().unwrap().parse().unwrap();
+    let bytes = store
+        .get(&newest.location)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let content: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let ms = content["expires_unix_ms"].as_u64().unwrap();
+    (
+        number,
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+    )
 }
 
 fn a_stale_writer_whose_lease_was_taken_over_cannot_commit(store: Store) {
