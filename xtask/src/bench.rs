@@ -237,12 +237,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
             other => return Err(format!("unknown bench argument {other:?}")),
         }
     }
-    // the stack benchmark's s3 rows run against a local S3 server
-    let _server = if python_only {
-        None
-    } else {
-        crate::s3::start()?
-    };
+    // the s3 rows (the stack benchmark's and the Python drain's) run against a
+    // local S3 server
+    let _server = crate::s3::start()?;
     let release = crate::release::build()?;
     let mut rows = Vec::new();
     for name in BENCHES {

@@ -4,7 +4,7 @@ Prints one `BENCH-ROW|group|measurement|ours|baseline|unit|ratio|floor` line per
 comparison (the format `cargo xtask bench` gathers) and a readable line beside it.
 Needs the package installed from a release build (`cargo xtask bench` does it).
 
-    python benches/compare.py [--records N] [--only ingest,read,parts,convert,pulsing,rss]
+    python benches/compare.py [--records N] [--only ingest,read,s3,parts,convert,pulsing,rss]
 """
 
 from __future__ import annotations
@@ -102,6 +102,131 @@ async def bench_read(ours_path: str, pylance_path: str, records: int) -> None:
         ours_trip, theirs_trip, "calls/s", "-")
     row("python", f"get(100, random offset) on {records:,} rows vs pylance to_table(offset, limit).to_pylist() (median of {rounds} alternated rounds)",
         statistics.median(ours), statistics.median(theirs), "reads/s", ">=2")
+
+
+async def bench_drain(ours_path: str, pylance_path: str, records: int) -> None:
+    """A consumer draining the whole bucket with get_stream, against pylance's own
+    streaming read of the same records turned into dicts (best of alternated runs)."""
+    b = LanceBackend(bucket_id=0, storage_path=ours_path)
+    ds = lance.dataset(pylance_path)
+    ours, theirs = [], []
+    for _ in range(3):
+        gc.collect()
+        start = time.perf_counter()
+        got = 0
+        async for batch in b.get_stream(limit=records):
+            got += len(batch)
+        ours.append(got / (time.perf_counter() - start))
+        assert got == records, got
+        del batch
+        gc.collect()
+        start = time.perf_counter()
+        got = 0
+        for rb in ds.to_batches():
+            got += len(rb.to_pylist())
+        theirs.append(got / (time.perf_counter() - start))
+        assert got == records, got
+    await b.close()
+    row("python", f"get_stream drain of {records:,} records vs pylance to_batches() + to_pylist() (best of 3 alternated)",
+        max(ours), max(theirs), "records/s", ">=1.2")
+
+
+async def bench_get_parts(ours_path: str, pylance_path: str, records: int, n: int = 5000) -> None:
+    """Where a get(5000) spends its time, each part against its bound: the read
+    (Lance, row checks, records; GIL released) against pylance reading the same rows
+    as Arrow, and the conversion to dicts against Python building the same dicts
+    itself from values it already holds. The rest of an awaited get is the hop
+    between the event loop and the storage runtime."""
+    b = LanceBackend(bucket_id=0, storage_path=ours_path)
+    ds = lance.dataset(pylance_path)
+    starts = list(range(0, min(records, 200_000) - n + 1, n))
+    await b.get(n, 0)
+    ds.to_table(offset=0, limit=n)
+    whole, read, convert, arrow, literal, pylist = [], [], [], [], [], []
+    for _ in range(3):
+        gc.collect()
+        t = time.perf_counter()
+        for o in starts:
+            got = await b.get(n, o)
+        whole.append((time.perf_counter() - t) / len(starts))
+        del got
+        gc.collect()
+        r = c = 0.0
+        for o in starts:
+            got, rs, cs = b._bucket._get_timed(o, n)
+            r, c = r + rs, c + cs
+        read.append(r / len(starts))
+        convert.append(c / len(starts))
+        keys = list(got[0])
+        rows = [tuple(d.values()) for d in got]
+        del got
+        gc.collect()
+        t = time.perf_counter()
+        for o in starts:
+            ds.to_table(offset=o, limit=n)
+        arrow.append((time.perf_counter() - t) / len(starts))
+        table = ds.to_table(offset=starts[-1], limit=n)
+        t = time.perf_counter()
+        for _ in starts:
+            table.to_pylist()
+        pylist.append((time.perf_counter() - t) / len(starts))
+        del table
+        k0, k1, k2, k3, k4 = keys
+        t = time.perf_counter()
+        for _ in starts:
+            built = [{k0: a, k1: b_, k2: c_, k3: d, k4: e} for a, b_, c_, d, e in rows]
+        literal.append((time.perf_counter() - t) / len(starts))
+        del built
+    await b.close()
+    w, r, c = min(whole), min(read), min(convert)
+    print(f"  get({n:,}) on {records:,} rows: {w * 1e3:.2f} ms = read {r * 1e3:.2f} + conversion "
+          f"{c * 1e3:.2f} + the rest {(w - r - c) * 1e3:.2f} (the hop, and freeing the result before; "
+          f"best of 3 passes); pyarrow's to_pylist of {n:,} rows: {min(pylist) * 1e3:.2f} ms", flush=True)
+    row("python", f"get({n:,}) part 1, the read (Lance, row checks, records; GIL released) vs pylance to_table(offset, {n:,}) of the same rows (Arrow only)",
+        n / r, n / min(arrow), "records/s", "-")
+    row("python", f"get({n:,}) part 2, records to dicts (GIL held) vs Python building the same {n:,} dicts from values it holds (dict displays)",
+        n / c, n / min(literal), "records/s", "-")
+
+
+async def bench_s3_drain(tmp: str, records: int) -> None:
+    """A consumer on s3:// draining a bucket with get_stream against pylance scanning
+    the same dataset on the same server into dicts (to_batches() + to_pylist())."""
+    root = os.environ.get("PERSISTING_TEST_S3")
+    if not root:
+        print("  python: s3 drain skipped: PERSISTING_TEST_S3 is not set (scripts/s3-server.sh)", flush=True)
+        return
+    uri = f"{root.rstrip('/')}/pybench-{os.getpid()}-{int(time.time())}/bucket_0"
+    local = os.path.join(tmp, "s3-local")
+    w = LanceBackend(bucket_id=0, storage_path=uri, wal_dir=local)
+    for s in range(0, records, BATCH):
+        await w.put_batch(make_batch(s, BATCH))
+    await w.flush()
+    await w.close()
+    keys = ["AWS_ENDPOINT", "AWS_ALLOW_HTTP", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"]
+    opts = {k.lower(): os.environ[k] for k in keys if k in os.environ}
+    ours, theirs = [], []
+    for _ in range(2):
+        gc.collect()
+        start = time.perf_counter()
+        # the writer's local directory: the same writer restarted (a closed writer's
+        # lease holds until its term ends against any other)
+        b = LanceBackend(bucket_id=0, storage_path=uri, wal_dir=local)
+        got = 0
+        async for batch in b.get_stream(limit=records):
+            got += len(batch)
+        ours.append(got / (time.perf_counter() - start))
+        assert got == records, got
+        await b.close()
+        gc.collect()
+        start = time.perf_counter()
+        ds = lance.dataset(f"{uri}/data.lance", storage_options=opts)
+        got = 0
+        for rb in ds.to_batches():
+            got += len(rb.to_pylist())
+        theirs.append(got / (time.perf_counter() - start))
+        assert got == records, got
+    row("python", f"on s3://: open + get_stream drain of {records:,} records vs pylance open + to_batches() + to_pylist() of the same dataset (best of 2 alternated)",
+        max(ours), max(theirs), "records/s", ">=1")
 
 
 async def bench_ingest_parts(tmp: str, records: int) -> None:
@@ -227,7 +352,7 @@ def bench_rss(tmp: str, records: int) -> None:
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=1_000_000)
-    ap.add_argument("--only", default="ingest,read,parts,convert,pulsing,rss")
+    ap.add_argument("--only", default="ingest,read,s3,parts,convert,pulsing,rss")
     args = ap.parse_args()
     only = set(args.only.split(","))
     print(f"persisting {persisting.__version__} from {os.path.dirname(persisting.__file__)}; "
@@ -238,6 +363,10 @@ async def main() -> None:
             ours_path, pylance_path = await bench_ingest(tmp, args.records)
             if "read" in only:
                 await bench_read(ours_path, pylance_path, args.records)
+                await bench_get_parts(ours_path, pylance_path, args.records)
+                await bench_drain(ours_path, pylance_path, args.records)
+        if "s3" in only:
+            await bench_s3_drain(tmp, args.records)
         if "parts" in only:
             await bench_ingest_parts(tmp, args.records)
         if "convert" in only:

@@ -290,6 +290,28 @@ impl Bucket {
         })
     }
 
+    /// `get(offset, limit)` in its two parts, timed apart, for benchmarks: blocks on
+    /// the read (GIL released), then builds the dicts. Returns the list, the read's
+    /// seconds and the conversion's; what `await get` costs beyond their sum is the
+    /// hop between the event loop and the runtime.
+    #[pyo3(name = "_get_timed")]
+    fn get_timed<'py>(
+        &self,
+        py: Python<'py>,
+        offset: u64,
+        limit: usize,
+    ) -> PyResult<(Bound<'py, PyList>, f64, f64)> {
+        let backend = self.open()?;
+        let started = std::time::Instant::now();
+        let records = py
+            .detach(|| runtime().map(|rt| rt.block_on(backend.get(offset, Some(limit)))))?
+            .map_err(errors::storage)?;
+        let read = started.elapsed().as_secs_f64();
+        let started = std::time::Instant::now();
+        let list = Records(records).into_pyobject(py)?;
+        Ok((list, read, started.elapsed().as_secs_f64()))
+    }
+
     /// [`Bucket::close`] for code without an event loop: blocks, GIL released.
     fn close_sync(&self, py: Python<'_>) -> PyResult<()> {
         match self.take() {

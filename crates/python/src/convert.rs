@@ -235,28 +235,45 @@ pub(crate) fn records(ob: &Bound<'_, PyAny>) -> PyResult<Vec<Record>> {
 
 /// The Python `str` of each field name met while building one result, so each
 /// distinct name is made once (records read together share their names' `Arc`).
+/// Records of one batch have their fields in the same order: the name at position
+/// `j` of the record before is tried first, by pointer, so a name costs no search.
 #[derive(Default)]
 struct Names {
     seen: Vec<(Arc<str>, Py<PyString>)>,
+    /// index into `seen` of the name last met at each field position
+    at: Vec<usize>,
 }
 
 /// Distinct names remembered per result; past this, names are made per field.
 const NAMES_MAX: usize = 256;
 
 impl Names {
-    fn get<'py>(&mut self, py: Python<'py>, name: &Arc<str>) -> Bound<'py, PyString> {
-        if let Some((_, s)) = self
+    /// The `str` of `name`, met at field position `j` of a record.
+    fn get<'py>(&mut self, py: Python<'py>, j: usize, name: &Arc<str>) -> Bound<'py, PyString> {
+        if let Some(&k) = self.at.get(j)
+            && Arc::ptr_eq(&self.seen[k].0, name)
+        {
+            return self.seen[k].1.bind(py).clone();
+        }
+        let found = self
             .seen
             .iter()
-            .find(|(n, _)| Arc::ptr_eq(n, name) || **n == **name)
-        {
-            return s.bind(py).clone();
+            .position(|(n, _)| Arc::ptr_eq(n, name) || **n == **name);
+        let k = match found {
+            Some(k) => k,
+            None if self.seen.len() < NAMES_MAX => {
+                let s = PyString::new(py, name);
+                self.seen.push((Arc::clone(name), s.unbind()));
+                self.seen.len() - 1
+            }
+            None => return PyString::new(py, name),
+        };
+        if j < self.at.len() {
+            self.at[j] = k;
+        } else if j == self.at.len() {
+            self.at.push(k);
         }
-        let s = PyString::new(py, name);
-        if self.seen.len() < NAMES_MAX {
-            self.seen.push((Arc::clone(name), s.clone().unbind()));
-        }
-        s
+        self.seen[k].1.bind(py).clone()
     }
 }
 
@@ -285,8 +302,8 @@ fn record_to_py<'py>(
     names: &mut Names,
 ) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
-    for (name, v) in r.iter_shared() {
-        dict.set_item(names.get(py, name), value_to_py(py, v, names)?)?;
+    for (j, (name, v)) in r.iter_shared().enumerate() {
+        dict.set_item(names.get(py, j, name), value_to_py(py, v, names)?)?;
     }
     Ok(dict)
 }
@@ -302,11 +319,12 @@ impl<'py> IntoPyObject<'py> for Records {
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let mut names = Names::default();
-        let list = PyList::empty(py);
-        for r in &self.0 {
-            list.append(record_to_py(py, r, &mut names)?)?;
-        }
-        Ok(list)
+        let dicts = self
+            .0
+            .iter()
+            .map(|r| record_to_py(py, r, &mut names))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, dicts)
     }
 }
 

@@ -48,6 +48,36 @@ def test_conversion_round_trips_exactly():
     assert math.isnan(out[1]["nan"])
 
 
+def test_names_follow_each_record_whatever_the_shapes_of_its_neighbours():
+    # field names are cached by position from one record to the next: records whose
+    # fields move, vanish or nest must still get their own names, in their own order
+    dicts = [
+        {"a": 1, "b": 2},
+        {"b": 3, "a": 4},
+        {"a": 5},
+        {"c": {"a": 6, "b": {"b": 7}}, "a": 8},
+        {"a": 9, "b": 10},
+        {},
+        {"b": 11},
+    ]
+    out = _native.round_trip(dicts)
+    assert out == dicts
+    assert [list(d) for d in out] == [list(d) for d in dicts]
+    assert list(out[3]["c"]) == ["a", "b"]
+
+
+async def test_get_in_its_timed_parts_reads_what_get_reads(tmp_path):
+    b = PersistingBackend(bucket_id=0, storage_path=str(tmp_path))
+    await b.put_batch([{"i": i, "s": str(i)} for i in range(50)])
+    await b.flush()
+    await b.put_batch([{"i": 50, "s": "50"}])
+    got, read, convert = b._bucket._get_timed(40, 20)
+    assert got == await b.get(20, 40)
+    assert [r["i"] for r in got] == list(range(40, 51))
+    assert read > 0 and convert > 0
+    await b.close()
+
+
 @pytest.mark.parametrize("wal", [False, True])
 async def test_values_round_trip_through_buffer_lance_and_wal(tmp_path, wal):
     opts = dict(enable_wal=wal, wal_sync_interval=0, compression="zstd" if wal else None)
