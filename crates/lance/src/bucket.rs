@@ -489,6 +489,18 @@ impl LanceBucket {
         lease.ensure(&self.storage.lease).await
     }
 
+    /// Gives up the writer lease of a remote dataset, so that the next writer takes
+    /// the bucket at once rather than after the lease's term; call it once the last
+    /// flush has landed (the facade's `close` does). This handle commits nothing
+    /// afterwards ([`Error::LeaseLost`]). Nothing to do for a local dataset, or for a
+    /// handle that never wrote.
+    pub async fn release_writer(&self) -> Result<()> {
+        match self.storage.lease.get() {
+            Some(lease) => lease.release().await,
+            None => Ok(()),
+        }
+    }
+
     /// Sees commits made since open by another process (for a reader; a bucket has a
     /// single writer). Buffered records of this handle are kept.
     pub async fn refresh(&mut self) -> Result<()> {

@@ -236,6 +236,8 @@ fn a_bucket_at_an_object_store_uri_round_trips_with_its_wal_on_local_disk() {
 
 #[test]
 fn on_s3_a_writer_in_another_process_is_refused_naming_the_holder_and_reads_still_work() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
     // a real S3-compatible server, when one is configured (scripts/s3-server.sh; CI)
     let Some(uri) = crate::s3_bucket_uri("cli") else {
         return;
@@ -248,10 +250,43 @@ fn on_s3_a_writer_in_another_process_is_refused_naming_the_holder_and_reads_stil
     let put = |wal: &str, lines: &str| {
         persisting(&["put", &uri, "-o", "enable_wal=true", "-o", wal], lines)
     };
-    let first = put(&here_opt, "{\"n\": 1}\n{\"n\": 2}\n");
-    assert!(first.status.success(), "{}", text(&first.stderr));
-    // another machine (its own wal_dir, so no file lock between them), within the
-    // first writer's lease term
+    let count = |wal: &str| {
+        let get = persisting(&["get", &uri, "-o", wal], "");
+        assert!(get.status.success(), "{}", text(&get.stderr));
+        text(&get.stdout).lines().count()
+    };
+    // a live writer, flushing each record as it comes
+    let mut first = Command::new(env!("CARGO_BIN_EXE_persisting"))
+        .args(["put", &uri, "--batch", "1", "-o", "enable_wal=true"])
+        .args(["-o", &here_opt, "-o", "flush_threshold=1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = first.stdin.take().unwrap();
+    stdin.write_all(b"{\"n\": 1}\n{\"n\": 2}\n").unwrap();
+    stdin.flush().unwrap();
+    // it holds the lease once its records are in the dataset. Looked at through its
+    // own wal_dir once it holds that (its WRITER file is written under its LOCK): a
+    // `get` reads a bucket locked elsewhere from Lance without opening it, where a
+    // `get` from anywhere else would open the bucket, taking the lease before it
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !here.path().join("WRITER").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never opened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    while count(&here_opt) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never flushed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // another machine (its own wal_dir, so no file lock between them) is refused
     let second = put(&there_opt, "{\"n\": 3}\n");
     assert!(!second.status.success());
     let err = text(&second.stderr);
@@ -260,19 +295,18 @@ fn on_s3_a_writer_in_another_process_is_refused_naming_the_holder_and_reads_stil
         "{err}"
     );
     // it still reads what the writer flushed
-    let get = persisting(&["get", &uri, "-o", &there_opt], "");
-    assert!(get.status.success(), "{}", text(&get.stderr));
-    assert_eq!(text(&get.stdout).lines().count(), 2);
-    // the first writer, restarted on its own wal_dir, takes its lease back at once
-    let again = put(&here_opt, "{\"n\": 3}\n");
+    assert_eq!(count(&there_opt), 2);
+    // the writer ends cleanly, releasing its lease: the other machine takes the
+    // bucket at once, well within the 30 s term
+    drop(stdin);
+    let ended = first.wait_with_output().unwrap();
+    assert!(ended.status.success(), "{}", text(&ended.stderr));
+    let second = put(&there_opt, "{\"n\": 3}\n");
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    // and the first writer, restarted on its own wal_dir, takes the lease again
+    let again = put(&here_opt, "{\"n\": 4}\n");
     assert!(again.status.success(), "{}", text(&again.stderr));
-    let get = persisting(&["get", &uri, "-o", &here_opt], "");
-    assert_eq!(
-        text(&get.stdout).lines().count(),
-        3,
-        "{}",
-        text(&get.stdout)
-    );
+    assert_eq!(count(&here_opt), 4);
 }
 
 #[test]

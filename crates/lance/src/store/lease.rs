@@ -19,7 +19,9 @@
 //!   the store answers unless another writer has taken the lease meanwhile (its
 //!   object is then found, by the put-if-absent or the listing after it);
 //! - another writer takes the lease over only after its expiry, by its own clock (or
-//!   at once if the newest lease names it: the same writer, restarted);
+//!   at once if the newest lease names it: the same writer, restarted); a writer that
+//!   closes releases it ([`Lease::release`]: a newest lease that has expired), so the
+//!   next one need not wait out the term;
 //! - the lease alone does not order commits: the version check of every commit
 //!   (`object`) refuses a commit after another writer's, whatever the clocks say.
 //!
@@ -64,6 +66,8 @@ pub(crate) struct Lease {
     /// When the last renewal in the background was started.
     last_try: std::sync::Mutex<Option<std::time::Instant>>,
     lost: AtomicBool,
+    /// Given up by [`Lease::release`] (so `lost` too).
+    released: AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -144,6 +148,7 @@ impl Lease {
             renewing: AtomicBool::new(false),
             last_try: std::sync::Mutex::new(None),
             lost: AtomicBool::new(false),
+            released: AtomicBool::new(false),
         };
         lease.take().await?;
         Ok(lease)
@@ -161,8 +166,7 @@ impl Lease {
     /// `AlreadyExists` when another writer's is there. The store's client retries a
     /// put answered by a server error, and the first attempt may have landed: a
     /// retry that finds this writer's own object has created it.
-    async fn create(&self, number: u64) -> object_store::Result<Held> {
-        let expires = SystemTime::now() + self.term;
+    async fn create(&self, number: u64, expires: SystemTime) -> object_store::Result<Held> {
         let content = Content {
             holder: self.holder.clone(),
             expires,
@@ -249,7 +253,7 @@ impl Lease {
                     number + 1
                 }
             };
-            match self.create(next).await {
+            match self.create(next, SystemTime::now() + self.term).await {
                 Ok(held) => {
                     self.set_held(&mut *self.held.lock().await, held);
                     self.forget_before(next).await;
@@ -333,11 +337,15 @@ impl Lease {
     /// writer created one first.
     async fn renew(&self) -> Result<()> {
         let mut held = self.held.lock().await;
+        // a renewal that started before a release (or a loss) takes nothing back
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(self.lost_error(None));
+        }
         if SystemTime::now() < held.expires - self.term / 2 {
             return Ok(());
         }
         let next = held.number + 1;
-        match self.create(next).await {
+        match self.create(next, SystemTime::now() + self.term).await {
             Ok(renewed) => {
                 // a lease object removed as old can be created again: the renewal
                 // holds only if no newer lease exists (another writer's, taken over
@@ -375,10 +383,40 @@ impl Lease {
         }
     }
 
+    /// Gives the lease up: creates the next lease object naming this writer with an
+    /// expiry of now, so that another writer takes it at once rather than after the
+    /// term (and this writer, restarted, as it always may). From here on this handle
+    /// writes nothing ([`Error::LeaseLost`]). Nothing to give up when it was lost; a
+    /// store that does not answer leaves the lease to expire with its term.
+    pub(crate) async fn release(&self) -> Result<()> {
+        let mut held = self.held.lock().await;
+        if self.lost.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.released.store(true, Ordering::SeqCst);
+        let next = held.number + 1;
+        match self.create(next, SystemTime::now()).await {
+            Ok(released) => {
+                self.set_held(&mut held, released);
+                drop(held);
+                self.forget_before(next).await;
+                Ok(())
+            }
+            // another writer took the lease meanwhile: nothing of it is ours to give
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(self.failed("release the lease")(e)),
+        }
+    }
+
     fn lost_error(&self, holder: Option<String>) -> Error {
+        let holder = if self.released.load(Ordering::SeqCst) {
+            "no one: this handle released it".to_owned()
+        } else {
+            holder.unwrap_or_else(|| "unknown".to_owned())
+        };
         Error::LeaseLost {
             lease: self.uri.clone(),
-            holder: holder.unwrap_or_else(|| "unknown".to_owned()),
+            holder,
         }
     }
 }

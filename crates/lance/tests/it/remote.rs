@@ -89,6 +89,7 @@ on_every_store!(
     schema_evolution_and_compaction_work_remotely,
     a_second_writer_is_refused_by_the_lease_and_names_the_holder,
     a_writer_that_keeps_writing_keeps_its_lease_past_its_term,
+    a_released_lease_is_taken_at_once_and_its_writer_commits_nothing_more,
     a_stale_writer_whose_lease_was_taken_over_cannot_commit,
     without_its_lease_a_second_writer_is_still_refused_at_commit_by_the_version_check,
     a_commit_whose_put_fails_before_it_is_sent_or_loses_its_reply_loses_and_duplicates_nothing,
@@ -272,6 +273,34 @@ async fn newest_lease(uri: &str) -> (u64, std::time::SystemTime) {
         number,
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
     )
+}
+
+fn a_released_lease_is_taken_at_once_and_its_writer_commits_nothing_more(store: Store) {
+    rt().block_on(async {
+        let uri = store.uri();
+        // a term of a minute: only the release lets a second writer in during the test
+        let mut first = LanceBucket::open(&uri, lease_options(60_000))
+            .await
+            .unwrap();
+        first.put_batch(batch(0, 10)).unwrap();
+        first.flush().await.unwrap();
+        let mut second = LanceBucket::open(&uri, lease_options(60_000))
+            .await
+            .unwrap();
+        let err = second.ensure_writer().await.unwrap_err();
+        assert!(matches!(err, Error::LeaseHeld { .. }), "{err}");
+        first.release_writer().await.unwrap();
+        first.release_writer().await.unwrap(); // once is enough; again is nothing
+        second.ensure_writer().await.unwrap();
+        second.put_batch(batch(10, 10)).unwrap();
+        second.flush().await.unwrap();
+        first.put_batch(batch(1000, 5)).unwrap();
+        let err = first.flush().await.unwrap_err();
+        assert!(matches!(err, Error::LeaseLost { .. }), "{err}");
+        assert!(err.to_string().contains("released"), "{err}");
+        let fresh = LanceBucket::open(&uri, options()).await.unwrap();
+        assert_eq!(fresh.read(0, 100).await.unwrap(), batch(0, 20));
+    });
 }
 
 fn a_stale_writer_whose_lease_was_taken_over_cannot_commit(store: Store) {

@@ -356,7 +356,21 @@ impl StorageBackend for PersistingBackend {
             if self.inner.closed.swap(true, Ordering::AcqRel) {
                 return Ok(());
             }
-            let result = self.flush_through(None).await;
+            let mut result = self.flush_through(None).await;
+            if result.is_ok() {
+                // everything acknowledged is in the dataset: the next writer of a
+                // remote bucket need not wait out this one's lease (after a failed
+                // flush the WAL here holds records no other writer has, so the lease
+                // is left to hold until its term)
+                result = self
+                    .inner
+                    .lance
+                    .read()
+                    .await
+                    .release_writer()
+                    .await
+                    .map_err(Into::into);
+            }
             // dropping the sender ends every blocked stream
             self.inner
                 .notify

@@ -272,6 +272,30 @@ fn a_second_writer_at_the_same_uri_is_refused_at_open_naming_the_holder() {
 }
 
 #[test]
+fn a_closed_writer_lets_another_machine_take_the_bucket_at_once() {
+    rt().block_on(async {
+        for data in uris("bucket") {
+            let (here, there) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let first = PersistingBackend::open(0, &data, wal_opts(here.path()))
+                .await
+                .unwrap();
+            first.put(record! {"n" => 1}).await.unwrap();
+            first.close().await.unwrap();
+            // another machine, within the closed writer's 30 s term: close released
+            // the lease, so it is not refused
+            let second = PersistingBackend::open(0, &data, wal_opts(there.path()))
+                .await
+                .unwrap();
+            second.put(record! {"n" => 2}).await.unwrap();
+            second.flush().await.unwrap();
+            let got = second.get(0, None).await.unwrap();
+            assert_eq!(got, vec![record! {"n" => 1}, record! {"n" => 2}]);
+            second.close().await.unwrap();
+        }
+    });
+}
+
+#[test]
 fn with_a_flush_interval_waiting_records_reach_the_uri_without_another_put() {
     rt().block_on(async {
         for data in uris("paced") {
