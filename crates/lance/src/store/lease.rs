@@ -255,8 +255,7 @@ impl Lease {
             };
             match self.create(next, SystemTime::now() + self.term).await {
                 Ok(held) => {
-                    self.set_held(&mut *self.held.lock().await, held);
-                    self.forget_before(next).await;
+                    self.now_holds(self.held.lock().await, held).await;
                     return Ok(());
                 }
                 // another taker won the race: look again
@@ -279,10 +278,14 @@ impl Lease {
         }
     }
 
-    /// Records a change of the lease (its guard held).
-    fn set_held(&self, guard: &mut Held, held: Held) {
+    /// Records the lease object this handle now holds (taken, renewed or released)
+    /// under the guard of its changes, then, the guard let go, removes the objects
+    /// before it.
+    async fn now_holds(&self, mut guard: tokio::sync::MutexGuard<'_, Held>, held: Held) {
         *guard = held;
         *self.known.lock().unwrap_or_else(PoisonError::into_inner) = held;
+        drop(guard);
+        self.forget_before(held.number).await;
     }
 
     /// Returns `Ok` while this handle holds the lease. Once half of its term has
@@ -336,7 +339,7 @@ impl Lease {
     /// unnecessary): creates the next lease object, and fails for good if another
     /// writer created one first.
     async fn renew(&self) -> Result<()> {
-        let mut held = self.held.lock().await;
+        let held = self.held.lock().await;
         // a renewal that started before a release (or a loss) takes nothing back
         if self.lost.load(Ordering::SeqCst) {
             return Err(self.lost_error(None));
@@ -356,9 +359,7 @@ impl Lease {
                         Err(self.lost_error(Some(content.holder)))
                     }
                     _ => {
-                        self.set_held(&mut held, renewed);
-                        drop(held);
-                        self.forget_before(next).await;
+                        self.now_holds(held, renewed).await;
                         Ok(())
                     }
                 }
@@ -389,7 +390,7 @@ impl Lease {
     /// writes nothing ([`Error::LeaseLost`]). Nothing to give up when it was lost; a
     /// store that does not answer leaves the lease to expire with its term.
     pub(crate) async fn release(&self) -> Result<()> {
-        let mut held = self.held.lock().await;
+        let held = self.held.lock().await;
         if self.lost.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
@@ -397,9 +398,7 @@ impl Lease {
         let next = held.number + 1;
         match self.create(next, SystemTime::now()).await {
             Ok(released) => {
-                self.set_held(&mut held, released);
-                drop(held);
-                self.forget_before(next).await;
+                self.now_holds(held, released).await;
                 Ok(())
             }
             // another writer took the lease meanwhile: nothing of it is ours to give
