@@ -106,7 +106,8 @@ pub(crate) enum Cancel {
     RunToEnd,
 }
 
-/// A result on its way to the event loop, built into a Python object there.
+/// A result on its way to the event loop, built into a Python object there: the
+/// value, or the error to raise.
 type Build = Box<dyn for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyAny>> + Send>;
 
 /// A result the runtime hands over unbuilt: the loop's thread builds it (see the
@@ -114,28 +115,34 @@ type Build = Box<dyn for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyAny>>
 #[pyclass(frozen)]
 struct Unbuilt(Mutex<Option<Build>>);
 
-/// Sets `fut`'s result (built from `value`) or exception unless it is done already
-/// (a result no one awaits any more is dropped unbuilt).
+/// Sets `fut`'s result or exception, built from `value`, unless it is done already
+/// (a result no one awaits any more is dropped unbuilt). `value` is an [`Unbuilt`],
+/// or the exception of one that could not be made.
 #[pyfunction]
-fn complete(fut: &Bound<'_, PyAny>, ok: bool, value: &Bound<'_, PyAny>) -> PyResult<()> {
+fn complete(fut: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
     if fut.call_method0("done")?.is_truthy()? {
         return Ok(());
     }
-    if !ok {
-        fut.call_method1("set_exception", (value,))?;
-        return Ok(());
-    }
-    let build = value.cast::<Unbuilt>().ok().and_then(|u| {
-        u.get()
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-    });
-    match build.map(|build| build(value.py())) {
-        Some(Ok(built)) => fut.call_method1("set_result", (built,))?,
-        Some(Err(e)) => fut.call_method1("set_exception", (e.into_value(value.py()),))?,
-        None => fut.call_method1("set_result", (value,))?,
+    let py = value.py();
+    let built = match value.cast::<Unbuilt>() {
+        Ok(unbuilt) => {
+            let build = unbuilt
+                .get()
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            match build {
+                Some(build) => build(py),
+                // built already: this future was completed then
+                None => return Ok(()),
+            }
+        }
+        Err(_) => Err(PyErr::from_value(value.clone())),
+    };
+    match built {
+        Ok(result) => fut.call_method1("set_result", (result,))?,
+        Err(e) => fut.call_method1("set_exception", (e.into_value(py),))?,
     };
     Ok(())
 }
@@ -189,23 +196,21 @@ where
         let result = fut.await;
         // an exiting interpreter has no one left to give the result to
         with_python(|py| {
-            let unbuilt = result.and_then(|v| {
-                let build: Build = Box::new(move |py| {
+            let build: Build = Box::new(move |py| {
+                result.and_then(|v| {
                     v.into_pyobject(py)
                         .map(|b| b.into_bound().into_any())
                         .map_err(Into::into)
-                });
-                Py::new(py, Unbuilt(Mutex::new(Some(build))))
+                })
             });
-            let (ok, value) = match unbuilt {
-                Ok(u) => (true, u.into_any()),
-                Err(e) => (false, e.into_value(py).into_any()),
+            let value = match Py::new(py, Unbuilt(Mutex::new(Some(build)))) {
+                Ok(unbuilt) => unbuilt.into_any(),
+                Err(e) => e.into_value(py).into_any(),
             };
             let handed = completer(py).and_then(|complete| {
-                on_loop.bind(py).call_method1(
-                    "call_soon_threadsafe",
-                    (complete, target.bind(py), ok, value),
-                )
+                on_loop
+                    .bind(py)
+                    .call_method1("call_soon_threadsafe", (complete, target.bind(py), value))
             });
             // a loop closed before the result came has no one left to give it to
             drop(handed);
