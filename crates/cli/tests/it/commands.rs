@@ -237,7 +237,6 @@ fn a_bucket_at_an_object_store_uri_round_trips_with_its_wal_on_local_disk() {
 #[test]
 fn on_s3_a_writer_in_another_process_is_refused_naming_the_holder_and_reads_still_work() {
     use std::io::Write;
-    use std::process::{Command, Stdio};
     // a real S3-compatible server, when one is configured (scripts/s3-server.sh; CI)
     let Some(uri) = crate::s3_bucket_uri("cli") else {
         return;
@@ -256,14 +255,18 @@ fn on_s3_a_writer_in_another_process_is_refused_naming_the_holder_and_reads_stil
         text(&get.stdout).lines().count()
     };
     // a live writer, flushing each record as it comes
-    let mut first = Command::new(env!("CARGO_BIN_EXE_persisting"))
-        .args(["put", &uri, "--batch", "1", "-o", "enable_wal=true"])
-        .args(["-o", &here_opt, "-o", "flush_threshold=1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut first = crate::live(&[
+        "put",
+        &uri,
+        "--batch",
+        "1",
+        "-o",
+        "enable_wal=true",
+        "-o",
+        &here_opt,
+        "-o",
+        "flush_threshold=1",
+    ]);
     let mut stdin = first.stdin.take().unwrap();
     stdin.write_all(b"{\"n\": 1}\n{\"n\": 2}\n").unwrap();
     stdin.flush().unwrap();

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::{p, persisting, text};
+use crate::{live, p, persisting, text};
 
 fn put_lines(target: &[&str], from: usize, to: usize) {
     let lines: String = (from..to)
@@ -114,13 +114,7 @@ fn a_reader_process_commits_while_a_writer_process_writes() {
     let dir = tempfile::tempdir().unwrap();
     let b = dir.path().join("b");
     put_lines(&[p(&b)], 0, 1); // the bucket exists before the reader looks
-    let mut writer = Command::new(env!("CARGO_BIN_EXE_persisting"))
-        .args(["put", p(&b), "--batch", "10", "-o", "flush_threshold=10"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut writer = live(&["put", p(&b), "--batch", "10", "-o", "flush_threshold=10"]);
     let mut stdin = writer.stdin.take().unwrap();
     let feeder = std::thread::spawn(move || {
         for i in 1..200 {

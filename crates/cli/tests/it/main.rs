@@ -27,6 +27,18 @@ pub fn persisting(args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Starts `persisting ARGS` as a live process, its stdin open for the test to write
+/// (stdout dropped, stderr kept for `wait_with_output`).
+pub fn live(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_persisting"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }

@@ -244,19 +244,21 @@ fn a_failed_remote_commit_keeps_the_wal_and_the_next_flush_appends_once() {
     });
 }
 
+/// A backend of the bucket at `data` on one machine of several: `local` is that
+/// machine's own directory (WAL, lock, writer name), so no file lock lies between them.
+async fn on_machine(data: &str, local: &std::path::Path) -> persisting::Result<PersistingBackend> {
+    PersistingBackend::open(0, data, wal_opts(local)).await
+}
+
 #[test]
 fn a_second_writer_at_the_same_uri_is_refused_at_open_naming_the_holder() {
     rt().block_on(async {
         for data in uris("bucket") {
             let (here, there) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-            let first = PersistingBackend::open(0, &data, wal_opts(here.path()))
-                .await
-                .unwrap();
+            let first = on_machine(&data, here.path()).await.unwrap();
             first.put(record! {"n" => 1}).await.unwrap();
             // another machine: its own local directory, so no file lock between them
-            let err = PersistingBackend::open(0, &data, wal_opts(there.path()))
-                .await
-                .unwrap_err();
+            let err = on_machine(&data, there.path()).await.unwrap_err();
             assert!(
                 matches!(
                     err,
@@ -276,16 +278,12 @@ fn a_closed_writer_lets_another_machine_take_the_bucket_at_once() {
     rt().block_on(async {
         for data in uris("bucket") {
             let (here, there) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-            let first = PersistingBackend::open(0, &data, wal_opts(here.path()))
-                .await
-                .unwrap();
+            let first = on_machine(&data, here.path()).await.unwrap();
             first.put(record! {"n" => 1}).await.unwrap();
             first.close().await.unwrap();
             // another machine, within the closed writer's 30 s term: close released
             // the lease, so it is not refused
-            let second = PersistingBackend::open(0, &data, wal_opts(there.path()))
-                .await
-                .unwrap();
+            let second = on_machine(&data, there.path()).await.unwrap();
             second.put(record! {"n" => 2}).await.unwrap();
             second.flush().await.unwrap();
             let got = second.get(0, None).await.unwrap();
