@@ -104,6 +104,22 @@ async def bench_read(ours_path: str, pylance_path: str, records: int) -> None:
         statistics.median(ours), statistics.median(theirs), "reads/s", ">=2")
 
 
+async def drain(b: LanceBackend, records: int) -> None:
+    """Reads `records` records of `b` with get_stream, as a consumer draining it."""
+    got = 0
+    async for batch in b.get_stream(limit=records):
+        got += len(batch)
+    assert got == records, got
+
+
+def pylance_drain(ds: "lance.LanceDataset", records: int) -> None:
+    """Reads every record of `ds` into dicts the way pylance streams: batch by batch."""
+    got = 0
+    for rb in ds.to_batches():
+        got += len(rb.to_pylist())
+    assert got == records, got
+
+
 async def bench_drain(ours_path: str, pylance_path: str, records: int) -> None:
     """A consumer draining the whole bucket with get_stream, against pylance's own
     streaming read of the same records turned into dicts (best of alternated runs)."""
@@ -113,19 +129,12 @@ async def bench_drain(ours_path: str, pylance_path: str, records: int) -> None:
     for _ in range(3):
         gc.collect()
         start = time.perf_counter()
-        got = 0
-        async for batch in b.get_stream(limit=records):
-            got += len(batch)
-        ours.append(got / (time.perf_counter() - start))
-        assert got == records, got
-        del batch
+        await drain(b, records)
+        ours.append(records / (time.perf_counter() - start))
         gc.collect()
         start = time.perf_counter()
-        got = 0
-        for rb in ds.to_batches():
-            got += len(rb.to_pylist())
-        theirs.append(got / (time.perf_counter() - start))
-        assert got == records, got
+        pylance_drain(ds, records)
+        theirs.append(records / (time.perf_counter() - start))
     await b.close()
     row("python", f"get_stream drain of {records:,} records vs pylance to_batches() + to_pylist() (best of 3 alternated)",
         max(ours), max(theirs), "records/s", ">=1.2")
@@ -208,23 +217,14 @@ async def bench_s3_drain(tmp: str, records: int) -> None:
     for _ in range(2):
         gc.collect()
         start = time.perf_counter()
-        # the writer's local directory: the same writer restarted (a closed writer's
-        # lease holds until its term ends against any other)
         b = LanceBackend(bucket_id=0, storage_path=uri, wal_dir=local)
-        got = 0
-        async for batch in b.get_stream(limit=records):
-            got += len(batch)
-        ours.append(got / (time.perf_counter() - start))
-        assert got == records, got
+        await drain(b, records)
+        ours.append(records / (time.perf_counter() - start))
         await b.close()
         gc.collect()
         start = time.perf_counter()
-        ds = lance.dataset(f"{uri}/data.lance", storage_options=opts)
-        got = 0
-        for rb in ds.to_batches():
-            got += len(rb.to_pylist())
-        theirs.append(got / (time.perf_counter() - start))
-        assert got == records, got
+        pylance_drain(lance.dataset(f"{uri}/data.lance", storage_options=opts), records)
+        theirs.append(records / (time.perf_counter() - start))
     row("python", f"on s3://: open + get_stream drain of {records:,} records vs pylance open + to_batches() + to_pylist() of the same dataset (best of 2 alternated)",
         max(ours), max(theirs), "records/s", ">=1")
 
