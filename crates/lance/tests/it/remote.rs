@@ -217,10 +217,15 @@ fn a_second_writer_is_refused_by_the_lease_and_names_the_holder(store: Store) {
 fn a_writer_that_keeps_writing_keeps_its_lease_past_its_term(store: Store) {
     rt().block_on(async {
         let uri = store.uri();
-        let term = std::time::Duration::from_millis(2000);
+        let term_ms = 2000;
+        let term = std::time::Duration::from_millis(term_ms);
         let start = std::time::SystemTime::now();
-        let mut first = LanceBucket::open(&uri, lease_options(2000)).await.unwrap();
-        let second = LanceBucket::open(&uri, lease_options(2000)).await.unwrap();
+        let mut first = LanceBucket::open(&uri, lease_options(term_ms))
+            .await
+            .unwrap();
+        let second = LanceBucket::open(&uri, lease_options(term_ms))
+            .await
+            .unwrap();
         // writes every 150 ms until more than a term has passed and the lease in the
         // store was renewed lately (its expiry at least half a term ahead): how long
         // a renewal takes on a loaded store decides how many writes that is, not
