@@ -25,12 +25,13 @@ impl Verdict {
 }
 
 /// Totals over a fuzz run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Totals {
     /// Iterations run.
     pub iterations: u64,
-    /// Iterations that found a violation.
-    pub failed: u64,
+    /// The iterations that failed, each as `{mode} seed {seed}: {what was found}`:
+    /// printed again at the end of a run, where a log's tail shows them.
+    pub failures: Vec<String>,
     /// Crashes (kills or simulated power losses) injected.
     pub kills: u64,
     /// Records acknowledged to the workload.
@@ -55,7 +56,7 @@ impl Totals {
     /// Adds another run's totals.
     pub fn add(&mut self, o: &Totals) {
         self.iterations += o.iterations;
-        self.failed += o.failed;
+        self.failures.extend(o.failures.iter().cloned());
         self.kills += o.kills;
         self.acknowledged += o.acknowledged;
         self.lost += o.lost;

@@ -158,27 +158,27 @@ pub fn iteration(base: &Path, seed: u64) -> Result<Totals, String> {
         .unwrap_or(&victim)
         .display()
         .to_string();
-    let failed = match open_damaged(&dir, &cfg) {
+    let (line, failed) = match open_damaged(&dir, &cfg) {
         Ok(Ok(v)) => {
             t.judge(&v);
-            println!(
+            let line = format!(
                 "corrupt seed {seed}: {what} in {name}: opened, {} of {written} records, {} damaged returned",
                 v.present, v.corrupted
             );
-            !v.clean()
+            (line, !v.clean())
         }
         Ok(Err(e)) => {
             t.errors_detected += 1;
-            println!("corrupt seed {seed}: {what} in {name}: error: {e}");
-            false
+            (
+                format!("corrupt seed {seed}: {what} in {name}: error: {e}"),
+                false,
+            )
         }
-        Err(e) => {
-            println!("corrupt seed {seed}: {what} in {name}: {e}");
-            true
-        }
+        Err(e) => (format!("corrupt seed {seed}: {what} in {name}: {e}"), true),
     };
+    println!("{line}");
     if failed {
-        t.failed = 1;
+        t.failures.push(line);
         println!(
             "corrupt seed {seed}: FAILED; directory kept at {} (replay: --seed {seed})",
             dir.display()

@@ -339,11 +339,11 @@ fn check(
     data: Data,
     acked: &Acked,
     t: &mut Totals,
-) -> Result<bool, String> {
+) -> Result<Vec<String>, String> {
     let (path, mut opts) = location(dir, cfg, data)?;
     // the check reads what the crash left: no retention of its own meanwhile
     opts.retention_records = None;
-    let (v, bad) = runtime()?.block_on(async {
+    let (v, mut bad) = runtime()?.block_on(async {
         let b = PersistingBackend::open(0, &path, opts)
             .await
             .map_err(|e| format!("reopening after the kill: {e}"))?;
@@ -353,17 +353,17 @@ fn check(
         Ok::<_, String>((v, bad))
     })?;
     let acked = acked.records;
+    t.judge(&v);
+    if !v.clean() {
+        bad.push(format!(
+            "acknowledged {acked}, present {}: lost {} duplicated {} corrupted {}",
+            v.present, v.lost, v.duplicated, v.corrupted
+        ));
+    }
     for b in &bad {
         println!("  {b}");
     }
-    t.judge(&v);
-    if !v.clean() {
-        println!(
-            "  acknowledged {acked}, present {}: lost {} duplicated {} corrupted {}",
-            v.present, v.lost, v.duplicated, v.corrupted
-        );
-    }
-    Ok(v.clean() && bad.is_empty())
+    Ok(bad)
 }
 
 /// One run: `kills` kills at random moments, a check after each, then a clean finish.
@@ -385,7 +385,7 @@ pub fn iteration(args: &Args, base: &Path, seed: u64, data: Data) -> Result<Tota
         ..Totals::default()
     };
     let mut acked = Acked::default();
-    let mut ok = true;
+    let mut problems = Vec::new();
     let mut errors = Vec::new();
     // the s3 mode's relay and its outages (a generator of their own: the kill times
     // of a seed stay what they were)
@@ -465,14 +465,14 @@ pub fn iteration(args: &Args, base: &Path, seed: u64, data: Data) -> Result<Tota
                 &mut errors,
             );
         }
-        ok &= check(&dir, &cfg, data, &acked, &mut t)?;
-        if !errors.is_empty() {
-            ok = false;
-            for e in errors.drain(..) {
-                println!("  worker: {e}");
-            }
+        let mut found =
+            check(&dir, &cfg, data, &acked, &mut t).map_err(|e| format!("round {round}: {e}"))?;
+        for e in errors.drain(..) {
+            println!("  worker: {e}");
+            found.push(format!("worker: {e}"));
         }
-        if !ok {
+        if !found.is_empty() {
+            problems.push(format!("round {round}: {}", found.join("; ")));
             break;
         }
     }
@@ -480,10 +480,14 @@ pub fn iteration(args: &Args, base: &Path, seed: u64, data: Data) -> Result<Tota
     t.group_commits = acked.commit_lines;
     t.trims = acked.trim_lines;
     t.snapshots = acked.snapshot_lines;
-    if ok {
+    if problems.is_empty() {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
-        t.failed = 1;
+        t.failures.push(format!(
+            "{mode} seed {seed}: {} (directory kept at {})",
+            problems.join("; "),
+            dir.display()
+        ));
         println!(
             "{mode} seed {seed}: FAILED; directory kept at {} (replay: --seed {seed})",
             dir.display()

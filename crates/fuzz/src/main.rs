@@ -27,7 +27,8 @@
 //!
 //! Every iteration prints its seed; `--seed S` replays it; `--minutes M` stops starting
 //! new iterations of a mode after M minutes (the summary counts those run). A failing
-//! iteration keeps its directory and prints it. The last lines are a summary and
+//! iteration keeps its directory and prints it. The last lines are a summary, each
+//! failed iteration again with what it found (`failed: kill seed 3: round 2: …`), and
 //! `N passed, M failed`.
 
 mod check;
@@ -201,10 +202,11 @@ fn main() -> ExitCode {
             let t = match result {
                 Ok(t) => t,
                 Err(e) => {
-                    println!("{mode} seed {seed}: ERROR {e}");
+                    let line = format!("{mode} seed {seed}: ERROR {e}");
+                    println!("{line}");
                     Totals {
                         iterations: 1,
-                        failed: 1,
+                        failures: vec![line],
                         ..Totals::default()
                     }
                 }
@@ -217,13 +219,14 @@ fn main() -> ExitCode {
     if modes.len() > 1 {
         summary("all", &all, started.elapsed().as_secs_f64());
     }
-    println!(
-        "{} passed, {} failed",
-        all.iterations - all.failed,
-        all.failed
-    );
+    // the failures again, last: a log's tail is what a reader sees first
+    for f in &all.failures {
+        println!("failed: {f}");
+    }
+    let failed = all.failures.len() as u64;
+    println!("{} passed, {failed} failed", all.iterations - failed);
     let violated = all.lost + all.duplicated + all.corrupted > 0;
-    if violated || all.failed > 0 {
+    if violated || failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -64,7 +64,7 @@ pub fn iteration(seed: u64, skipped: Option<SkippedSync>) -> Result<Totals, Stri
     // an acknowledged trim's log start, and the last snapshot acknowledged
     let mut owed_trim = 0u64;
     let mut owed_snapshot: Option<Pinned> = None;
-    let mut ok = true;
+    let mut problem = None;
     for round in 0..=CRASHES {
         // a runtime per power cycle: what the crashed process was running stops with it
         let rt = runtime()?;
@@ -80,13 +80,13 @@ pub fn iteration(seed: u64, skipped: Option<SkippedSync>) -> Result<Totals, Stri
             .map_err(|e| format!("reopening after crash {round}: {e}"))?;
             let v = verify(&b, &cfg, owed, owed_trim).await?;
             t.judge(&v);
-            if !v.clean() {
-                println!(
-                    "  after crash {round}: owed {owed}, present {}: lost {} duplicated {} corrupted {}",
-                    v.present, v.lost, v.duplicated, v.corrupted
-                );
-            }
             let mut bad = verify_groups(&b, &owed_commits).await?;
+            if !v.clean() {
+                bad.push(format!(
+                    "owed {owed}, present {}: lost {} duplicated {} corrupted {}",
+                    v.present, v.lost, v.duplicated, v.corrupted
+                ));
+            }
             bad.extend(verify_snapshot(&b, &cfg, owed_snapshot.as_ref()).await?);
             if !bad.is_empty() {
                 return Err(format!("after crash {round}: {}", bad.join("; ")));
@@ -133,11 +133,10 @@ pub fn iteration(seed: u64, skipped: Option<SkippedSync>) -> Result<Totals, Stri
             Ok(r) => r,
             Err(e) => {
                 println!("  {e}");
-                ok = false;
+                problem = Some(e);
                 break;
             }
         };
-        ok &= t.lost + t.duplicated + t.corrupted == 0;
         if round < CRASHES {
             t.acknowledged += must_survive.saturating_sub(owed);
             owed = must_survive;
@@ -158,18 +157,18 @@ pub fn iteration(seed: u64, skipped: Option<SkippedSync>) -> Result<Totals, Stri
         // is back: a real power loss stops them all at once
         rt.shutdown_timeout(std::time::Duration::from_secs(10));
         disk.power_on();
-        if !ok {
-            break;
-        }
     }
-    if ok {
-        let _ = std::fs::remove_dir_all(&tmp);
-    } else {
-        t.failed = 1;
+    if let Some(problem) = problem {
+        t.failures.push(format!(
+            "power seed {seed}: {problem} (Lance directory kept at {})",
+            tmp.display()
+        ));
         println!(
             "power seed {seed}: FAILED; Lance directory kept at {} (replay: --seed {seed})",
             tmp.display()
         );
+    } else {
+        let _ = std::fs::remove_dir_all(&tmp);
     }
     Ok(t)
 }
