@@ -77,7 +77,7 @@ pub struct Args {
     /// The power mode leaves one kind of Lance fsync out (a mutation check: expected
     /// to fail): data-files, manifest-dir or seals.
     #[arg(long)]
-    without_fsync: Option<persisting::lance::SkippedSync>,
+    without_fsync: Option<persisting::lance::SyncKind>,
     /// Where the worker's data is (the kill mode it runs for).
     #[arg(long, default_value = "kill", value_parser = parse_data)]
     data: kill::Data,

@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use persisting::lance::{DATASET_DIR, SimCrash, SimDisk, SkippedSync, sealed_files};
+use persisting::lance::{DATASET_DIR, SimCrash, SimDisk, SyncKind, sealed_files};
 use persisting::wal::{CrashMode, SimFs, SimRng};
 use persisting::{PersistingBackend, StorageBackend};
 
@@ -39,7 +39,7 @@ fn seals_lost(dir: &Path, owed: &[String]) -> Result<Vec<String>, String> {
 }
 
 /// One run: workload, crash, recover and check, several times.
-pub fn iteration(seed: u64, skipped: Option<SkippedSync>) -> Result<Totals, String> {
+pub fn iteration(seed: u64, skipped: Option<SyncKind>) -> Result<Totals, String> {
     let cfg = RunConfig::from_seed(seed);
     println!("power seed {seed}: {}", cfg.describe());
     let tmp = std::env::temp_dir().join(format!(

@@ -75,7 +75,7 @@ pub use store::lease::{LEASE_DIR, RENEW_GAP, writer_name};
 pub use store::object::StoreCalls;
 pub use store::seals::{SUMS_FILE, sealed_files};
 pub use store::{
-    Disk, ManifestFault, Op, RealDisk, STORE_TIMEOUTS, SimCrash, SimDisk, SkippedSync, list_dirs,
+    Disk, ManifestFault, Op, RealDisk, STORE_TIMEOUTS, SimCrash, SimDisk, SyncKind, list_dirs,
 };
 
 /// The README's examples, compiled and run as doctests.

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub use sim::{SimCrash, SimDisk, SkippedSync};
+pub use sim::{SimCrash, SimDisk, SyncKind};
 
 use std::collections::HashMap;
 
@@ -373,12 +373,15 @@ pub(crate) async fn sync_files(local: Option<&LocalFiles>, seal: Seal, uri: &str
         }
         Ok(fresh.len())
     })
-    .await;
+    .await
+    .and_then(|inner| inner);
     if done.is_err() {
-        // what the task knew of synced files is gone with it: start over
+        // the files taken as fresh may not be sealed (a failed fsync of the seals),
+        // or the task is gone with what it knew: start over, so the next sync fsyncs
+        // every file again and seals those still without a seal
         local.synced.forget();
     }
-    done?
+    done
 }
 
 #[cfg(test)]

@@ -15,8 +15,10 @@
 //! fsynced are not brought back (Lance's cleanup removes files no version needs;
 //! bringing them back changes nothing Lance reads).
 //!
-//! [`SkippedSync`] turns one kind of fsync into a no-op in the ledger: the fault a
-//! mutation check injects to show the simulation catches a missing fsync.
+//! [`SimDisk::skip_syncs`] turns one kind of fsync ([`SyncKind`]) into a no-op in the
+//! ledger: the fault a mutation check injects to show the simulation catches a
+//! missing fsync. [`SimDisk::fail_syncs`] makes one kind of fsync fail (an `EIO` from a
+//! dying disk) until it is turned off, making nothing durable meanwhile.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -39,10 +41,10 @@ pub enum SimCrash {
     TearLastWrite,
 }
 
-/// A kind of fsync [`SimDisk`] ignores (a mutation check: the fault of leaving that
-/// fsync out of the code).
+/// A kind of fsync: what [`SimDisk::skip_syncs`] ignores (a mutation check: the fault
+/// of leaving that fsync out of the code) or [`SimDisk::fail_syncs`] fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SkippedSync {
+pub enum SyncKind {
     /// fsyncs of the dataset's data files (`data/*.lance`).
     DataFiles,
     /// fsyncs of the dataset's manifest directory (`_versions/`).
@@ -51,7 +53,7 @@ pub enum SkippedSync {
     Seals,
 }
 
-impl std::str::FromStr for SkippedSync {
+impl std::str::FromStr for SyncKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
@@ -96,7 +98,8 @@ struct State {
     ledger: Mutex<Ledger>,
     off: AtomicBool,
     running: Arc<AtomicUsize>,
-    skipped: Mutex<Option<SkippedSync>>,
+    skipped: Mutex<Option<SyncKind>>,
+    failing: Mutex<Option<SyncKind>>,
 }
 
 /// The real file system under one directory, with simulated power losses (see the
@@ -139,13 +142,14 @@ impl SimDisk {
             off: AtomicBool::new(false),
             running: Arc::new(AtomicUsize::new(0)),
             skipped: Mutex::new(None),
+            failing: Mutex::new(None),
         }));
         disk.power_on();
         disk
     }
 
     /// Ignores every later fsync of one kind (`None`: none).
-    pub fn skip_syncs(&self, kind: Option<SkippedSync>) {
+    pub fn skip_syncs(&self, kind: Option<SyncKind>) {
         *self
             .0
             .skipped
@@ -153,11 +157,37 @@ impl SimDisk {
             .unwrap_or_else(PoisonError::into_inner) = kind;
     }
 
+    /// Every later fsync of one kind fails with an I/O error and makes nothing
+    /// durable (`None`: none fails); the disk's other operations work.
+    pub fn fail_syncs(&self, kind: Option<SyncKind>) {
+        *self
+            .0
+            .failing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = kind;
+    }
+
+    /// The error of an fsync of `path`, a `kind` fsync, while that kind fails.
+    fn sync_failure(&self, path: &Path, kind: Option<SyncKind>) -> io::Result<()> {
+        let failing = *self
+            .0
+            .failing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if failing.is_some() && failing == kind {
+            return Err(io::Error::other(format!(
+                "simulated fsync failure of {}",
+                path.display()
+            )));
+        }
+        Ok(())
+    }
+
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
         self.0.ledger.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn skips(&self, kind: SkippedSync) -> bool {
+    fn skips(&self, kind: SyncKind) -> bool {
         *self
             .0
             .skipped
@@ -313,8 +343,15 @@ impl Disk for SimDisk {
                 .and_then(Path::file_name)
                 .is_some_and(|d| d == "data");
         let is_seals = path.file_name().is_some_and(|n| n == SUMS_FILE);
-        if (is_data && self.skips(SkippedSync::DataFiles))
-            || (is_seals && self.skips(SkippedSync::Seals))
+        let kind = if is_data {
+            Some(SyncKind::DataFiles)
+        } else if is_seals {
+            Some(SyncKind::Seals)
+        } else {
+            None
+        };
+        self.sync_failure(path, kind)?;
+        if (is_data && self.skips(SyncKind::DataFiles)) || (is_seals && self.skips(SyncKind::Seals))
         {
             return Ok(());
         }
@@ -325,8 +362,9 @@ impl Disk for SimDisk {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let _op = self.begin()?;
-        if dir.file_name().is_some_and(|d| d == "_versions") && self.skips(SkippedSync::ManifestDir)
-        {
+        let manifests = dir.file_name().is_some_and(|d| d == "_versions");
+        self.sync_failure(dir, manifests.then_some(SyncKind::ManifestDir))?;
+        if manifests && self.skips(SyncKind::ManifestDir) {
             return Ok(());
         }
         let mut ledger = self.ledger();

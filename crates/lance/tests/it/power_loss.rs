@@ -1,11 +1,12 @@
 //! Simulated power losses of a whole bucket's files ([`SimDisk`]): what a flush made
-//! durable survives each way a power loss can treat unsynced data, and leaving out
-//! one of the fsyncs a flush depends on is caught.
+//! durable survives each way a power loss can treat unsynced data, leaving out
+//! one of the fsyncs a flush depends on is caught, and records whose fsync failed are
+//! not counted persisted (the count a WAL is checkpointed to).
 
 use std::sync::Arc;
 
 use persisting_codec::{Record, record};
-use persisting_lance::{LanceBucket, LanceOptions, SimCrash, SimDisk, SkippedSync};
+use persisting_lance::{LanceBucket, LanceOptions, SimCrash, SimDisk, SyncKind};
 
 use crate::rt;
 
@@ -102,7 +103,7 @@ fn a_power_loss_during_the_first_flush_leaves_an_empty_bucket_that_opens() {
 /// The outcome of a flushed bucket whose `skipped` fsyncs never happened, after a
 /// power loss dropping everything unsynced: whether the flushed records all came back
 /// intact, in sealed files.
-async fn survives_without(skipped: SkippedSync) -> bool {
+async fn survives_without(skipped: SyncKind) -> bool {
     let dir = tempfile::tempdir().unwrap();
     let disk = SimDisk::new(dir.path());
     disk.skip_syncs(Some(skipped));
@@ -119,13 +120,52 @@ async fn survives_without(skipped: SkippedSync) -> bool {
 #[test]
 fn leaving_out_an_fsync_a_flush_needs_is_caught_by_the_simulation() {
     rt().block_on(async {
-        for skipped in [
-            SkippedSync::DataFiles,
-            SkippedSync::ManifestDir,
-            SkippedSync::Seals,
-        ] {
+        for skipped in [SyncKind::DataFiles, SyncKind::ManifestDir, SyncKind::Seals] {
             assert!(!survives_without(skipped).await, "without {skipped:?}");
         }
+    });
+}
+
+#[test]
+fn records_a_commit_landed_count_as_persisted_only_once_an_fsync_of_them_succeeds() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = SimDisk::new(dir.path());
+        let opts = LanceOptions {
+            flush_threshold: 0,
+            ..LanceOptions::default()
+        };
+        let mut bucket = LanceBucket::open_on(dir.path(), opts, Arc::new(disk.clone()))
+            .await
+            .unwrap();
+        bucket.put_batch(batch(0, 100)).unwrap();
+        bucket.flush().await.unwrap();
+        // the seals are fsynced after the commit: it lands, and is not durable
+        disk.fail_syncs(Some(SyncKind::Seals));
+        bucket.put_batch(batch(100, 50)).unwrap();
+        let e = bucket.flush().await.unwrap_err();
+        assert!(e.to_string().contains("simulated fsync failure"), "{e}");
+        assert_eq!(bucket.persisted_count(), 100);
+        // the next flush reconciles: it finds the commit, and cannot make it durable
+        let e = bucket.flush().await.unwrap_err();
+        assert!(e.to_string().contains("simulated fsync failure"), "{e}");
+        assert_eq!(bucket.persisted_count(), 100);
+        assert_eq!(bucket.total_count(), 150);
+        assert_eq!(bucket.read(0, 1000).await.unwrap(), batch(0, 150));
+        disk.fail_syncs(None);
+        bucket.flush().await.unwrap();
+        assert_eq!(bucket.persisted_count(), 150);
+        // and its files are sealed: a flush whose seal failed seals them later
+        assert_eq!(bucket.verify_files().await.unwrap().unsealed, 0);
+        // what it counts persisted now survives a power loss
+        disk.crash(SimCrash::DropUnsynced, 1).unwrap();
+        drop(bucket);
+        disk.power_on();
+        let again = LanceBucket::open(dir.path(), LanceOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(again.persisted_count(), 150);
+        assert_eq!(again.read(0, 1000).await.unwrap(), batch(0, 150));
     });
 }
 
