@@ -139,6 +139,15 @@ pub const KNOWN_OPTIONS: [&str; 19] = [
     "version_retention",
 ];
 
+/// The least `batch_size`.
+pub const BATCH_SIZE_MIN: u64 = 1;
+
+/// The least `max_wal_size` and `max_unflushed_bytes`, in bytes.
+pub const BOUND_BYTES_MIN: u64 = 4096;
+
+/// The least `retention_records` and `retention_bytes` (when set).
+pub const RETENTION_MIN: u64 = 1;
+
 fn as_text(v: &Json) -> String {
     match v {
         Json::String(s) => s.clone(),
@@ -256,21 +265,26 @@ impl PersistingOptions {
         let mut ignored = Vec::new();
         for (key, v) in map {
             match key.as_str() {
-                "batch_size" => opts.batch_size = count(key, v, 1)? as usize,
+                "batch_size" => opts.batch_size = count(key, v, BATCH_SIZE_MIN)? as usize,
                 "flush_threshold" => opts.flush_threshold = count(key, v, 0)? as usize,
                 "enable_wal" => opts.enable_wal = flag(key, v)?,
                 "enable_metrics" => opts.enable_metrics = flag(key, v)?,
-                "max_wal_size" => opts.max_wal_size = count(key, v, 4096)?,
-                "max_unflushed_bytes" => opts.max_unflushed_bytes = count(key, v, 4096)?,
+                "max_wal_size" => opts.max_wal_size = count(key, v, BOUND_BYTES_MIN)?,
+                "max_unflushed_bytes" => {
+                    opts.max_unflushed_bytes = count(key, v, BOUND_BYTES_MIN)?;
+                }
                 "put_timeout" => {
                     opts.put_timeout = seconds(key, v, 0.0, "a number of seconds from 0 to 86400")?;
                 }
                 "retention_records" => {
-                    opts.retention_records =
-                        (!v.is_null()).then(|| count(key, v, 1)).transpose()?;
+                    opts.retention_records = (!v.is_null())
+                        .then(|| count(key, v, RETENTION_MIN))
+                        .transpose()?;
                 }
                 "retention_bytes" => {
-                    opts.retention_bytes = (!v.is_null()).then(|| count(key, v, 1)).transpose()?;
+                    opts.retention_bytes = (!v.is_null())
+                        .then(|| count(key, v, RETENTION_MIN))
+                        .transpose()?;
                 }
                 "retention_age" => {
                     opts.retention_age = (!v.is_null())
@@ -341,12 +355,51 @@ impl PersistingOptions {
                 },
             }
         }
-        // the bounds of the options Lance uses, in their one place
-        opts.lance_options(None).validate()?;
+        opts.validate()?;
         for key in &ignored {
             log::warn!("ignoring unknown backend option {key:?}");
         }
         Ok((opts, ignored))
+    }
+
+    /// Checks the options against their bounds, as [`PersistingOptions::from_map`] does
+    /// while parsing: what [`crate::PersistingBackend::open`] checks of options built
+    /// in Rust. The facade's own bounds are the `*_MIN` constants of this module; the
+    /// bounds of the options Lance uses are in `LanceOptions::validate`, their one
+    /// place.
+    pub fn validate(&self) -> Result<()> {
+        let at_least = |name: &str, value: u64, min: u64| {
+            if value < min {
+                return Err(StorageError::invalid(
+                    name,
+                    value,
+                    format!("must be a whole number of at least {min}"),
+                ));
+            }
+            Ok(())
+        };
+        at_least("batch_size", self.batch_size as u64, BATCH_SIZE_MIN)?;
+        at_least("max_wal_size", self.max_wal_size, BOUND_BYTES_MIN)?;
+        at_least(
+            "max_unflushed_bytes",
+            self.max_unflushed_bytes,
+            BOUND_BYTES_MIN,
+        )?;
+        if let Some(n) = self.retention_records {
+            at_least("retention_records", n, RETENTION_MIN)?;
+        }
+        if let Some(n) = self.retention_bytes {
+            at_least("retention_bytes", n, RETENTION_MIN)?;
+        }
+        if self.retention_age.is_some_and(|a| a.is_zero()) {
+            return Err(StorageError::invalid(
+                "retention_age",
+                0,
+                "must be a number of seconds above 0 (None: off)",
+            ));
+        }
+        self.lance_options(None).validate()?;
+        Ok(())
     }
 
     /// The map [`PersistingOptions::from_map`] reads back into these options (its
@@ -452,6 +505,64 @@ fn column_compression(codec: Codec) -> ColumnCompression {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_built_in_rust_are_held_to_the_bounds_of_the_map() {
+        assert!(PersistingOptions::default().validate().is_ok());
+        let cases = [
+            (
+                "batch_size",
+                PersistingOptions {
+                    batch_size: 0,
+                    ..PersistingOptions::default()
+                },
+            ),
+            (
+                "max_wal_size",
+                PersistingOptions {
+                    max_wal_size: BOUND_BYTES_MIN - 1,
+                    ..PersistingOptions::default()
+                },
+            ),
+            (
+                "max_unflushed_bytes",
+                PersistingOptions {
+                    max_unflushed_bytes: 10,
+                    ..PersistingOptions::default()
+                },
+            ),
+            (
+                "retention_records",
+                PersistingOptions {
+                    retention_records: Some(0),
+                    ..PersistingOptions::default()
+                },
+            ),
+            (
+                "retention_age",
+                PersistingOptions {
+                    retention_age: Some(Duration::ZERO),
+                    ..PersistingOptions::default()
+                },
+            ),
+            (
+                "target_rows_per_fragment",
+                PersistingOptions {
+                    target_rows_per_fragment: 1,
+                    ..PersistingOptions::default()
+                },
+            ),
+        ];
+        for (name, opts) in cases {
+            let e = opts.validate().unwrap_err().to_string();
+            assert!(e.contains(name), "{name}: {e}");
+            // the map refuses the same value, naming the same option
+            let mut map = PersistingOptions::default().to_map();
+            map.extend(opts.to_map().into_iter().filter(|(k, _)| k == name));
+            let e = PersistingOptions::from_map(&map).unwrap_err().to_string();
+            assert!(e.contains(name), "{name} from the map: {e}");
+        }
+    }
 
     #[test]
     fn the_map_of_options_reads_back_into_them() {

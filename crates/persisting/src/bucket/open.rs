@@ -180,9 +180,8 @@ impl PersistingBackend {
         wal_fs: Arc<dyn Fs>,
         lance_disk: Arc<dyn Disk>,
     ) -> Result<Self> {
-        if opts.batch_size == 0 {
-            return Err(StorageError::invalid("batch_size", 0, "must be at least 1"));
-        }
+        // options built in Rust meet the bounds the map's parse holds them to
+        opts.validate()?;
         // where the data is, decided once
         let location = Location::of(storage_path)?;
         let storage_path = location.to_path_buf();
