@@ -1,11 +1,12 @@
-//! Recovery: WAL replay, a crash between the Lance commit and the WAL checkpoint, and
-//! the durability contract per `wal_sync_interval` under a simulated power loss of the
-//! WAL (the WAL crate's simulated file layer).
+//! Recovery: WAL replay, a crash between the Lance commit and the WAL checkpoint, the
+//! durability contract per `wal_sync_interval` under a simulated power loss of the
+//! WAL (the WAL crate's simulated file layer), and a flush whose Lance fsyncs fail.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use persisting::lance::{SimCrash, SimDisk, SyncKind};
 use persisting::wal::{CrashMode, SimFs};
 use persisting::{PersistingBackend, PersistingOptions, StorageBackend, WAL_DIR, record};
 
@@ -279,4 +280,69 @@ fn a_reopen_right_after_a_cancelled_flush_neither_duplicates_nor_loses() {
             b.close().await.unwrap();
         }
     });
+}
+
+/// A flush whose Lance fsyncs fail (of its data files, of the manifest directory, or
+/// of the seals, which come after the commit) does not count its records persisted:
+/// the WAL is not checkpointed past them, and a power loss of both disks right then
+/// loses none of them. Once fsyncs work again, the next flush makes them durable.
+#[test]
+fn a_flush_whose_fsyncs_fail_keeps_the_wal_and_a_power_loss_loses_nothing() {
+    for kind in [SyncKind::DataFiles, SyncKind::ManifestDir, SyncKind::Seals] {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = SimFs::new();
+        let disk = SimDisk::new(dir.path());
+        let open = || {
+            PersistingBackend::open_with_disks(
+                0,
+                dir.path(),
+                wal_opts(Duration::ZERO),
+                Arc::new(sim.clone()),
+                Arc::new(disk.clone()),
+            )
+        };
+        rt().block_on(async {
+            let b = open().await.unwrap();
+            b.put_batch((0..100).map(|i| record! {"n" => i}).collect())
+                .await
+                .unwrap();
+            b.flush().await.unwrap();
+            disk.fail_syncs(Some(kind));
+            b.put_batch((100..150).map(|i| record! {"n" => i}).collect())
+                .await
+                .unwrap();
+            let e = b.flush().await.unwrap_err();
+            assert!(
+                e.to_string().contains("simulated fsync failure"),
+                "{kind:?}: {e}"
+            );
+            // a retry reconciles and fails the same way
+            assert!(b.flush().await.is_err(), "{kind:?}");
+            let stats = b.stats().await.unwrap();
+            assert_eq!(stats.persisted_count, 100, "{kind:?}");
+            assert_eq!(stats.total_count, 150, "{kind:?}");
+            // both disks lose power now: what was acknowledged is in the WAL
+            disk.crash(SimCrash::DropUnsynced, 3).unwrap();
+            sim.crash(CrashMode::DropUnsynced, 3);
+            drop(b);
+            disk.power_on();
+            disk.fail_syncs(None);
+            let b = open().await.unwrap();
+            let got = b.get(0, None).await.unwrap();
+            assert_eq!(
+                got.len(),
+                150,
+                "{kind:?}: every acknowledged record survives"
+            );
+            assert!(
+                got.iter()
+                    .enumerate()
+                    .all(|(i, r)| r["n"].as_i64() == Some(i as i64)),
+                "{kind:?}"
+            );
+            b.flush().await.unwrap();
+            assert_eq!(b.stats().await.unwrap().persisted_count, 150, "{kind:?}");
+            b.close().await.unwrap();
+        });
+    }
 }
