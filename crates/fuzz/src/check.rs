@@ -50,6 +50,8 @@ pub struct Totals {
     pub trims: u64,
     /// Snapshots acknowledged to the workload.
     pub snapshots: u64,
+    /// Windows in which Lance fsyncs failed (power mode).
+    pub sync_failures: u64,
 }
 
 impl Totals {
@@ -66,6 +68,7 @@ impl Totals {
         self.group_commits += o.group_commits;
         self.trims += o.trims;
         self.snapshots += o.snapshots;
+        self.sync_failures += o.sync_failures;
     }
 
     /// Adds a check's findings.

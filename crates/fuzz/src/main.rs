@@ -122,7 +122,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 fn summary(mode: &str, t: &Totals, secs: f64) {
     println!(
-        "crash-fuzz {mode}: iterations={} kills={} acknowledged={} lost={} duplicated={} corrupted-returned={} errors-detected={} group-commits={} trims={} snapshots={} ({secs:.1} s)",
+        "crash-fuzz {mode}: iterations={} kills={} acknowledged={} lost={} duplicated={} corrupted-returned={} errors-detected={} group-commits={} trims={} snapshots={} fsync-failures={} ({secs:.1} s)",
         t.iterations,
         t.kills,
         t.acknowledged,
@@ -132,7 +132,8 @@ fn summary(mode: &str, t: &Totals, secs: f64) {
         t.errors_detected,
         t.group_commits,
         t.trims,
-        t.snapshots
+        t.snapshots,
+        t.sync_failures
     );
 }
 

@@ -9,6 +9,11 @@
 //! flush made durable in Lance. Data files sealed when a flush returned must still be
 //! sealed after the crash.
 //!
+//! In some rounds, the last operations before the crash (flushes, group commits,
+//! trims, snapshots, reads; no puts, which would wait at the bound) run while one kind
+//! of Lance fsync fails ([`SimDisk::fail_syncs`]: a dying disk): what they did not get
+//! acknowledged is not owed, and no record acknowledged before may be lost.
+//!
 //! `--without-fsync KIND` makes the Lance disk ignore one kind of fsync (a mutation
 //! check): the run is expected to fail.
 
@@ -21,10 +26,26 @@ use persisting::{PersistingBackend, StorageBackend};
 
 use crate::check::{Totals, verify, verify_groups, verify_snapshot};
 use crate::runtime;
-use crate::workload::{Applied, GROUPS, Pinned, RunConfig, apply, next_op};
+use crate::workload::{Applied, GROUPS, Op, Pinned, RunConfig, apply, next_op};
 
 /// Crashes per run.
 const CRASHES: u64 = 3;
+
+/// The most operations of a round run while fsyncs fail.
+const FAILING_OPS_MAX: u64 = 20;
+
+/// Which fsyncs fail, and from which operation of the round on (until its crash).
+fn failure_plan(rng: &mut SimRng, ops: u64) -> Option<(SyncKind, u64)> {
+    if rng.below(3) != 0 {
+        return None;
+    }
+    let kind = match rng.below(3) {
+        0 => SyncKind::DataFiles,
+        1 => SyncKind::ManifestDir,
+        _ => SyncKind::Seals,
+    };
+    Some((kind, ops.saturating_sub(1 + rng.below(FAILING_OPS_MAX))))
+}
 
 /// Seals owed after a crash: those present when a flush returned whose files still
 /// exist, missing from the seals file now.
@@ -51,6 +72,8 @@ pub fn iteration(seed: u64, skipped: Option<SyncKind>) -> Result<Totals, String>
     let disk = SimDisk::new(&tmp);
     disk.skip_syncs(skipped);
     let mut rng = SimRng::new(seed ^ 0x90e4);
+    // a generator of its own: a seed's workload stays what it was
+    let mut failures = SimRng::new(seed ^ 0xfa11);
     let mut t = Totals {
         iterations: 1,
         ..Totals::default()
@@ -103,8 +126,38 @@ pub fn iteration(seed: u64, skipped: Option<SyncKind>) -> Result<Totals, String>
             let mut next = b.total_count();
             let mut flushed = next;
             if round < CRASHES {
-                for _ in 0..(20 + rng.below(150)) {
-                    match apply(&b, &cfg, next_op(&mut rng), next).await? {
+                let ops = 20 + rng.below(150);
+                let plan = failure_plan(&mut failures, ops);
+                let mut refused = 0;
+                for k in 0..ops {
+                    let failing = plan.is_some_and(|(_, from)| k >= from);
+                    if let Some((kind, from)) = plan
+                        && k == from
+                    {
+                        disk.fail_syncs(Some(kind));
+                        t.sync_failures += 1;
+                    }
+                    let op = next_op(&mut rng);
+                    if failing && matches!(op, Op::Put | Op::PutBatch(_)) {
+                        // a put at the bound would wait `put_timeout` for a flush
+                        // that cannot succeed: the window runs the other operations
+                        // (what was put before it is what must survive)
+                        continue;
+                    }
+                    let snapshot = matches!(op, Op::Snapshot(_));
+                    let applied = match apply(&b, &cfg, op, next).await {
+                        Err(_) if failing => {
+                            // not acknowledged, so not owed; a snapshot operation may
+                            // have deleted the one owed before it failed
+                            if snapshot {
+                                owed_snapshot = None;
+                            }
+                            refused += 1;
+                            continue;
+                        }
+                        other => other?,
+                    };
+                    match applied {
                         Applied::Acked(n) => next = n,
                         Applied::Flushed => {
                             flushed = next;
@@ -124,6 +177,11 @@ pub fn iteration(seed: u64, skipped: Option<SyncKind>) -> Result<Totals, String>
                             owed_snapshot = Some(p);
                         }
                     }
+                }
+                if let Some((kind, from)) = plan {
+                    println!(
+                        "  round {round}: {kind:?} fsyncs failed from operation {from} of {ops}; {refused} operations failed"
+                    );
                 }
             }
             let persisted = b.stats().await.map_err(|e| e.to_string())?.persisted_count;
@@ -157,6 +215,7 @@ pub fn iteration(seed: u64, skipped: Option<SyncKind>) -> Result<Totals, String>
         // is back: a real power loss stops them all at once
         rt.shutdown_timeout(std::time::Duration::from_secs(10));
         disk.power_on();
+        disk.fail_syncs(None);
     }
     if let Some(problem) = problem {
         t.failures.push(format!(
