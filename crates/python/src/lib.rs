@@ -45,5 +45,20 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(convert::round_trip, m)?)?;
     m.add_function(wrap_pyfunction!(bridge::close_gate, m)?)?;
+    m.add_function(wrap_pyfunction!(location, m)?)?;
     Ok(())
+}
+
+/// Where `path` puts a bucket, as the storage layer decides it: `("local", path)` for
+/// a local directory (a path, or a `file://` URI's path) or `("remote", uri)` for an
+/// object store. The package keys its open backends by it, so two spellings of one
+/// directory are one key. A URI that does not parse is a `ValueError` naming it.
+#[pyfunction]
+fn location(path: &str) -> PyResult<(&'static str, String)> {
+    use persisting::lance::Location;
+    match Location::of(path) {
+        Ok(Location::Local(dir)) => Ok(("local", dir.to_string_lossy().into_owned())),
+        Ok(Location::Remote(uri)) => Ok(("remote", uri.to_string())),
+        Err(e) => Err(pyo3::exceptions::PyValueError::new_err(e.to_string())),
+    }
 }

@@ -53,3 +53,14 @@ async def test_the_same_bucket_opened_twice_in_one_process_names_the_holder(tmp_
     # once closed, the bucket opens again
     again = PersistingBackend(bucket_id=0, storage_path=path)
     await again.close()
+
+
+async def test_a_file_uri_of_an_open_bucket_names_the_holder_too(tmp_path):
+    path = tmp_path / "bucket_0"
+    first = PersistingBackend(bucket_id=0, storage_path=str(path))
+    try:
+        # the storage layer opens a file:// URI as its directory: the same bucket
+        with pytest.raises(BucketLockedError, match="already open by PersistingBackend"):
+            PersistingBackend(bucket_id=0, storage_path=path.as_uri())
+    finally:
+        await first.close()

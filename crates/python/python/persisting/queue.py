@@ -78,7 +78,13 @@ _OPEN: "weakref.WeakValueDictionary[str, LanceBackend]" = weakref.WeakValueDicti
 
 
 def _key(path: str) -> str:
-    return path if "://" in path else os.path.abspath(path)
+    """The key of a bucket's place among the open backends: local or remote as the
+    storage layer decides (a ``file://`` URI is its local directory)."""
+    try:
+        kind, where = _native.location(path)
+    except ValueError:
+        return path  # opening it raises the storage layer's error naming it
+    return os.path.abspath(where) if kind == "local" else where
 
 
 #: options of every bucket beyond the named parameters. For a ``storage_path`` that
