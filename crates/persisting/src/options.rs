@@ -163,12 +163,18 @@ fn count(name: &str, v: &Json, min: u64) -> Result<u64> {
     };
     match n {
         Some(n) if n >= min => Ok(n),
-        _ => Err(StorageError::invalid(
-            name,
-            as_text(v),
-            format!("must be a whole number of at least {min}"),
-        )),
+        _ => Err(below(name, as_text(v), min)),
     }
+}
+
+/// The error of a count option `name` given as `value`, which is not a whole number
+/// of at least `min`.
+fn below(name: &str, value: impl ToString, min: u64) -> StorageError {
+    StorageError::invalid(
+        name,
+        value,
+        format!("must be a whole number of at least {min}"),
+    )
 }
 
 fn flag(name: &str, v: &Json) -> Result<bool> {
@@ -370,11 +376,7 @@ impl PersistingOptions {
     pub fn validate(&self) -> Result<()> {
         let at_least = |name: &str, value: u64, min: u64| {
             if value < min {
-                return Err(StorageError::invalid(
-                    name,
-                    value,
-                    format!("must be a whole number of at least {min}"),
-                ));
+                return Err(below(name, value, min));
             }
             Ok(())
         };

@@ -107,6 +107,11 @@ struct State {
 #[derive(Debug, Clone)]
 pub struct SimDisk(Arc<State>);
 
+/// The switch behind `slot`, poisoned or not.
+fn lock(slot: &Mutex<Option<SyncKind>>) -> MutexGuard<'_, Option<SyncKind>> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Every file and directory under `root` (none if it is absent).
 fn walk(root: &Path) -> io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     let (mut files, mut dirs) = (Vec::new(), Vec::new());
@@ -150,50 +155,32 @@ impl SimDisk {
 
     /// Ignores every later fsync of one kind (`None`: none).
     pub fn skip_syncs(&self, kind: Option<SyncKind>) {
-        *self
-            .0
-            .skipped
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = kind;
+        *lock(&self.0.skipped) = kind;
     }
 
     /// Every later fsync of one kind fails with an I/O error and makes nothing
     /// durable (`None`: none fails); the disk's other operations work.
     pub fn fail_syncs(&self, kind: Option<SyncKind>) {
-        *self
-            .0
-            .failing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = kind;
+        *lock(&self.0.failing) = kind;
     }
 
-    /// The error of an fsync of `path`, a `kind` fsync, while that kind fails.
-    fn sync_failure(&self, path: &Path, kind: Option<SyncKind>) -> io::Result<()> {
-        let failing = *self
-            .0
-            .failing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if failing.is_some() && failing == kind {
+    /// What becomes of an fsync of `path`, of `kind` (`None`: a kind no switch names):
+    /// an error while that kind fails, `true` (ignored) while it is skipped.
+    fn fault(&self, path: &Path, kind: Option<SyncKind>) -> io::Result<bool> {
+        if kind.is_none() {
+            return Ok(false);
+        }
+        if *lock(&self.0.failing) == kind {
             return Err(io::Error::other(format!(
                 "simulated fsync failure of {}",
                 path.display()
             )));
         }
-        Ok(())
+        Ok(*lock(&self.0.skipped) == kind)
     }
 
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
         self.0.ledger.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn skips(&self, kind: SyncKind) -> bool {
-        *self
-            .0
-            .skipped
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            == Some(kind)
     }
 
     /// Cuts the power: every later change through this disk fails; once the changes
@@ -342,17 +329,14 @@ impl Disk for SimDisk {
                 .parent()
                 .and_then(Path::file_name)
                 .is_some_and(|d| d == "data");
-        let is_seals = path.file_name().is_some_and(|n| n == SUMS_FILE);
         let kind = if is_data {
             Some(SyncKind::DataFiles)
-        } else if is_seals {
+        } else if path.file_name().is_some_and(|n| n == SUMS_FILE) {
             Some(SyncKind::Seals)
         } else {
             None
         };
-        self.sync_failure(path, kind)?;
-        if (is_data && self.skips(SyncKind::DataFiles)) || (is_seals && self.skips(SyncKind::Seals))
-        {
+        if self.fault(path, kind)? {
             return Ok(());
         }
         let len = std::fs::metadata(path)?.len();
@@ -363,8 +347,7 @@ impl Disk for SimDisk {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let _op = self.begin()?;
         let manifests = dir.file_name().is_some_and(|d| d == "_versions");
-        self.sync_failure(dir, manifests.then_some(SyncKind::ManifestDir))?;
-        if manifests && self.skips(SyncKind::ManifestDir) {
+        if self.fault(dir, manifests.then_some(SyncKind::ManifestDir))? {
             return Ok(());
         }
         let mut ledger = self.ledger();
