@@ -573,7 +573,7 @@ pub(crate) async fn lance_rows(root: &Path) {
         scan,
         "records/s",
         seq / scan,
-        ">=0.7",
+        ">=0.8",
     );
     row(
         "lance",
@@ -582,7 +582,7 @@ pub(crate) async fn lance_rows(root: &Path) {
         scan,
         "records/s",
         seq_into / scan,
-        ">=0.7",
+        ">=0.9",
     );
     row(
         "lance",
@@ -591,7 +591,7 @@ pub(crate) async fn lance_rows(root: &Path) {
         scan,
         "records/s",
         seq_arrow / scan,
-        ">=0.7",
+        ">=0.95",
     );
 
     // compaction: many small fragments, read speed before and after

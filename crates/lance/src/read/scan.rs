@@ -24,8 +24,11 @@ pub(crate) const TAKE_MAX: u64 = 1024;
 /// many ...
 pub(crate) const WINDOW_MIN: u64 = 1 << 16;
 
-/// ... and at most this many.
-pub(crate) const WINDOW_MAX: u64 = 1 << 18;
+/// ... and at most this many for its first window ...
+pub(crate) const WINDOW_START_MAX: u64 = 1 << 18;
+
+/// ... after which each window is twice the one before, up to this many rows.
+pub(crate) const WINDOW_MAX: u64 = 1 << 22;
 
 /// Checked batches a scan holds ready ahead of its reader.
 pub(crate) const AHEAD_BATCHES: usize = 4;
@@ -83,8 +86,10 @@ pub(crate) struct Source {
 }
 
 /// A scan of the dataset kept between reads. A task of its own reads from `next` to
-/// the end of the dataset, window after window (each window's data files checked
-/// against their seals before Lance reads them), and hands the decoded batches over
+/// the end of the dataset, window after window, each twice the one before up to
+/// [`WINDOW_MAX`] (each window's data files checked against their seals before Lance
+/// reads them; each window is a Lance scan of its own, whose start is a gap in the
+/// decoding ahead, so a long read starts few of them), and hands the decoded batches over
 /// through a bounded channel, at most [`AHEAD_BATCHES`] ahead. Rows are checked
 /// against their checksums either by the reader as it takes a batch (`read_arrow`,
 /// `read_into`: decoding and checking so run on two cores at once) or, when the scan
@@ -124,10 +129,14 @@ impl Cursor {
         let order = Arc::clone(&source.order);
         let task = tokio::spawn(async move {
             let mut at = offset;
+            let mut window = window;
             while at < end {
                 let rows = window.min(end - at);
                 match scan_window(&source, at, rows, &tx).await {
-                    Ok(true) => at += rows,
+                    Ok(true) => {
+                        at += rows;
+                        window = window.saturating_mul(2).min(WINDOW_MAX);
+                    }
                     // the reader is gone
                     Ok(false) => return,
                     Err(e) => {
@@ -285,7 +294,10 @@ pub(crate) async fn read_dataset(
     // its rows are (being) read already
     let check = source.checks == RowChecks::Here;
     let mut c = cursor.unwrap_or_else(|| {
-        let window = n.saturating_mul(8).clamp(WINDOW_MIN, WINDOW_MAX).max(n);
+        let window = n
+            .saturating_mul(8)
+            .clamp(WINDOW_MIN, WINDOW_START_MAX)
+            .max(n);
         Cursor::open(source, offset, window)
     });
     let mut at = offset;
@@ -305,4 +317,71 @@ pub(crate) async fn read_dataset(
     } else {
         ReadAhead::After { version, next: end }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LanceBucket, LanceOptions};
+    use arrow::array::AsArray;
+    use persisting_codec::record;
+
+    /// A cursor whose first window is a few rows reads on through windows that double
+    /// (5, 10, 20, ... rows, each starting a scan of its own, across fragments of 37
+    /// rows): every row once, in order, checked.
+    #[test]
+    fn a_cursor_reads_every_row_once_across_doubling_windows() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let mut b = LanceBucket::open(
+                dir.path(),
+                LanceOptions {
+                    flush_threshold: 37,
+                    compact_fragments_max: 0,
+                    ..LanceOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+            let all: Vec<_> = (0..700i64).map(|i| record! {"id" => i}).collect();
+            for chunk in all.chunks(37) {
+                b.append(chunk.to_vec()).await.unwrap();
+            }
+            let ds = b.committed.dataset().cloned().unwrap();
+            assert!(ds.get_fragments().len() > 10, "many fragments");
+            for (from, window) in [(0u64, 5u64), (3, 1), (411, 7)] {
+                let source = Source {
+                    ds: Arc::clone(&ds),
+                    base: b.committed.log_start(),
+                    persisted: b.committed.persisted(),
+                    order: b.schema.names().into(),
+                    seals: b.seals(),
+                    checks: RowChecks::AheadThenSink,
+                    readers: Arc::clone(&b.reads.readers),
+                };
+                let mut cursor = Cursor::open(source, from, window);
+                let mut next = from;
+                let end = cursor.end;
+                assert!(end > 600, "{end} rows in the dataset");
+                while next < end {
+                    let (batch, checked) = cursor.next_batch(&b.uri, true).await.unwrap();
+                    assert!(checked);
+                    let ids = batch
+                        .column_by_name("id")
+                        .unwrap()
+                        .as_primitive::<arrow::datatypes::Int64Type>();
+                    for id in ids.iter() {
+                        assert_eq!(id, Some(next as i64), "from {from}, window {window}");
+                        next += 1;
+                    }
+                    cursor.next = next;
+                }
+                assert_eq!(next, end);
+            }
+        });
+    }
 }
