@@ -64,6 +64,7 @@ pub use log_start::{LOG_START_BEFORE_KEY, LOG_START_KEY};
 pub use options::{
     ColumnCompression, LEASE_TERM_MIN, LanceOptions, Retention, TARGET_ROWS_PER_FRAGMENT_MIN,
 };
+pub use read::rows::{Cell, Fields, Row, Rows};
 pub use retention::{
     SNAPSHOT_NAME_BYTES_MAX, Snapshot, SnapshotReader, TrimReport, validate_snapshot,
 };

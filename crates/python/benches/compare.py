@@ -191,9 +191,9 @@ async def bench_get_parts(ours_path: str, pylance_path: str, records: int, n: in
     print(f"  get({n:,}) on {records:,} rows: {w * 1e3:.2f} ms = read {r * 1e3:.2f} + conversion "
           f"{c * 1e3:.2f} + the rest {(w - r - c) * 1e3:.2f} (the hop, and freeing the result before; "
           f"best of 3 passes); pyarrow's to_pylist of {n:,} rows: {min(pylist) * 1e3:.2f} ms", flush=True)
-    row("python", f"get({n:,}) part 1, the read (Lance, row checks, records; GIL released) vs pylance to_table(offset, {n:,}) of the same rows (Arrow only)",
+    row("python", f"get({n:,}) part 1, the read (Lance, row checks; GIL released) vs pylance to_table(offset, {n:,}) of the same rows (Arrow only)",
         n / r, n / min(arrow), "records/s", "-")
-    row("python", f"get({n:,}) part 2, records to dicts (GIL held) vs Python building the same {n:,} dicts from values it holds (dict displays)",
+    row("python", f"get({n:,}) part 2, checked rows to dicts (GIL held) vs Python building the same {n:,} dicts from values it holds (dict displays)",
         n / c, n / min(literal), "records/s", "-")
 
 

@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use crate::bridge::{Cancel, awaitable, runtime};
-use crate::convert::{self, Records};
+use crate::convert::{self, Rows};
 use crate::errors;
 use crate::groups;
 use crate::metrics;
@@ -153,11 +153,14 @@ impl Bucket {
     ) -> PyResult<Bound<'py, PyAny>> {
         let backend = self.open()?;
         awaitable(py, Cancel::Drop, async move {
-            let records = match snapshot {
-                Some(name) => backend.get_snapshot(&name, offset, limit).await,
-                None => backend.get(offset, limit).await,
+            let rows = match snapshot {
+                Some(name) => backend
+                    .get_snapshot(&name, offset, limit)
+                    .await
+                    .map(persisting::lance::Rows::from_records),
+                None => backend.get_rows(offset, limit).await,
             };
-            records.map(Records).map_err(errors::storage)
+            rows.map(Rows).map_err(errors::storage)
         })
     }
 
@@ -237,11 +240,11 @@ impl Bucket {
         let backend = self.open()?;
         awaitable(py, Cancel::Drop, async move {
             let first = backend
-                .get(offset, Some(limit))
+                .get_rows(offset, Some(limit))
                 .await
                 .map_err(errors::storage)?;
             if !first.is_empty() || !wait || limit == 0 {
-                return Ok(Records(first));
+                return Ok(Rows(first));
             }
             let mut count = backend.subscribe();
             // true once a put made a record at `offset` visible; false if the bucket
@@ -252,12 +255,12 @@ impl Bucket {
                 None => arrived.await,
             };
             if !arrived {
-                return Ok(Records(Vec::new()));
+                return Ok(Rows(persisting::lance::Rows::default()));
             }
             backend
-                .get(offset, Some(limit))
+                .get_rows(offset, Some(limit))
                 .await
-                .map(Records)
+                .map(Rows)
                 .map_err(errors::storage)
         })
     }
@@ -304,11 +307,11 @@ impl Bucket {
         let backend = self.open()?;
         let started = std::time::Instant::now();
         let records = py
-            .detach(|| runtime().map(|rt| rt.block_on(backend.get(offset, Some(limit)))))?
+            .detach(|| runtime().map(|rt| rt.block_on(backend.get_rows(offset, Some(limit)))))?
             .map_err(errors::storage)?;
         let read = started.elapsed().as_secs_f64();
         let started = std::time::Instant::now();
-        let list = Records(records).into_pyobject(py)?;
+        let list = Rows(records).into_pyobject(py)?;
         Ok((list, read, started.elapsed().as_secs_f64()))
     }
 

@@ -24,6 +24,7 @@
 use std::sync::Arc;
 
 use persisting::codec::{DistinctNames, IntoName};
+use persisting::lance::{Cell, Row};
 use persisting::{Record, Value};
 use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
@@ -324,6 +325,73 @@ impl<'py> IntoPyObject<'py> for Records {
             .iter()
             .map(|r| record_to_py(py, r, &mut names))
             .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, dicts)
+    }
+}
+
+/// A read on its way to Python, unbuilt (checked batches and buffered records): a
+/// `list` of `dict`s built straight from the columns when the result is handed to the
+/// event loop, so no record is built on the runtime's thread nor freed on the loop's.
+pub(crate) struct Rows(pub(crate) persisting::lance::Rows);
+
+/// An error while walking rows: Python's, or the storage layer's (a layout value
+/// that does not decode).
+struct WalkError(PyErr);
+
+impl From<PyErr> for WalkError {
+    fn from(e: PyErr) -> Self {
+        Self(e)
+    }
+}
+
+impl From<persisting::lance::Error> for WalkError {
+    fn from(e: persisting::lance::Error) -> Self {
+        Self(crate::errors::storage(e.into()))
+    }
+}
+
+fn cell_to_py<'py>(
+    py: Python<'py>,
+    cell: Cell<'_>,
+    names: &mut Names,
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match cell {
+        Cell::Int(i) => i.into_pyobject(py)?.into_any(),
+        Cell::Float(f) => PyFloat::new(py, f).into_any(),
+        Cell::Bool(b) => PyBool::new(py, b).to_owned().into_any(),
+        Cell::Str(s) => PyString::new(py, s).into_any(),
+        Cell::Value(v) => value_to_py(py, &v, names)?,
+    })
+}
+
+impl<'py> IntoPyObject<'py> for Rows {
+    type Target = PyList;
+    type Output = Bound<'py, PyList>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut names = Names::default();
+        let mut dicts = Vec::with_capacity(self.0.len());
+        self.0
+            .for_each(|row| {
+                let dict = match row {
+                    Row::Record(r) => record_to_py(py, r, &mut names)?,
+                    Row::Fields(fields) => {
+                        let dict = PyDict::new(py);
+                        let mut j = 0;
+                        fields.for_each(|name, cell| {
+                            let value = cell_to_py(py, cell, &mut names)?;
+                            dict.set_item(names.get(py, j, name), value)?;
+                            j += 1;
+                            Ok::<_, WalkError>(())
+                        })?;
+                        dict
+                    }
+                };
+                dicts.push(dict);
+                Ok::<_, WalkError>(())
+            })
+            .map_err(|WalkError(e)| e)?;
         PyList::new(py, dicts)
     }
 }

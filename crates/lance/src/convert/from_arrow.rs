@@ -19,8 +19,8 @@ pub(crate) struct Columns<'a> {
     /// the record fields' types and columns, in field order
     fields: Vec<(ColType, &'a ArrayRef)>,
     /// their names, one shared allocation each: the records of the batch point at it
-    names: DistinctNames,
-    typed: Vec<Typed<'a>>,
+    pub(crate) names: DistinctNames,
+    pub(crate) typed: Vec<Typed<'a>>,
     layout: Option<&'a ArrayRef>,
     checksums: Option<&'a arrow::array::UInt32Array>,
 }

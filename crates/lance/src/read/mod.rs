@@ -8,6 +8,7 @@
 pub(crate) mod files;
 pub(crate) mod fragments;
 pub(crate) mod reads;
+pub(crate) mod rows;
 pub(crate) mod scan;
 
 use std::sync::Arc;

@@ -84,31 +84,38 @@ fn varied(i: u64) -> Record {
     }
 }
 
+/// A bucket of [`varied`] records over fragments, one widened column and the buffer,
+/// and the records it holds.
+async fn varied_bucket(dir: &std::path::Path) -> (LanceBucket, Vec<Record>) {
+    let mut b = bucket(dir, 0).await;
+    let mut all: Vec<Record> = (0..2400).map(varied).collect();
+    for (k, chunk) in all.chunks(300).enumerate() {
+        b.append(chunk.to_vec()).await.unwrap();
+        if k % 3 != 2 {
+            b.flush().await.unwrap();
+        }
+    }
+    // a float into the int field "n": the column is widened
+    let widened = record! {"id" => 2400i64, "n" => 0.5};
+    b.put_batch(vec![widened.clone()]).unwrap();
+    b.flush().await.unwrap();
+    for r in &mut all {
+        if let Some(persisting_codec::Value::Int(n)) = r.get("n").cloned() {
+            r.insert("n", n as f64);
+        }
+    }
+    all.push(widened);
+    b.put_batch((2401..2450).map(varied).collect()).unwrap();
+    all.extend((2401..2450).map(varied));
+    assert!(b.buffered_count() > 0, "some records stay in the buffer");
+    (b, all)
+}
+
 #[test]
 fn reads_into_one_vec_return_what_read_returns_whatever_the_vec_held() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let mut b = bucket(dir.path(), 0).await;
-        let mut all: Vec<Record> = (0..2400).map(varied).collect();
-        for (k, chunk) in all.chunks(300).enumerate() {
-            b.append(chunk.to_vec()).await.unwrap();
-            if k % 3 != 2 {
-                b.flush().await.unwrap();
-            }
-        }
-        // a float into the int field "n": the column is widened
-        let widened = record! {"id" => 2400i64, "n" => 0.5};
-        b.put_batch(vec![widened.clone()]).unwrap();
-        b.flush().await.unwrap();
-        for r in &mut all {
-            if let Some(persisting_codec::Value::Int(n)) = r.get("n").cloned() {
-                r.insert("n", n as f64);
-            }
-        }
-        all.push(widened);
-        b.put_batch((2401..2450).map(varied).collect()).unwrap();
-        all.extend((2401..2450).map(varied));
-        assert!(b.buffered_count() > 0, "some records stay in the buffer");
+        let (b, all) = varied_bucket(dir.path()).await;
         let total = b.total_count();
         assert_eq!(total, all.len() as u64);
 
@@ -138,6 +145,39 @@ fn reads_into_one_vec_return_what_read_returns_whatever_the_vec_held() {
                 all[(off as usize).min(end)..end],
                 "read_into({off}, {n})"
             );
+        }
+    });
+}
+
+/// Rows handed over unbuilt walk to exactly the records `read` returns (field order,
+/// explicit nulls, absent fields, nested values, widened ints, layout rows, buffered
+/// records), for sequential reads and reads anywhere.
+#[test]
+fn rows_walk_to_what_read_returns() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (b, all) = varied_bucket(dir.path()).await;
+        let total = b.total_count();
+        for step in [1usize, 700, 2999] {
+            let mut at = 0u64;
+            while at < total {
+                let rows = b.read_rows(at, step).await.unwrap();
+                let end = (at as usize + step).min(all.len());
+                assert_eq!(rows.len(), end - at as usize);
+                let got = rows.into_records().unwrap();
+                assert_eq!(got, all[at as usize..end], "read_rows({at}, {step})");
+                at += got.len() as u64;
+            }
+        }
+        let mut x = 4242u64;
+        for _ in 0..60 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let off = x % (total + 10);
+            let n = [0usize, 1, 100, 1500][(x % 4) as usize];
+            let got = b.read_rows(off, n).await.unwrap().into_records().unwrap();
+            assert_eq!(got, b.read(off, n).await.unwrap(), "read_rows({off}, {n})");
         }
     });
 }

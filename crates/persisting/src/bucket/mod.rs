@@ -225,6 +225,22 @@ impl PersistingBackend {
         Ok(lance.read_arrow(offset, limit).await?)
     }
 
+    /// Records `[offset, offset + limit)` of the acknowledged ones, checked like
+    /// [`StorageBackend::get`]'s but handed over unbuilt (see
+    /// [`persisting_lance::LanceBucket::read_rows`]): for a caller that builds objects
+    /// of its own from the values. Walking them yields exactly what `get` returns.
+    pub async fn get_rows(
+        &self,
+        offset: u64,
+        limit: Option<usize>,
+    ) -> Result<persisting_lance::Rows> {
+        let Some(limit) = self.acknowledged(offset, limit) else {
+            return Ok(persisting_lance::Rows::default());
+        };
+        let lance = self.inner.lance.read().await;
+        Ok(lance.read_rows(offset, limit).await?)
+    }
+
     /// `limit` clipped to the acknowledged records from `offset`; `None` when there
     /// are none.
     fn acknowledged(&self, offset: u64, limit: Option<usize>) -> Option<usize> {
