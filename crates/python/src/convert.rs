@@ -309,26 +309,6 @@ fn record_to_py<'py>(
     Ok(dict)
 }
 
-/// Records on their way to Python: a `list` of `dict`s, built when the result is
-/// handed to the event loop.
-pub(crate) struct Records(pub(crate) Vec<Record>);
-
-impl<'py> IntoPyObject<'py> for Records {
-    type Target = PyList;
-    type Output = Bound<'py, PyList>;
-    type Error = PyErr;
-
-    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let mut names = Names::default();
-        let dicts = self
-            .0
-            .iter()
-            .map(|r| record_to_py(py, r, &mut names))
-            .collect::<PyResult<Vec<_>>>()?;
-        PyList::new(py, dicts)
-    }
-}
-
 /// A read on its way to Python, unbuilt (checked batches and buffered records): a
 /// `list` of `dict`s built straight from the columns when the result is handed to the
 /// event loop, so no record is built on the runtime's thread nor freed on the loop's.
@@ -403,5 +383,8 @@ pub(crate) fn round_trip<'py>(
     py: Python<'py>,
     records: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyList>> {
-    Records(self::records(records)?).into_pyobject(py)
+    Rows(persisting::lance::Rows::from_records(self::records(
+        records,
+    )?))
+    .into_pyobject(py)
 }

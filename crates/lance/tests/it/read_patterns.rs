@@ -8,6 +8,13 @@ use persisting_lance::{LanceBucket, LanceOptions};
 
 use crate::rt;
 
+/// The next number of a xorshift sequence (reads at offsets spread over a bucket).
+fn xorshift(x: &mut u64) {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+}
+
 fn rec(i: u64) -> Record {
     if i.is_multiple_of(5) {
         record! {"id" => i as i64, "s" => format!("r{i}"), "f" => i as f64 / 2.0}
@@ -54,9 +61,7 @@ fn sequential_random_and_spanning_reads_agree() {
         }
         let mut x = 12345u64;
         for _ in 0..200 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            xorshift(&mut x);
             let off = x % total;
             let n = [1usize, 100, 1500][(x % 3) as usize];
             let end = (off as usize + n).min(all.len());
@@ -132,9 +137,7 @@ fn reads_into_one_vec_return_what_read_returns_whatever_the_vec_held() {
         }
         let mut x = 777u64;
         for _ in 0..100 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            xorshift(&mut x);
             let off = x % (total + 10);
             let n = [0usize, 1, 100, 1500][(x % 4) as usize];
             b.read_into(off, n, &mut into).await.unwrap();
@@ -171,9 +174,7 @@ fn rows_walk_to_what_read_returns() {
         }
         let mut x = 4242u64;
         for _ in 0..60 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            xorshift(&mut x);
             let off = x % (total + 10);
             let n = [0usize, 1, 100, 1500][(x % 4) as usize];
             let got = b.read_rows(off, n).await.unwrap().into_records().unwrap();
