@@ -129,7 +129,10 @@ pub fn worker(args: &Args) -> Result<(), String> {
             .map_err(|e| format!("open: {e}"))?;
         let mut next = b.total_count();
         println!("READY {next}");
-        let mut rng = SimRng::new(seed ^ next.rotate_left(32) ^ 0xabcd);
+        // seeded by the round too: a worker killed before any put was acknowledged is
+        // followed by one that opens at the same count, which runs other operations
+        let mut rng =
+            SimRng::new(seed ^ next.rotate_left(32) ^ args.round.rotate_left(16) ^ 0xabcd);
         let mut done = 0;
         while args.ops.is_none_or(|n| done < n) {
             done += 1;
@@ -207,6 +210,7 @@ struct Route<'a> {
 fn spawn_worker(
     dir: &Path,
     seed: u64,
+    round: u64,
     ops: Option<u64>,
     data: Data,
     route: &Route<'_>,
@@ -218,6 +222,8 @@ fn spawn_worker(
         .arg(dir)
         .arg("--seed")
         .arg(seed.to_string())
+        .arg("--round")
+        .arg(round.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -404,7 +410,7 @@ pub fn iteration(args: &Args, base: &Path, seed: u64, data: Data) -> Result<Tota
             relay: relay.as_ref(),
             outages: outage.is_some(),
         };
-        let (mut child, rx) = spawn_worker(&dir, seed, last.then_some(50), data, &route)?;
+        let (mut child, rx) = spawn_worker(&dir, seed, round, last.then_some(50), data, &route)?;
         // wait for READY
         let ready = match rx.recv_timeout(OPEN_TIMEOUT) {
             Ok(Line::Ready(n)) => n,

@@ -47,7 +47,7 @@ use check::Totals;
 #[command(
     name = "persisting-fuzz",
     about = "Crash-recovery fuzzing of the whole Persisting stack",
-    after_help = "The kill modes start `persisting-fuzz worker --dir D --seed S [--ops N] [--data kill|object-store|s3] [--outages]` themselves."
+    after_help = "The kill modes start `persisting-fuzz worker --dir D --seed S --round R [--ops N] [--data kill|object-store|s3] [--outages]` themselves."
 )]
 pub struct Args {
     /// What to run: `all` is kill, object-store, power and corrupt (s3 needs a server).
@@ -74,6 +74,10 @@ pub struct Args {
     /// A worker's operations (default: until killed).
     #[arg(long)]
     ops: Option<u64>,
+    /// A worker's round within its iteration (seeds its operations with the count it
+    /// opened at, so a worker reopened at its predecessor's count runs other ones).
+    #[arg(long, default_value_t = 0)]
+    round: u64,
     /// The power mode leaves one kind of Lance fsync out (a mutation check: expected
     /// to fail): data-files, manifest-dir or seals.
     #[arg(long)]

@@ -295,10 +295,9 @@ pub async fn apply(
                     .await
                     .map_err(|e| format!("delete snapshot {}: {e}", oldest.name))?;
             }
-            // a worker reopened at the count its killed predecessor opened at runs the
-            // same operations again (its generator is seeded by the count): a name
-            // that one took and kept gets a suffix, so the replay takes a new snapshot
-            // instead of being refused one that exists
+            // a name a predecessor took and kept (a worker replayed by hand with the
+            // same seed, round and count runs the same operations) gets a suffix, so
+            // the replay takes a new snapshot instead of being refused one that exists
             let mut name = format!("s{next}-{}", pick % 1_000_000);
             while kept.iter().any(|s| s.name == name) {
                 name.push('r');
