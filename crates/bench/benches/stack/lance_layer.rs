@@ -354,6 +354,31 @@ pub(crate) async fn sequential_ours_into(b: &LanceBucket, n: u64) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+/// Sequential `read_rows` of `n` records, every value of every row visited (what a
+/// caller building its own objects does), in reads of [`BATCH`].
+pub(crate) async fn sequential_ours_rows(b: &LanceBucket, n: u64) -> f64 {
+    let t = Instant::now();
+    let mut at = 0;
+    let mut seen = 0u64;
+    while at < n {
+        let rows = b.read_rows(at, BATCH as usize).await.unwrap();
+        rows.for_each(|row| {
+            match row {
+                Row::Record(r) => seen += r.len() as u64,
+                Row::Fields(f) => f.for_each(|_, cell| {
+                    seen += u64::from(!matches!(cell, Cell::Value(Value::Null)));
+                    Ok::<_, persisting::lance::Error>(())
+                })?,
+            }
+            Ok::<_, persisting::lance::Error>(())
+        })
+        .unwrap();
+        at += rows.len() as u64;
+    }
+    assert!(seen >= n, "{seen} values in {n} rows");
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
 pub(crate) async fn sequential_ours_arrow(b: &LanceBucket, n: u64) -> f64 {
     let t = Instant::now();
     let mut at = 0;

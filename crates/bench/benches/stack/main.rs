@@ -22,7 +22,7 @@ use arrow::record_batch::{RecordBatch, RecordBatchIterator};
 use futures::{StreamExt, TryStreamExt};
 use lance::Dataset;
 use lance::dataset::{WriteMode, WriteParams};
-use persisting::lance::{LanceBucket, LanceOptions};
+use persisting::lance::{Cell, LanceBucket, LanceOptions, Row};
 use persisting::outage::{Outage, Relay};
 use persisting::wal::{SyncPolicy, Wal, WalOptions};
 use persisting::{
@@ -378,10 +378,13 @@ fn main() {
                 );
                 let records = sequential_ours(&b, n).await;
                 let into = sequential_ours_into(&b, n).await;
+                let rows = sequential_ours_rows(&b, n).await;
                 println!(
-                    "sequential read {records:.0}, read_into {into:.0} rows/s: {:.2}x, {:.2}x scan",
+                    "sequential read {records:.0}, read_into {into:.0}, read_rows walked {rows:.0} \
+                     rows/s: {:.2}x, {:.2}x, {:.2}x scan",
                     records / scan,
-                    into / scan
+                    into / scan,
+                    rows / scan
                 );
                 let ours = random_reads_ours(&b, n).await;
                 let take = random_reads_take(&ds, n).await;

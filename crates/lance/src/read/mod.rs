@@ -82,13 +82,9 @@ impl LanceBucket {
                     offset,
                     end,
                     Arc::clone(&names),
-                    // building records costs more per row than a check: the scan
-                    // checks ahead when it can; refilling costs less, so the reader
-                    // checks while the scan decodes
-                    match strings {
-                        Strings::Shared => RowChecks::AheadThenSink,
-                        Strings::Copied => RowChecks::Sink,
-                    },
+                    // the scan checks ahead while this reader is behind; the reader
+                    // checks the batches it had to wait for
+                    RowChecks::AheadThenSink,
                     Vec::new(),
                     |batches: &mut Vec<(RecordBatch, u64, bool)>, batch, at, _, checked| {
                         batches.push((batch.clone(), at, checked));

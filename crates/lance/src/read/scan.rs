@@ -60,12 +60,10 @@ impl std::fmt::Debug for ReadAhead {
 pub(crate) enum RowChecks {
     /// The read, before its sink sees them (`read_arrow`).
     Here,
-    /// The sink, told for each batch whether its rows were checked (`read_into`:
-    /// the reader checks while the scan decodes, on two cores).
-    Sink,
-    /// A scan started for this read checks each batch on its own task before handing
-    /// it over (see [`Cursor`]); a batch it could not check whole goes to the sink
-    /// unchecked (`read`, whose reader has records to build).
+    /// A scan started for this read checks a batch on its own task before handing it
+    /// over while the reader has batches waiting (see [`Cursor`]); a batch the reader
+    /// waits for, or one the scan could not check whole, goes to the sink unchecked
+    /// (`read`, `read_into`, `read_rows`: the checks go to whichever side has time).
     AheadThenSink,
 }
 
@@ -91,11 +89,13 @@ pub(crate) struct Source {
 /// reads them; each window is a Lance scan of its own, whose start is a gap in the
 /// decoding ahead, so a long read starts few of them), and hands the decoded batches over
 /// through a bounded channel, at most [`AHEAD_BATCHES`] ahead. Rows are checked
-/// against their checksums either by the reader as it takes a batch (`read_arrow`,
-/// `read_into`: decoding and checking so run on two cores at once) or, when the scan
-/// was started with [`RowChecks::AheadThenSink`] (`read`, whose reader has records to build), by the
-/// task before it sends the batch; a batch the task could not check whole is sent
-/// unchecked and checked row by row by its reader. Dropping the cursor stops the task.
+/// against their checksums either by the reader as it takes a batch (`read_arrow`:
+/// decoding and checking so run on two cores at once) or, when the scan was started
+/// with [`RowChecks::AheadThenSink`] (`read`, `read_into`, `read_rows`), by the task
+/// before it sends the batch while the reader has batches waiting, and by the reader
+/// for a batch it waited for: the checks go to whichever side is ahead. A batch the
+/// task could not check whole is sent unchecked and checked row by row by its reader.
+/// Dropping the cursor stops the task.
 pub(crate) struct Cursor {
     pub(crate) version: u64,
     /// Offset of the next row the cursor yields.
@@ -214,7 +214,13 @@ pub(crate) async fn scan_window(
         // a batch whose check fails (or panics on damaged arrays) goes unchecked: the
         // reader checks the rows it takes, so a read of the intact rows before a
         // damaged one still succeeds and the error names the damaged row's offset
+        //
+        // it checks ahead while the reader has a batch waiting (the reader is the busier
+        // side); when the reader waits for this batch, it goes over unchecked at once
+        // and the reader checks it: the checks go to whichever side has time
+        let reader_busy = tx.capacity() < tx.max_capacity();
         let checked = source.checks == RowChecks::AheadThenSink
+            && reader_busy
             && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 verify_rows(&batch, &source.order, next, ds.uri())
             }))
