@@ -54,7 +54,7 @@ mod threads;
 
 pub use arrow::record_batch::RecordBatch;
 pub use bucket::{Admitted, DATASET_DIR, FileCheck, FlushReport, LanceBucket, LanceStats, LogSize};
-pub use convert::{TEXT_BLOCK_BYTES, TEXT_BLOCK_ROWS, row_checksum};
+pub use convert::{Cell, TEXT_BLOCK_BYTES, TEXT_BLOCK_ROWS, row_checksum};
 pub use error::{Error, Result};
 pub use groups::{
     COMPACT_AT, GROUP_NAME_BYTES_MAX, GROUPS_DIR, GroupOffset, Groups, validate_group,
@@ -64,7 +64,7 @@ pub use log_start::{LOG_START_BEFORE_KEY, LOG_START_KEY};
 pub use options::{
     ColumnCompression, LEASE_TERM_MIN, LanceOptions, Retention, TARGET_ROWS_PER_FRAGMENT_MIN,
 };
-pub use read::rows::{Cell, Fields, Row, Rows};
+pub use read::rows::{Fields, Row, Rows};
 pub use retention::{
     SNAPSHOT_NAME_BYTES_MAX, Snapshot, SnapshotReader, TrimReport, validate_snapshot,
 };

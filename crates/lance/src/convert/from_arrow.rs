@@ -20,7 +20,7 @@ pub(crate) struct Columns<'a> {
     fields: Vec<(ColType, &'a ArrayRef)>,
     /// their names, one shared allocation each: the records of the batch point at it
     pub(crate) names: DistinctNames,
-    pub(crate) typed: Vec<Typed<'a>>,
+    typed: Vec<Typed<'a>>,
     layout: Option<&'a ArrayRef>,
     checksums: Option<&'a arrow::array::UInt32Array>,
 }
@@ -130,17 +130,25 @@ impl<'a> Columns<'a> {
 
     /// The value of field `i` in row `row`; `None` when the row lacks it.
     pub(crate) fn value(&self, i: usize, row: usize, offset: u64) -> Result<Option<Value>> {
+        Ok(self.cell(i, row, offset)?.map(Cell::into_value))
+    }
+
+    /// The value of field `i` in row `row` as it is read, a string borrowed from the
+    /// batch; `None` when the row lacks it.
+    pub(crate) fn cell(&self, i: usize, row: usize, offset: u64) -> Result<Option<Cell<'a>>> {
         let (ty, col) = &self.fields[i];
         Ok(match &self.typed[i] {
-            Typed::Int(a) => a.is_valid(row).then(|| Value::Int(a.value(row))),
-            Typed::Float(a) => a.is_valid(row).then(|| Value::Float(a.value(row))),
-            Typed::Str(a) => a.is_valid(row).then(|| Value::String(a.value(row).into())),
-            Typed::Bool(a) => a.is_valid(row).then(|| Value::Bool(a.value(row))),
-            Typed::Other => value_at(ty, col, row).map_err(|source| Error::Corrupt {
-                column: self.names.names()[i].to_string(),
-                offset,
-                source,
-            })?,
+            Typed::Int(a) => a.is_valid(row).then(|| Cell::Int(a.value(row))),
+            Typed::Float(a) => a.is_valid(row).then(|| Cell::Float(a.value(row))),
+            Typed::Str(a) => a.is_valid(row).then(|| Cell::Str(a.value(row))),
+            Typed::Bool(a) => a.is_valid(row).then(|| Cell::Bool(a.value(row))),
+            Typed::Other => value_at(ty, col, row)
+                .map_err(|source| Error::Corrupt {
+                    column: self.names.names()[i].to_string(),
+                    offset,
+                    source,
+                })?
+                .map(Cell::Value),
         })
     }
 
@@ -321,6 +329,35 @@ pub(crate) fn record_columns(batch: &RecordBatch, order: &[String]) -> Result<Re
     batch
         .project(&indices)
         .map_err(Error::arrow("project a record batch"))
+}
+
+/// One field's value as a row is read: the common scalar types straight from their
+/// columns (a string borrowed from the batch), anything else built.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell<'a> {
+    /// An int column's value.
+    Int(i64),
+    /// A float column's value.
+    Float(f64),
+    /// A bool column's value.
+    Bool(bool),
+    /// A string column's value, borrowed from the batch.
+    Str(&'a str),
+    /// Any other value (lists, maps, bytes, encoded values), built.
+    Value(Value),
+}
+
+impl Cell<'_> {
+    /// This cell as a record value.
+    pub fn into_value(self) -> Value {
+        match self {
+            Cell::Int(i) => Value::Int(i),
+            Cell::Float(f) => Value::Float(f),
+            Cell::Bool(b) => Value::Bool(b),
+            Cell::Str(s) => Value::String(s.into()),
+            Cell::Value(v) => v,
+        }
+    }
 }
 
 /// A column downcast once per batch for the common scalar types, so that rows are

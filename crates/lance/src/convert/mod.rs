@@ -13,8 +13,9 @@ mod text;
 mod to_arrow;
 
 pub use checksum::row_checksum;
+pub use from_arrow::Cell;
 pub(crate) use from_arrow::{
-    Columns, IntoRecords, Strings, Typed, from_batch, record_columns, verify_rows,
+    Columns, IntoRecords, Strings, from_batch, record_columns, verify_rows,
 };
 pub use text::{TEXT_BLOCK_BYTES, TEXT_BLOCK_ROWS};
 pub(crate) use to_arrow::{to_batch, to_batches};

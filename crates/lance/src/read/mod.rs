@@ -106,8 +106,7 @@ impl LanceBucket {
                 }))
                 .map_err(|panic| Error::panicked(&self.uri, at, panic.as_ref()))??;
             }
-            for i in offset.max(self.committed.persisted())..end {
-                let record = &self.buffer[(i - self.committed.persisted()) as usize];
+            for record in self.buffered(offset, end) {
                 match out.get_mut(filled) {
                     Some(slot) => slot.clone_from(record),
                     None => out.push(record.clone()),
@@ -148,17 +147,25 @@ impl LanceBucket {
                 },
             )
             .await?;
-        let from = offset.max(self.committed.persisted());
-        if from < end {
-            let records = self.buffer.slice(
-                (from - self.committed.persisted()) as usize
-                    ..(end - self.committed.persisted()) as usize,
-            );
+        let records = self.buffered(offset, end);
+        if !records.is_empty() {
             // the record fields only: no layout encoding or checksums to build
             let schema = self.with_registry(self.record_fields());
             out.push(to_batch(&schema, &self.schema, records)?);
         }
         Ok(out)
+    }
+
+    /// The buffered records among offsets `[offset, end)` (`end` at most the total
+    /// count): the part of a read past the dataset.
+    pub(crate) fn buffered(&self, offset: u64, end: u64) -> &[Record] {
+        let persisted = self.committed.persisted();
+        let from = offset.max(persisted);
+        if from >= end {
+            return &[];
+        }
+        self.buffer
+            .slice((from - persisted) as usize..(end - persisted) as usize)
     }
 
     /// Feeds the dataset's rows `[offset, end.min(persisted))` to `sink` batch by

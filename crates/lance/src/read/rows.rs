@@ -10,12 +10,11 @@
 
 use std::sync::Arc;
 
-use arrow::array::Array;
 use arrow::record_batch::RecordBatch;
-use persisting_codec::{Record, Value};
+use persisting_codec::Record;
 
 use crate::bucket::LanceBucket;
-use crate::convert::{Columns, Typed, verify_rows};
+use crate::convert::{Cell, Columns, verify_rows};
 use crate::error::{Error, Result};
 use crate::read::scan::RowChecks;
 
@@ -26,7 +25,6 @@ pub struct Rows {
     parts: Vec<Part>,
     /// the field registry when read: the order a row's fields are walked in
     order: Arc<[String]>,
-    len: usize,
 }
 
 #[derive(Debug)]
@@ -53,35 +51,6 @@ pub struct Fields<'a> {
     offset: u64,
 }
 
-/// One field's value as the walk reads it: the common scalar types straight from
-/// their columns (a string borrowed from the batch), anything else built.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cell<'a> {
-    /// An int column's value.
-    Int(i64),
-    /// A float column's value.
-    Float(f64),
-    /// A bool column's value.
-    Bool(bool),
-    /// A string column's value, borrowed from the batch.
-    Str(&'a str),
-    /// Any other value (lists, maps, bytes, encoded values), built.
-    Value(Value),
-}
-
-impl Cell<'_> {
-    /// This cell as a record value.
-    pub fn to_value(&self) -> Value {
-        match self {
-            Cell::Int(i) => Value::Int(*i),
-            Cell::Float(f) => Value::Float(*f),
-            Cell::Bool(b) => Value::Bool(*b),
-            Cell::Str(s) => Value::String((*s).into()),
-            Cell::Value(v) => v.clone(),
-        }
-    }
-}
-
 impl std::fmt::Debug for Fields<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Fields(row at offset {})", self.offset)
@@ -95,20 +64,10 @@ impl Fields<'_> {
         &self,
         mut f: impl FnMut(&Arc<str>, Cell<'_>) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
-        let (cols, row) = (self.cols, self.row);
-        for (i, name) in cols.names.names().iter().enumerate() {
-            let cell = match &cols.typed[i] {
-                Typed::Int(a) if a.is_valid(row) => Cell::Int(a.value(row)),
-                Typed::Float(a) if a.is_valid(row) => Cell::Float(a.value(row)),
-                Typed::Str(a) if a.is_valid(row) => Cell::Str(a.value(row)),
-                Typed::Bool(a) if a.is_valid(row) => Cell::Bool(a.value(row)),
-                Typed::Int(_) | Typed::Float(_) | Typed::Str(_) | Typed::Bool(_) => continue,
-                Typed::Other => match cols.value(i, row, self.offset)? {
-                    Some(v) => Cell::Value(v),
-                    None => continue,
-                },
-            };
-            f(name, cell)?;
+        for (i, name) in self.cols.names.names().iter().enumerate() {
+            if let Some(cell) = self.cols.cell(i, self.row, self.offset)? {
+                f(name, cell)?;
+            }
         }
         Ok(())
     }
@@ -122,22 +81,26 @@ impl Fields<'_> {
 impl Rows {
     /// Records built already, as rows.
     pub fn from_records(records: Vec<Record>) -> Self {
-        let len = records.len();
         Self {
             parts: vec![Part::Records(records)],
             order: Arc::from(Vec::new()),
-            len,
         }
     }
 
     /// How many rows.
     pub fn len(&self) -> usize {
-        self.len
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Batch(b, _) => b.num_rows(),
+                Part::Records(r) => r.len(),
+            })
+            .sum()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Calls `f` with each row in offset order. A row of a damaged layout value is an
@@ -175,14 +138,14 @@ impl Rows {
 
     /// The rows as records (what [`LanceBucket::read`] returns for them).
     pub fn into_records(self) -> Result<Vec<Record>> {
-        let mut out = Vec::with_capacity(self.len);
+        let mut out = Vec::with_capacity(self.len());
         self.for_each(|row| {
             out.push(match row {
                 Row::Record(r) => r.clone(),
                 Row::Fields(fields) => {
                     let mut r = Record::with_capacity(fields.columns());
                     fields.for_each(|name, cell| {
-                        r.insert(Arc::clone(name), cell.to_value());
+                        r.insert(Arc::clone(name), cell.into_value());
                         Ok::<_, Error>(())
                     })?;
                     r
@@ -207,7 +170,6 @@ impl LanceBucket {
         let mut rows = Rows {
             parts: Vec::new(),
             order: Arc::clone(&order),
-            len: 0,
         };
         if offset >= end {
             return Ok(rows);
@@ -231,22 +193,10 @@ impl LanceBucket {
                 },
             )
             .await?;
-        let persisted = self.committed.persisted();
-        let from = offset.max(persisted);
-        if from < end {
-            let buffered = self
-                .buffer
-                .slice((from - persisted) as usize..(end - persisted) as usize);
+        let buffered = self.buffered(offset, end);
+        if !buffered.is_empty() {
             rows.parts.push(Part::Records(buffered.to_vec()));
         }
-        rows.len = rows
-            .parts
-            .iter()
-            .map(|p| match p {
-                Part::Batch(b, _) => b.num_rows(),
-                Part::Records(r) => r.len(),
-            })
-            .sum();
         Ok(rows)
     }
 }
